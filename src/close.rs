@@ -1,0 +1,106 @@
+//! Why a connection ended.
+//!
+//! Every close goes through one [`CloseReason`], so the stats can count
+//! closes by reason and a device that the gateway drops on purpose is told
+//! why with a `BYE <reason>` line (see [`CloseReason::bye`]).
+
+/// The reason a connection was closed. The variants are counted in
+/// [`crate::stats::Stats`]; `ALL` lists them in a stable order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseReason {
+    /// The peer closed its side (read returned end of file).
+    PeerClosed,
+    /// A read or write failed (reset by peer, broken pipe, ...).
+    IoError,
+    /// Another connection identified with the same MAC (takeover).
+    Replaced,
+    /// Nothing was received for `--idle-timeout`.
+    Idle,
+    /// No successful IDENTIFY within `--handshake-timeout`.
+    HandshakeTimeout,
+    /// No answer to a heartbeat PING within `--heartbeat-timeout`; the peer is
+    /// presumed dead, so no BYE is sent.
+    HeartbeatTimeout,
+    /// A line exceeded `--max-line`.
+    LineTooLong,
+    /// The gateway was at `--max-connections` when the connection arrived.
+    ServerFull,
+    /// The gateway is shutting down.
+    Shutdown,
+    /// The peer did not read its output and the buffer passed `--max-output`.
+    SlowConsumer,
+}
+
+impl CloseReason {
+    pub const ALL: [CloseReason; 10] = [
+        CloseReason::PeerClosed,
+        CloseReason::IoError,
+        CloseReason::Replaced,
+        CloseReason::Idle,
+        CloseReason::HandshakeTimeout,
+        CloseReason::HeartbeatTimeout,
+        CloseReason::LineTooLong,
+        CloseReason::ServerFull,
+        CloseReason::Shutdown,
+        CloseReason::SlowConsumer,
+    ];
+
+    /// The reason's name in logs, stats and `BYE` lines.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::PeerClosed => "peer-closed",
+            CloseReason::IoError => "io-error",
+            CloseReason::Replaced => "replaced",
+            CloseReason::Idle => "idle",
+            CloseReason::HandshakeTimeout => "handshake-timeout",
+            CloseReason::HeartbeatTimeout => "heartbeat-timeout",
+            CloseReason::LineTooLong => "line-too-long",
+            CloseReason::ServerFull => "server-full",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::SlowConsumer => "slow-consumer",
+        }
+    }
+
+    /// The line sent to a device just before the gateway closes it on
+    /// purpose; `None` when the peer is gone or presumed dead.
+    pub fn bye(self) -> Option<&'static [u8]> {
+        Some(match self {
+            CloseReason::PeerClosed | CloseReason::IoError | CloseReason::HeartbeatTimeout => {
+                return None;
+            }
+            CloseReason::Replaced => b"BYE replaced\n",
+            CloseReason::Idle => b"BYE idle\n",
+            CloseReason::HandshakeTimeout => b"BYE handshake-timeout\n",
+            CloseReason::LineTooLong => b"BYE line-too-long\n",
+            CloseReason::ServerFull => b"BYE server-full\n",
+            CloseReason::Shutdown => b"BYE shutdown\n",
+            CloseReason::SlowConsumer => b"BYE slow-consumer\n",
+        })
+    }
+
+    /// Position in [`CloseReason::ALL`], for counter arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_is_in_index_order() {
+        for (i, reason) in CloseReason::ALL.iter().enumerate() {
+            assert_eq!(reason.index(), i);
+        }
+    }
+
+    #[test]
+    fn bye_names_the_reason() {
+        for reason in CloseReason::ALL {
+            if let Some(bye) = reason.bye() {
+                assert_eq!(bye, format!("BYE {}\n", reason.as_str()).as_bytes());
+            }
+        }
+    }
+}

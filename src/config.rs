@@ -1,0 +1,249 @@
+//! Every setting of the gateway, and how the command line spells it.
+//!
+//! [`Config`] is both the library's configuration and the binary's CLI
+//! (through clap's derive), so each default is written exactly once, in the
+//! attribute beside its field. `Config::default()` is the CLI with no flags.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::device::Timeouts;
+
+/// tether: a single-threaded TCP gateway for connected pet collars.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "tether", version, about, long_about = None)]
+pub struct Config {
+    /// Address the collars connect to.
+    #[arg(long, default_value = "0.0.0.0:3001", value_name = "ADDR")]
+    pub device_listen: SocketAddr,
+
+    /// Longest accepted device line in bytes, `\n` included.
+    #[arg(long, default_value = "1024", value_name = "BYTES", value_parser = parse_size)]
+    pub max_line: usize,
+
+    /// Time from connect to a successful IDENTIFY (0 disables).
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// Silence after which a device is sent a heartbeat PING (0 disables).
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// Further silence after the PING before the device is presumed dead and
+    /// closed without a BYE (0: never).
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    pub heartbeat_timeout: Duration,
+
+    /// Silence after which a device is sent `BYE idle` and closed (0 disables).
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Listen backlog (the kernel caps it at net.core.somaxconn).
+    #[arg(long, default_value = "4096", value_name = "N")]
+    pub backlog: u32,
+
+    /// TCP keepalive for accepted sockets as IDLE,INTERVAL,PROBES (0 disables).
+    #[arg(long, default_value = "60s,10s,3", value_name = "IDLE,INTERVAL,PROBES", value_parser = parse_keepalive)]
+    pub tcp_keepalive: TcpKeepalive,
+
+    /// Most connections held at once; more are told `BYE server-full`.
+    /// Default: the file-descriptor limit minus --fd-reserve. Capped there.
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// File descriptors kept back from --max-connections for listeners,
+    /// the poller and files the gateway opens itself.
+    #[arg(long, default_value = "32", value_name = "N")]
+    pub fd_reserve: usize,
+
+    /// Most unsent output held per connection before it is dropped as a
+    /// slow consumer (e.g. 65536, 64KiB, 1MiB).
+    #[arg(long, default_value = "64KiB", value_name = "BYTES", value_parser = parse_size)]
+    pub max_output: usize,
+
+    /// After a BYE, how long to wait for the peer to close before closing
+    /// anyway (a lingering close, so the BYE is not lost to a reset).
+    #[arg(long, default_value = "2s", value_name = "DURATION", value_parser = parse_duration)]
+    pub linger_timeout: Duration,
+
+    /// On SIGINT/SIGTERM, how long to wait for connections to close after
+    /// `BYE shutdown` before closing the rest and exiting.
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// How often the stats line is logged at info level (0 disables).
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    pub stats_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config::parse_from(["tether"])
+    }
+}
+
+impl Config {
+    /// The device deadlines as the session rules take them.
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            handshake: self.handshake_timeout,
+            heartbeat_interval: self.heartbeat_interval,
+            heartbeat_timeout: self.heartbeat_timeout,
+            idle: self.idle_timeout,
+        }
+    }
+}
+
+/// Kernel keepalive probes for accepted sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpKeepalive {
+    Off,
+    On {
+        /// Idle time before the first probe.
+        idle: Duration,
+        /// Time between probes.
+        interval: Duration,
+        /// Unanswered probes before the kernel drops the connection.
+        probes: u32,
+    },
+}
+
+/// Parses `250ms`, `10s`, `5m`, `1h`, or a bare `0`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let err = || format!("{text:?} is not a duration like 250ms, 10s, 5m or 1h");
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().map_err(|_| err())?;
+    let seconds = |factor: u64| n.checked_mul(factor).map(Duration::from_secs).ok_or_else(err);
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => seconds(1),
+        "m" => seconds(60),
+        "h" => seconds(3600),
+        _ => Err(err()),
+    }
+}
+
+/// Parses a byte count: `4096`, `64KiB`, `1MiB` (also `K`/`KB`, `M`/`MB`,
+/// all powers of 1024).
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let err = || format!("{text:?} is not a size like 4096, 64KiB or 1MiB");
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: usize = number.parse().map_err(|_| err())?;
+    let factor = match unit {
+        "" | "B" => 1,
+        "K" | "KB" | "KiB" => 1 << 10,
+        "M" | "MB" | "MiB" => 1 << 20,
+        _ => return Err(err()),
+    };
+    match n.checked_mul(factor) {
+        Some(0) | None => Err(err()),
+        Some(bytes) => Ok(bytes),
+    }
+}
+
+/// Parses `IDLE,INTERVAL,PROBES` (e.g. `60s,10s,3`), or `0`/`off`.
+pub fn parse_keepalive(text: &str) -> Result<TcpKeepalive, String> {
+    if text == "0" || text == "off" {
+        return Ok(TcpKeepalive::Off);
+    }
+    let err = |why: String| format!("{text:?}: expected IDLE,INTERVAL,PROBES like 60s,10s,3 ({why})");
+    let parts: Vec<&str> = text.split(',').collect();
+    let [idle, interval, probes] = parts[..] else {
+        return Err(err("three parts".into()));
+    };
+    let idle = parse_duration(idle).map_err(err)?;
+    let interval = parse_duration(interval).map_err(err)?;
+    let probes: u32 = probes.parse().map_err(|_| err(format!("{probes:?} is not a count")))?;
+    if idle < Duration::from_secs(1) || interval < Duration::from_secs(1) || probes == 0 {
+        // The kernel counts keepalive times in whole seconds.
+        return Err(err("times of at least 1s and at least one probe".into()));
+    }
+    Ok(TcpKeepalive::On { idle, interval, probes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_readme() {
+        let c = Config::default();
+        assert_eq!(c.device_listen, "0.0.0.0:3001".parse().unwrap());
+        assert_eq!(c.max_line, 1024);
+        assert_eq!(c.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(30));
+        assert_eq!(c.heartbeat_timeout, Duration::from_secs(10));
+        assert_eq!(c.idle_timeout, Duration::from_secs(300));
+        assert_eq!(c.backlog, 4096);
+        assert_eq!(
+            c.tcp_keepalive,
+            TcpKeepalive::On { idle: Duration::from_secs(60), interval: Duration::from_secs(10), probes: 3 }
+        );
+        assert_eq!(c.max_connections, None);
+        assert_eq!(c.max_output, 64 * 1024);
+        assert_eq!(c.drain_timeout, Duration::from_secs(5));
+        assert_eq!(c.stats_interval, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        for bad in ["", "10", "s", "1.5s", "-1s", "10 s", "10sec", "99999999999999999999s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("2K"), Ok(2048));
+        for bad in ["", "0", "KiB", "1GiB", "-1", "1.5K"] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn keepalive() {
+        assert_eq!(parse_keepalive("0"), Ok(TcpKeepalive::Off));
+        assert_eq!(parse_keepalive("off"), Ok(TcpKeepalive::Off));
+        assert_eq!(
+            parse_keepalive("2m,5s,9"),
+            Ok(TcpKeepalive::On { idle: Duration::from_secs(120), interval: Duration::from_secs(5), probes: 9 })
+        );
+        for bad in ["60s", "60s,10s", "60s,10s,0", "500ms,10s,3", "60s,10s,x", "60s,10s,3,4"] {
+            assert!(parse_keepalive(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn command_line_overrides() {
+        let c = Config::try_parse_from([
+            "tether",
+            "--device-listen",
+            "127.0.0.1:0",
+            "--max-connections",
+            "10",
+            "--idle-timeout",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(c.device_listen.port(), 0);
+        assert_eq!(c.max_connections, Some(10));
+        assert_eq!(c.idle_timeout, Duration::ZERO);
+        assert!(Config::try_parse_from(["tether", "--max-line", "big"]).is_err());
+    }
+}

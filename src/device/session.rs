@@ -1,0 +1,291 @@
+//! The state of one collar connection and its rules (sans-IO).
+//!
+//! A session starts in the handshake (no MAC yet) and becomes identified
+//! after a valid `IDENTIFY`. [`Session::on_command`] applies one parsed line
+//! and says what the reactor must do; [`Session::on_deadline`] applies the
+//! handshake, heartbeat and idle rules at a given `now`. Neither touches a
+//! socket or a clock, so both are tested with plain values.
+//!
+//! Liveness is the connection's `last_rx`: the time any byte last arrived,
+//! which the reactor stores on every read. The session never re-arms a timer
+//! itself; [`Session::next_deadline`] derives the next deadline from
+//! `last_rx`, so resetting the idle and heartbeat clocks costs one store.
+
+use std::cmp::min;
+use std::time::Duration;
+
+use super::mac::Mac;
+use super::protocol::{Command, ErrorCode, Reply};
+use crate::close::CloseReason;
+use crate::time::{Millis, deadline};
+
+/// The device deadlines. A zero duration disables that deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// From connect to a successful IDENTIFY.
+    pub handshake: Duration,
+    /// Silence after which the gateway sends a heartbeat `PING`.
+    pub heartbeat_interval: Duration,
+    /// Further silence after that `PING` before the peer is presumed dead.
+    pub heartbeat_timeout: Duration,
+    /// Silence after which the device is told `BYE idle`.
+    pub idle: Duration,
+}
+
+/// A device's last reported position.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fix {
+    pub lat: f64,
+    pub lon: f64,
+    /// When the report arrived.
+    pub at: Millis,
+}
+
+/// One collar's session.
+#[derive(Debug)]
+pub struct Session {
+    /// `None` during the handshake; set once by a valid IDENTIFY.
+    pub mac: Option<Mac>,
+    pub connected_at: Millis,
+    /// When the last heartbeat PING went out (0: never). A PING is
+    /// outstanding exactly while this is later than the connection's
+    /// `last_rx`, so receiving anything answers it without a store here.
+    ping_sent_at: Millis,
+    /// Boxed: most of a session's life is spent idle, and a box keeps the
+    /// slab entry of a device that never reported a fix small.
+    pub location: Option<Box<Fix>>,
+}
+
+/// What the reactor must do after a command.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Step {
+    /// Send this line back.
+    Reply(Reply),
+    /// The device just identified: resolve any takeover, then answer `OK`.
+    Identified(Mac),
+    /// A new fix is stored in [`Session::location`]; no answer.
+    Located,
+    /// Nothing to send.
+    Silent,
+}
+
+/// What a deadline check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// Nothing is due yet (the deadline moved because bytes arrived).
+    Nothing,
+    /// Send a heartbeat `PING`.
+    Ping,
+    /// Close the connection.
+    Close(CloseReason),
+}
+
+impl Session {
+    pub fn new(connected_at: Millis) -> Session {
+        Session { mac: None, connected_at, ping_sent_at: 0, location: None }
+    }
+
+    /// Applies one command received at `now`.
+    pub fn on_command(&mut self, command: Command, now: Millis) -> Step {
+        match (self.mac, command) {
+            (_, Command::Empty) => Step::Silent,
+            (_, Command::Ping) => Step::Reply(Reply::Pong),
+            (None, Command::Identify(mac)) => {
+                self.mac = Some(mac);
+                Step::Identified(mac)
+            }
+            (None, Command::Invalid(ErrorCode::BadMac)) => Step::Reply(Reply::Err(ErrorCode::BadMac)),
+            (None, _) => Step::Reply(Reply::Err(ErrorCode::NotIdentified)),
+            (Some(_), Command::Identify(_) | Command::Invalid(ErrorCode::BadMac)) => {
+                Step::Reply(Reply::Err(ErrorCode::AlreadyIdentified))
+            }
+            (Some(_), Command::Pong) => Step::Silent,
+            (Some(_), Command::Location { lat, lon }) => {
+                let fix = Fix { lat, lon, at: now };
+                match &mut self.location {
+                    Some(stored) => **stored = fix,
+                    None => self.location = Some(Box::new(fix)),
+                }
+                Step::Located
+            }
+            (Some(_), Command::Invalid(code)) => Step::Reply(Reply::Err(code)),
+        }
+    }
+
+    fn awaiting_pong(&self, last_rx: Millis) -> bool {
+        self.ping_sent_at > last_rx
+    }
+
+    /// The next moment [`Session::on_deadline`] may have work, given the
+    /// time the last byte arrived; `None` when every deadline is disabled.
+    pub fn next_deadline(&self, last_rx: Millis, t: &Timeouts) -> Option<Millis> {
+        if self.mac.is_none() {
+            return deadline(self.connected_at, t.handshake);
+        }
+        let heartbeat = if self.awaiting_pong(last_rx) {
+            deadline(self.ping_sent_at, t.heartbeat_timeout)
+        } else {
+            deadline(last_rx, t.heartbeat_interval)
+        };
+        let idle = deadline(last_rx, t.idle);
+        match (heartbeat, idle) {
+            (Some(a), Some(b)) => Some(min(a, b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Applies the deadlines at `now`.
+    pub fn on_deadline(&mut self, now: Millis, last_rx: Millis, t: &Timeouts) -> Due {
+        let passed = |at: Option<Millis>| at.is_some_and(|at| now >= at);
+        if self.mac.is_none() {
+            if passed(deadline(self.connected_at, t.handshake)) {
+                return Due::Close(CloseReason::HandshakeTimeout);
+            }
+            return Due::Nothing;
+        }
+        if passed(deadline(last_rx, t.idle)) {
+            return Due::Close(CloseReason::Idle);
+        }
+        if self.awaiting_pong(last_rx) {
+            if passed(deadline(self.ping_sent_at, t.heartbeat_timeout)) {
+                return Due::Close(CloseReason::HeartbeatTimeout);
+            }
+        } else if passed(deadline(last_rx, t.heartbeat_interval)) {
+            self.ping_sent_at = now;
+            return Due::Ping;
+        }
+        Due::Nothing
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAC: Mac = Mac([1, 2, 3, 4, 5, 6]);
+
+    fn timeouts() -> Timeouts {
+        Timeouts {
+            handshake: Duration::from_millis(100),
+            heartbeat_interval: Duration::from_millis(300),
+            heartbeat_timeout: Duration::from_millis(50),
+            idle: Duration::from_millis(1000),
+        }
+    }
+
+    fn identified(at: Millis) -> Session {
+        let mut s = Session::new(at);
+        assert_eq!(s.on_command(Command::Identify(MAC), at), Step::Identified(MAC));
+        s
+    }
+
+    #[test]
+    fn handshake_rules() {
+        let mut s = Session::new(0);
+        assert_eq!(s.on_command(Command::Ping, 1), Step::Reply(Reply::Pong));
+        assert_eq!(s.on_command(Command::Pong, 1), Step::Reply(Reply::Err(ErrorCode::NotIdentified)));
+        assert_eq!(
+            s.on_command(Command::Location { lat: 1.0, lon: 2.0 }, 1),
+            Step::Reply(Reply::Err(ErrorCode::NotIdentified))
+        );
+        assert_eq!(
+            s.on_command(Command::Invalid(ErrorCode::BadLocation), 1),
+            Step::Reply(Reply::Err(ErrorCode::NotIdentified))
+        );
+        assert_eq!(
+            s.on_command(Command::Invalid(ErrorCode::UnknownCommand), 1),
+            Step::Reply(Reply::Err(ErrorCode::NotIdentified))
+        );
+        assert_eq!(s.on_command(Command::Invalid(ErrorCode::BadMac), 1), Step::Reply(Reply::Err(ErrorCode::BadMac)));
+        assert_eq!(s.mac, None, "a bad MAC leaves the session in the handshake");
+        assert_eq!(s.on_command(Command::Empty, 1), Step::Silent);
+        assert_eq!(s.on_command(Command::Identify(MAC), 2), Step::Identified(MAC));
+        assert_eq!(s.mac, Some(MAC));
+    }
+
+    #[test]
+    fn identified_rules() {
+        let mut s = identified(0);
+        let again = Step::Reply(Reply::Err(ErrorCode::AlreadyIdentified));
+        assert_eq!(s.on_command(Command::Identify(Mac([9; 6])), 1), again);
+        assert_eq!(s.on_command(Command::Invalid(ErrorCode::BadMac), 1), again);
+        assert_eq!(s.on_command(Command::Pong, 1), Step::Silent);
+        assert_eq!(s.on_command(Command::Ping, 1), Step::Reply(Reply::Pong));
+        assert_eq!(
+            s.on_command(Command::Invalid(ErrorCode::UnknownCommand), 1),
+            Step::Reply(Reply::Err(ErrorCode::UnknownCommand))
+        );
+        assert_eq!(
+            s.on_command(Command::Invalid(ErrorCode::BadLocation), 1),
+            Step::Reply(Reply::Err(ErrorCode::BadLocation))
+        );
+        assert_eq!(s.location, None);
+        assert_eq!(s.on_command(Command::Location { lat: 1.5, lon: -2.5 }, 7), Step::Located);
+        assert_eq!(s.location.as_deref(), Some(&Fix { lat: 1.5, lon: -2.5, at: 7 }));
+        assert_eq!(s.on_command(Command::Location { lat: 3.0, lon: 4.0 }, 9), Step::Located);
+        assert_eq!(s.location.as_deref(), Some(&Fix { lat: 3.0, lon: 4.0, at: 9 }));
+    }
+
+    #[test]
+    fn handshake_timeout() {
+        let t = timeouts();
+        let mut s = Session::new(10);
+        assert_eq!(s.next_deadline(10, &t), Some(110));
+        assert_eq!(s.on_deadline(109, 50, &t), Due::Nothing, "bytes do not extend the handshake");
+        assert_eq!(s.on_deadline(110, 50, &t), Due::Close(CloseReason::HandshakeTimeout));
+    }
+
+    #[test]
+    fn heartbeat_ping_then_timeout() {
+        let t = timeouts();
+        let mut s = identified(0);
+        assert_eq!(s.next_deadline(0, &t), Some(300));
+        assert_eq!(s.on_deadline(299, 0, &t), Due::Nothing);
+        assert_eq!(s.on_deadline(300, 0, &t), Due::Ping);
+        assert_eq!(s.next_deadline(0, &t), Some(350));
+        assert_eq!(s.on_deadline(349, 0, &t), Due::Nothing, "no second PING while one is outstanding");
+        assert_eq!(s.on_deadline(350, 0, &t), Due::Close(CloseReason::HeartbeatTimeout));
+    }
+
+    #[test]
+    fn any_byte_answers_the_heartbeat() {
+        let t = timeouts();
+        let mut s = identified(0);
+        assert_eq!(s.on_deadline(305, 0, &t), Due::Ping);
+        // Something arrived at 320: the ping is answered, the clock restarts.
+        assert_eq!(s.next_deadline(320, &t), Some(620));
+        assert_eq!(s.on_deadline(360, 320, &t), Due::Nothing);
+        assert_eq!(s.on_deadline(620, 320, &t), Due::Ping);
+    }
+
+    #[test]
+    fn idle_timeout_when_heartbeat_is_disabled() {
+        let t = Timeouts { heartbeat_interval: Duration::ZERO, ..timeouts() };
+        let mut s = identified(0);
+        assert_eq!(s.next_deadline(500, &t), Some(1500));
+        assert_eq!(s.on_deadline(1499, 500, &t), Due::Nothing);
+        assert_eq!(s.on_deadline(1500, 500, &t), Due::Close(CloseReason::Idle));
+    }
+
+    #[test]
+    fn idle_wins_when_it_comes_first() {
+        let t = Timeouts { idle: Duration::from_millis(200), ..timeouts() };
+        let mut s = identified(0);
+        assert_eq!(s.next_deadline(0, &t), Some(200));
+        assert_eq!(s.on_deadline(200, 0, &t), Due::Close(CloseReason::Idle));
+    }
+
+    #[test]
+    fn everything_disabled_means_no_deadline() {
+        let t = Timeouts {
+            handshake: Duration::ZERO,
+            heartbeat_interval: Duration::ZERO,
+            heartbeat_timeout: Duration::ZERO,
+            idle: Duration::ZERO,
+        };
+        assert_eq!(Session::new(0).next_deadline(0, &t), None);
+        let mut s = identified(0);
+        assert_eq!(s.next_deadline(0, &t), None);
+        assert_eq!(s.on_deadline(u64::MAX, 0, &t), Due::Nothing);
+    }
+}

@@ -1,0 +1,224 @@
+//! Line framing for the device protocol: bytes in, lines out (sans-IO).
+//!
+//! TCP delivers a byte stream, not messages: one read may hold many lines,
+//! part of a line, or a single byte. [`LineFramer::feed`] takes whatever a
+//! read returned and calls back once per complete line, however the stream
+//! was split. Lines end with `\n`; one `\r` before it is stripped.
+//!
+//! Complete lines are handed out as slices of the caller's buffer (no copy).
+//! Only the unfinished tail of a read is copied into the framer, and the
+//! framer frees that copy as soon as the line completes, so a connection
+//! with no partial line holds no heap memory. Each byte is scanned for `\n`
+//! once: the held tail is never rescanned when more bytes arrive, so a long
+//! line trickling in byte by byte costs O(n), not O(n²).
+//!
+//! A line longer than the limit is refused as soon as it is known to be too
+//! long, without waiting for its end, so a peer cannot make the gateway
+//! buffer more than `max_line` bytes.
+
+use std::ops::ControlFlow;
+
+/// A line (terminator included) exceeded `max_line` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineTooLong;
+
+/// The framing state of one connection: the start of a line whose end has
+/// not arrived yet.
+#[derive(Debug, Default)]
+pub struct LineFramer {
+    /// Bytes of the current partial line, without any `\n`. Invariant:
+    /// `partial.len() < max_line`, and it has no allocation while empty.
+    partial: Vec<u8>,
+}
+
+impl LineFramer {
+    /// Bytes held for an unfinished line.
+    pub fn pending(&self) -> usize {
+        self.partial.len()
+    }
+
+    /// Frames `input`, calling `on_line` for each complete line (without its
+    /// terminator) in order. `max_line` bounds a line including its `\n`.
+    ///
+    /// Stops early when `on_line` breaks; the rest of `input` is dropped,
+    /// since the caller is about to stop reading this stream. Returns
+    /// `Err(LineTooLong)` once a line is known to exceed the limit; the
+    /// framer is then in an unspecified state and the stream must be closed.
+    pub fn feed(
+        &mut self,
+        mut input: &[u8],
+        max_line: usize,
+        mut on_line: impl FnMut(&[u8]) -> ControlFlow<()>,
+    ) -> Result<(), LineTooLong> {
+        // Finish the line held from earlier reads, if any. Only the new
+        // bytes are scanned for the terminator.
+        if !self.partial.is_empty() {
+            let Some(end) = memchr::memchr(b'\n', input) else {
+                if self.partial.len() + input.len() >= max_line {
+                    return Err(LineTooLong);
+                }
+                self.partial.extend_from_slice(input);
+                return Ok(());
+            };
+            if self.partial.len() + end + 1 > max_line {
+                return Err(LineTooLong);
+            }
+            self.partial.extend_from_slice(&input[..end]);
+            let flow = on_line(strip_cr(&self.partial));
+            // Free the buffer: between lines a connection holds no heap memory.
+            self.partial = Vec::new();
+            if flow.is_break() {
+                return Ok(());
+            }
+            input = &input[end + 1..];
+        }
+
+        // Whole lines inside this read are handed out in place.
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', input) {
+            if end - start + 1 > max_line {
+                return Err(LineTooLong);
+            }
+            if on_line(strip_cr(&input[start..end])).is_break() {
+                return Ok(());
+            }
+            start = end + 1;
+        }
+
+        let tail = &input[start..];
+        if tail.len() >= max_line {
+            return Err(LineTooLong);
+        }
+        self.partial.extend_from_slice(tail);
+        Ok(())
+    }
+}
+
+fn strip_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Feeds `chunks` in order and collects the lines, or the error.
+    fn frame(chunks: &[&[u8]], max_line: usize) -> Result<Vec<Vec<u8>>, LineTooLong> {
+        let mut framer = LineFramer::default();
+        let mut lines = Vec::new();
+        for chunk in chunks {
+            framer.feed(chunk, max_line, |line| {
+                lines.push(line.to_vec());
+                ControlFlow::Continue(())
+            })?;
+        }
+        Ok(lines)
+    }
+
+    fn lines(expected: &[&str]) -> Result<Vec<Vec<u8>>, LineTooLong> {
+        Ok(expected.iter().map(|l| l.as_bytes().to_vec()).collect())
+    }
+
+    #[test]
+    fn many_lines_in_one_read() {
+        assert_eq!(frame(&[b"PING\nPONG\nIDENTIFY:x\n"], 64), lines(&["PING", "PONG", "IDENTIFY:x"]));
+    }
+
+    #[test]
+    fn one_line_over_many_reads() {
+        assert_eq!(frame(&[b"LOC", b"ATION:1", b",2", b"\n"], 64), lines(&["LOCATION:1,2"]));
+    }
+
+    #[test]
+    fn one_byte_per_read() {
+        let stream = b"PING\r\nOK\n";
+        let chunks: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(frame(&chunks, 64), lines(&["PING", "OK"]));
+    }
+
+    #[test]
+    fn strips_one_carriage_return_only_before_the_newline() {
+        assert_eq!(frame(&[b"A\r\r\nB\rC\n\r\n"], 64), lines(&["A\r", "B\rC", ""]));
+    }
+
+    #[test]
+    fn a_partial_line_is_held_and_freed_when_complete() {
+        let mut framer = LineFramer::default();
+        framer.feed(b"PI", 64, |_| ControlFlow::Continue(())).unwrap();
+        assert_eq!(framer.pending(), 2);
+        framer.feed(b"NG\n", 64, |_| ControlFlow::Continue(())).unwrap();
+        assert_eq!(framer.pending(), 0);
+        assert_eq!(framer.partial.capacity(), 0, "no heap memory between lines");
+    }
+
+    #[test]
+    fn the_limit_counts_the_terminator() {
+        // max_line 5: "ABCD\n" is 5 bytes and fits; "ABCDE\n" does not.
+        assert_eq!(frame(&[b"ABCD\n"], 5), lines(&["ABCD"]));
+        assert_eq!(frame(&[b"ABCDE\n"], 5), Err(LineTooLong));
+        assert_eq!(frame(&[b"AB", b"CD\n"], 5), lines(&["ABCD"]));
+        assert_eq!(frame(&[b"AB", b"CDE\n"], 5), Err(LineTooLong));
+    }
+
+    #[test]
+    fn an_overlong_line_is_refused_before_its_end_arrives() {
+        // Five bytes with no newline can never become a valid 5-byte line.
+        assert_eq!(frame(&[b"ABCDE"], 5), Err(LineTooLong));
+        assert_eq!(frame(&[b"AB", b"CDE"], 5), Err(LineTooLong));
+        assert_eq!(frame(&[b"ABCD"], 5), Ok(vec![]));
+    }
+
+    #[test]
+    fn break_stops_at_that_line() {
+        let mut framer = LineFramer::default();
+        let mut seen = Vec::new();
+        framer
+            .feed(b"A\nB\nC\n", 64, |line| {
+                seen.push(line.to_vec());
+                if line == b"B" { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+            })
+            .unwrap();
+        assert_eq!(seen, vec![b"A".to_vec(), b"B".to_vec()]);
+    }
+
+    /// Splits `stream` at the given cut points.
+    fn split<'a>(stream: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
+        cuts.sort_unstable();
+        let mut chunks = Vec::new();
+        let mut start = 0;
+        for cut in cuts {
+            chunks.push(&stream[start..cut]);
+            start = cut;
+        }
+        chunks.push(&stream[start..]);
+        chunks
+    }
+
+    proptest! {
+        /// Any split of a byte stream into reads yields the same lines, and
+        /// the same verdict on an overlong line.
+        #[test]
+        fn any_split_yields_the_same_lines(
+            stream in proptest::collection::vec(
+                prop_oneof![Just(b'\n'), Just(b'\r'), Just(b'A'), any::<u8>()], 0..400),
+            cuts in proptest::collection::vec(any::<usize>(), 0..40),
+            max_line in 1usize..48,
+        ) {
+            let whole = frame(&[&stream], max_line);
+            let pieces = frame(&split(&stream, &cuts), max_line);
+            prop_assert_eq!(&pieces, &whole);
+            // And the lines are what a naive splitter finds.
+            let mut naive: Vec<Vec<u8>> = stream.split(|&b| b == b'\n').map(|l| strip_cr(l).to_vec()).collect();
+            let tail = naive.pop().unwrap_or_default();
+            let too_long = stream.split(|&b| b == b'\n').any(|l| l.len() + 1 > max_line)
+                || tail.len() >= max_line;
+            if too_long {
+                prop_assert_eq!(whole, Err(LineTooLong));
+            } else {
+                prop_assert_eq!(whole, Ok(naive));
+            }
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Socket setup and process limits: the listeners, their options, and the
+//! file-descriptor limit.
+//!
+//! Options that every accepted connection needs (`TCP_NODELAY`, keepalive
+//! and its timings) are set once on the listening socket: Linux copies them
+//! into each socket that `accept` returns, which saves five `setsockopt`
+//! calls per connection. A test below checks that the kernel still does so.
+
+use std::fs;
+use std::io;
+use std::net::SocketAddr;
+
+use log::warn;
+use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive as Ka, Type};
+
+use crate::config::TcpKeepalive;
+
+/// How a listening socket is set up.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenOptions {
+    pub backlog: u32,
+    pub keepalive: TcpKeepalive,
+}
+
+/// Binds a non-blocking listener with `SO_REUSEADDR` (so a restart does not
+/// wait for old connections in TIME_WAIT), `TCP_NODELAY` and the keepalive
+/// settings, all inherited by accepted sockets.
+pub fn listen(addr: SocketAddr, options: ListenOptions) -> io::Result<mio::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.set_tcp_nodelay(true)?;
+    set_keepalive(&socket, options.keepalive)?;
+    socket.bind(&addr.into())?;
+    let backlog = i32::try_from(options.backlog).unwrap_or(i32::MAX);
+    socket.listen(backlog)?;
+    if let Some(somaxconn) = somaxconn()
+        && somaxconn < options.backlog
+    {
+        warn!(
+            "listen backlog {} on {addr} is capped by net.core.somaxconn = {somaxconn}; \
+             raise it (sysctl -w net.core.somaxconn={}) or connect storms will see SYN retries",
+            options.backlog, options.backlog
+        );
+    }
+    Ok(mio::net::TcpListener::from_std(socket.into()))
+}
+
+fn set_keepalive(socket: &Socket, keepalive: TcpKeepalive) -> io::Result<()> {
+    match keepalive {
+        TcpKeepalive::Off => socket.set_keepalive(false),
+        TcpKeepalive::On { idle, interval, probes } => {
+            let params = Ka::new().with_time(idle).with_interval(interval).with_retries(probes);
+            socket.set_tcp_keepalive(&params)
+        }
+    }
+}
+
+/// `net.core.somaxconn`, the kernel's cap on any listen backlog.
+pub fn somaxconn() -> Option<u32> {
+    fs::read_to_string("/proc/sys/net/core/somaxconn").ok()?.trim().parse().ok()
+}
+
+/// The process's open-file limit (`RLIMIT_NOFILE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdLimit {
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// The current open-file limit.
+pub fn fd_limit() -> io::Result<FdLimit> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we pass and reads nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(FdLimit { soft: limit.rlim_cur, hard: limit.rlim_max })
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit (the most an
+/// unprivileged process may ask for) and returns the limit before and
+/// after. Raising the hard limit itself needs `CAP_SYS_RESOURCE`; that is
+/// the operator's job (see the README).
+pub fn raise_fd_limit() -> io::Result<(FdLimit, FdLimit)> {
+    let before = fd_limit()?;
+    // An "unlimited" hard limit still cannot exceed fs.nr_open on Linux.
+    let target = match before.hard {
+        libc::RLIM_INFINITY => nr_open().unwrap_or(1 << 20),
+        hard => hard,
+    };
+    if before.soft >= target {
+        return Ok((before, before));
+    }
+    let raised = libc::rlimit { rlim_cur: target, rlim_max: before.hard };
+    // SAFETY: setrlimit only reads the struct we pass.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((before, FdLimit { soft: target, hard: before.hard }))
+}
+
+fn nr_open() -> Option<u64> {
+    fs::read_to_string("/proc/sys/fs/nr_open").ok()?.trim().parse().ok()
+}
+
+/// Shuts down the sending side of a connection (a FIN after the bytes
+/// already queued) while still reading what the peer sends.
+pub fn shutdown_write(stream: &mio::net::TcpStream) -> io::Result<()> {
+    SockRef::from(stream).shutdown(std::net::Shutdown::Write)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A listener with `options`, one client connected to it, and the
+    /// accepted end of that connection.
+    fn accept_one(options: ListenOptions) -> (mio::net::TcpStream, std::net::TcpStream) {
+        let listener = listen("127.0.0.1:0".parse().unwrap(), options).unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        loop {
+            match listener.accept() {
+                Ok((accepted, _)) => return (accepted, client),
+                // The connection is already established: accept succeeds
+                // within a few retries on loopback.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) => panic!("accept: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn accepted_sockets_inherit_the_listener_options() {
+        let keepalive =
+            TcpKeepalive::On { idle: Duration::from_secs(61), interval: Duration::from_secs(11), probes: 4 };
+        let (accepted, _client) = accept_one(ListenOptions { backlog: 16, keepalive });
+        let sock = SockRef::from(&accepted);
+        assert!(sock.tcp_nodelay().unwrap());
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(61));
+        assert_eq!(sock.tcp_keepalive_interval().unwrap(), Duration::from_secs(11));
+        assert_eq!(sock.tcp_keepalive_retries().unwrap(), 4);
+    }
+
+    #[test]
+    fn keepalive_off_is_inherited_too() {
+        let (accepted, _client) = accept_one(ListenOptions { backlog: 16, keepalive: TcpKeepalive::Off });
+        assert!(!SockRef::from(&accepted).keepalive().unwrap());
+    }
+
+    #[test]
+    fn fd_limit_is_raised_to_the_hard_limit() {
+        let (before, after) = raise_fd_limit().unwrap();
+        assert!(after.soft >= before.soft);
+        assert!(after.soft <= after.hard);
+        assert_eq!(fd_limit().unwrap(), after);
+    }
+}

@@ -1,0 +1,204 @@
+//! Counters for everything the gateway does, in one struct.
+//!
+//! The reactor owns one [`Stats`] and bumps plain integers (it is single
+//! threaded, so no atomics). The periodic report line and, later, the HTTP
+//! metrics endpoint read the same struct. Counters only grow; rates are
+//! differences between two snapshots.
+//!
+//! One invariant ties them together: `accepted == current connections +
+//! sum(closed)`, since every accepted socket is either held or closed for
+//! exactly one reason (a `server-full` rejection counts as a close).
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::close::CloseReason;
+use crate::device::Command;
+use crate::time::Millis;
+
+/// Kinds of device lines, for `lines_in`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineKind {
+    Identify,
+    Ping,
+    Pong,
+    Location,
+    Empty,
+    Invalid,
+}
+
+impl LineKind {
+    pub const ALL: [LineKind; 6] =
+        [LineKind::Identify, LineKind::Ping, LineKind::Pong, LineKind::Location, LineKind::Empty, LineKind::Invalid];
+
+    pub fn of(command: &Command) -> LineKind {
+        match command {
+            Command::Identify(_) => LineKind::Identify,
+            Command::Ping => LineKind::Ping,
+            Command::Pong => LineKind::Pong,
+            Command::Location { .. } => LineKind::Location,
+            Command::Empty => LineKind::Empty,
+            Command::Invalid(_) => LineKind::Invalid,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LineKind::Identify => "identify",
+            LineKind::Ping => "ping",
+            LineKind::Pong => "pong",
+            LineKind::Location => "location",
+            LineKind::Empty => "empty",
+            LineKind::Invalid => "invalid",
+        }
+    }
+}
+
+/// Every counter of the gateway.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// Sockets returned by `accept`, including those rejected as server-full.
+    pub accepted: u64,
+    /// Closed connections, indexed by [`CloseReason::index`].
+    pub closed: [u64; CloseReason::ALL.len()],
+    /// `accept` failures for lack of file descriptors (EMFILE/ENFILE).
+    pub accept_fd_exhausted: u64,
+    /// Other `accept` failures (ECONNABORTED, ENOBUFS, ...).
+    pub accept_failed: u64,
+    /// Device lines received, indexed like [`LineKind::ALL`].
+    pub lines_in: [u64; LineKind::ALL.len()],
+    /// Lines sent to devices.
+    pub lines_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Identifications that replaced a connection with the same MAC.
+    pub takeovers: u64,
+    /// Heartbeat PINGs sent by the gateway.
+    pub heartbeat_pings: u64,
+    /// Turns of the event loop.
+    pub loop_iterations: u64,
+    /// Time spent handling events and timers.
+    pub loop_busy: Duration,
+    /// Time spent waiting in `poll`.
+    pub loop_wait: Duration,
+    /// The longest single event handler since the last report.
+    pub slowest_handler: Duration,
+}
+
+impl Stats {
+    pub fn close(&mut self, reason: CloseReason) {
+        self.closed[reason.index()] += 1;
+    }
+
+    pub fn line_in(&mut self, kind: LineKind) {
+        self.lines_in[kind as usize] += 1;
+    }
+
+    pub fn closed_total(&self) -> u64 {
+        self.closed.iter().sum()
+    }
+
+    pub fn handler_took(&mut self, took: Duration) {
+        self.slowest_handler = self.slowest_handler.max(took);
+    }
+
+    /// The periodic info line: what happened since `prev`, `elapsed` ago.
+    pub fn report(&self, prev: &Stats, elapsed: Duration, gauges: Gauges) -> String {
+        let secs = elapsed.as_secs_f64().max(1e-3);
+        let rate = |now: u64, then: u64| (now - then) as f64 / secs;
+        let busy = self.loop_busy - prev.loop_busy;
+        let wait = self.loop_wait - prev.loop_wait;
+        let busy_pct = 100.0 * busy.as_secs_f64() / (busy + wait).as_secs_f64().max(1e-9);
+        let mut line = format!(
+            "connections={} devices={} accepts/s={:.1} lines_in/s={:.1} lines_out/s={:.1} \
+             in={}B out={}B loop_busy={busy_pct:.1}% slowest_handler={:?} iterations={}",
+            gauges.connections,
+            gauges.devices,
+            rate(self.accepted, prev.accepted),
+            rate(self.lines_in.iter().sum(), prev.lines_in.iter().sum()),
+            rate(self.lines_out, prev.lines_out),
+            self.bytes_in - prev.bytes_in,
+            self.bytes_out - prev.bytes_out,
+            self.slowest_handler,
+            self.loop_iterations - prev.loop_iterations,
+        );
+        let mut closes = String::new();
+        for reason in CloseReason::ALL {
+            let n = self.closed[reason.index()] - prev.closed[reason.index()];
+            if n > 0 {
+                let _ = write!(closes, "{}{}={n}", if closes.is_empty() { "" } else { "," }, reason.as_str());
+            }
+        }
+        let _ = write!(line, " closes={{{closes}}}");
+        let fd = self.accept_fd_exhausted - prev.accept_fd_exhausted;
+        if fd > 0 {
+            let _ = write!(line, " accept_emfile={fd}");
+        }
+        line
+    }
+}
+
+/// Current levels that are not counters, for the report.
+#[derive(Debug, Clone, Copy)]
+pub struct Gauges {
+    pub connections: usize,
+    pub devices: usize,
+}
+
+/// Lets a warning through at most once per interval and counts the rest,
+/// so a flood of rejections cannot flood the log.
+#[derive(Debug, Default)]
+pub struct Throttle {
+    last: Option<Millis>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    /// Returns `Some(suppressed since the last one)` when a warning may be
+    /// logged now.
+    pub fn allow(&mut self, now: Millis, interval_ms: u64) -> Option<u64> {
+        match self.last {
+            Some(last) if now < last + interval_ms => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_gives_rates_and_closes_by_reason() {
+        let prev = Stats::default();
+        let mut now = prev.clone();
+        now.accepted = 50;
+        now.close(CloseReason::Idle);
+        now.close(CloseReason::Idle);
+        now.close(CloseReason::Replaced);
+        now.lines_in[LineKind::Ping as usize] = 20;
+        now.lines_out = 20;
+        now.loop_busy = Duration::from_millis(250);
+        now.loop_wait = Duration::from_millis(750);
+        let line = now.report(&prev, Duration::from_secs(10), Gauges { connections: 47, devices: 40 });
+        assert!(line.starts_with("connections=47 devices=40 accepts/s=5.0 lines_in/s=2.0 lines_out/s=2.0"), "{line}");
+        assert!(line.contains("loop_busy=25.0%"), "{line}");
+        assert!(line.ends_with("closes={replaced=1,idle=2}"), "{line}");
+    }
+
+    #[test]
+    fn throttle_counts_what_it_suppresses() {
+        let mut t = Throttle::default();
+        assert_eq!(t.allow(0, 1000), Some(0));
+        assert_eq!(t.allow(10, 1000), None);
+        assert_eq!(t.allow(999, 1000), None);
+        assert_eq!(t.allow(1000, 1000), Some(2));
+        assert_eq!(t.allow(1001, 1000), None);
+    }
+}
