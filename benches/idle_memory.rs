@@ -33,7 +33,7 @@ fn main() {
     tether::net::raise_fd_limit().expect("raise fd limit");
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["--device-listen", "127.0.0.1:0", "--stats-interval", "0"])
+        .args(["--device-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--stats-interval", "0"])
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

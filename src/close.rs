@@ -27,12 +27,21 @@ pub enum CloseReason {
     ServerFull,
     /// The gateway is shutting down.
     Shutdown,
-    /// The peer did not read its output and the buffer passed `--max-output`.
+    /// The peer did not read its output and the buffer passed its limit
+    /// (`--max-output`, or `--sse-max-backlog` for an event stream).
     SlowConsumer,
+    /// HTTP: the exchange ended as asked (`Connection: close`, HTTP/1.0).
+    Completed,
+    /// HTTP: keep-alive connection idle for `--http-idle-timeout`.
+    HttpIdle,
+    /// HTTP: a request not complete within `--http-request-timeout` (408).
+    RequestTimeout,
+    /// HTTP: a request that cannot be read on from (400, 411, 413, 431).
+    BadRequest,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 10] = [
+    pub const ALL: [CloseReason; 14] = [
         CloseReason::PeerClosed,
         CloseReason::IoError,
         CloseReason::Replaced,
@@ -43,6 +52,10 @@ impl CloseReason {
         CloseReason::ServerFull,
         CloseReason::Shutdown,
         CloseReason::SlowConsumer,
+        CloseReason::Completed,
+        CloseReason::HttpIdle,
+        CloseReason::RequestTimeout,
+        CloseReason::BadRequest,
     ];
 
     /// The reason's name in logs, stats and `BYE` lines.
@@ -58,16 +71,32 @@ impl CloseReason {
             CloseReason::ServerFull => "server-full",
             CloseReason::Shutdown => "shutdown",
             CloseReason::SlowConsumer => "slow-consumer",
+            CloseReason::Completed => "completed",
+            CloseReason::HttpIdle => "http-idle",
+            CloseReason::RequestTimeout => "request-timeout",
+            CloseReason::BadRequest => "bad-request",
         }
     }
 
+    /// Whether the connection lingers after this decision (flush, then shut
+    /// down the write side and wait for the peer's FIN). Not when the peer
+    /// is already gone or presumed dead.
+    pub fn lingers(self) -> bool {
+        !matches!(self, CloseReason::PeerClosed | CloseReason::IoError | CloseReason::HeartbeatTimeout)
+    }
+
     /// The line sent to a device just before the gateway closes it on
-    /// purpose; `None` when the peer is gone or presumed dead.
+    /// purpose; `None` when the peer is gone or presumed dead, and for the
+    /// HTTP-only reasons.
     pub fn bye(self) -> Option<&'static [u8]> {
         Some(match self {
-            CloseReason::PeerClosed | CloseReason::IoError | CloseReason::HeartbeatTimeout => {
-                return None;
-            }
+            CloseReason::PeerClosed
+            | CloseReason::IoError
+            | CloseReason::HeartbeatTimeout
+            | CloseReason::Completed
+            | CloseReason::HttpIdle
+            | CloseReason::RequestTimeout
+            | CloseReason::BadRequest => return None,
             CloseReason::Replaced => b"BYE replaced\n",
             CloseReason::Idle => b"BYE idle\n",
             CloseReason::HandshakeTimeout => b"BYE handshake-timeout\n",

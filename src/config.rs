@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::device::Timeouts;
+use crate::http::{HttpTimeouts, Limits};
 
 /// tether: a single-threaded TCP gateway for connected pet collars.
 #[derive(Debug, Clone, Parser)]
@@ -76,6 +77,59 @@ pub struct Config {
     /// How often the stats line is logged at info level (0 disables).
     #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
     pub stats_interval: Duration,
+
+    /// Address of the HTTP API for the phone app.
+    #[arg(long, default_value = "127.0.0.1:3000", value_name = "ADDR", help_heading = "App API (HTTP)")]
+    pub http_listen: SocketAddr,
+
+    /// Most HTTP connections (event streams included) held at once, within
+    /// --max-connections; more are answered 503.
+    #[arg(long, default_value = "1024", value_name = "N", help_heading = "App API (HTTP)")]
+    pub max_http_connections: usize,
+
+    /// Time for a request's head and body to arrive, from its first byte
+    /// (408 after).
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration, help_heading = "App API (HTTP)")]
+    pub http_request_timeout: Duration,
+
+    /// Keep-alive connections idle for this long are closed.
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = parse_duration, help_heading = "App API (HTTP)")]
+    pub http_idle_timeout: Duration,
+
+    /// Largest request head (request line and headers); 431 above.
+    #[arg(long, default_value = "8KiB", value_name = "BYTES", value_parser = parse_size, help_heading = "App API (HTTP)")]
+    pub http_max_head: usize,
+
+    /// Largest request body; 413 above.
+    #[arg(long, default_value = "64KiB", value_name = "BYTES", value_parser = parse_size, help_heading = "App API (HTTP)")]
+    pub http_max_body: usize,
+
+    /// Value of Access-Control-Allow-Origin on every response.
+    #[arg(long, default_value = "*", value_name = "ORIGIN", help_heading = "App API (HTTP)")]
+    pub cors_origin: String,
+
+    /// Require `Authorization: Bearer <token>` (or `?access_token=`) on every
+    /// endpoint but /health. Also read from TETHER_API_TOKEN, which keeps it
+    /// out of the process list.
+    #[arg(long, env = "TETHER_API_TOKEN", value_name = "TOKEN", hide_env_values = true, help_heading = "App API (HTTP)")]
+    pub api_token: Option<String>,
+
+    /// Recent device events kept for replay (Last-Event-ID, since=).
+    #[arg(long, default_value = "10000", value_name = "N", help_heading = "App API (HTTP)")]
+    pub event_history: usize,
+
+    /// Unsent bytes an event-stream subscriber may fall behind before it is
+    /// dropped as a slow consumer.
+    #[arg(long, default_value = "1MiB", value_name = "BYTES", value_parser = parse_size, help_heading = "App API (HTTP)")]
+    pub sse_max_backlog: usize,
+
+    /// Period of the `: keepalive` comment on an otherwise quiet event stream.
+    #[arg(long, default_value = "15s", value_name = "DURATION", value_parser = parse_duration, help_heading = "App API (HTTP)")]
+    pub sse_keepalive: Duration,
+
+    /// Longest `timeout=` a long poll may ask for; longer ones are capped.
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration, help_heading = "App API (HTTP)")]
+    pub max_wait: Duration,
 }
 
 impl Default for Config {
@@ -93,6 +147,20 @@ impl Config {
             heartbeat_timeout: self.heartbeat_timeout,
             idle: self.idle_timeout,
         }
+    }
+
+    /// The HTTP deadlines.
+    pub fn http_timeouts(&self) -> HttpTimeouts {
+        HttpTimeouts {
+            request: self.http_request_timeout,
+            idle: self.http_idle_timeout,
+            sse_keepalive: self.sse_keepalive,
+        }
+    }
+
+    /// The HTTP request size limits.
+    pub fn http_limits(&self) -> Limits {
+        Limits { max_head: self.http_max_head, max_body: self.http_max_body }
     }
 }
 
@@ -190,6 +258,15 @@ mod tests {
         assert_eq!(c.max_output, 64 * 1024);
         assert_eq!(c.drain_timeout, Duration::from_secs(5));
         assert_eq!(c.stats_interval, Duration::from_secs(10));
+        assert_eq!(c.http_listen, "127.0.0.1:3000".parse().unwrap());
+        assert_eq!(c.http_request_timeout, Duration::from_secs(10));
+        assert_eq!(c.http_idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.http_max_head, 8 * 1024);
+        assert_eq!(c.http_max_body, 64 * 1024);
+        assert_eq!(c.cors_origin, "*");
+        assert_eq!(c.event_history, 10_000);
+        assert_eq!(c.sse_max_backlog, 1 << 20);
+        assert_eq!(c.sse_keepalive, Duration::from_secs(15));
     }
 
     #[test]

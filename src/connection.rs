@@ -13,9 +13,13 @@
 //! Closing a socket that still has unread input makes the kernel send a
 //! reset, which can destroy the `BYE` before the peer reads it.
 
+use std::fmt;
+use std::net::{SocketAddr, SocketAddrV6};
+
 use mio::net::TcpStream;
 
 use crate::device::Session;
+use crate::http::HttpSession;
 use crate::line::LineFramer;
 use crate::time::Millis;
 use crate::wheel::TimerId;
@@ -24,6 +28,8 @@ use crate::wheel::TimerId;
 #[derive(Debug)]
 pub struct Connection {
     pub stream: TcpStream,
+    /// The remote address, as `accept` returned it.
+    pub peer: Peer,
     /// Bumped for every connection that reuses a slab slot and carried in the
     /// token, so that an event or timer for a closed connection is recognized
     /// as stale instead of reaching its successor.
@@ -60,6 +66,62 @@ pub enum Phase {
 #[derive(Debug)]
 pub enum Role {
     Device(Device),
+    /// Boxed: HTTP connections are few next to collars, and their state is
+    /// larger; the box keeps every slab entry small.
+    Http(Box<HttpSession>),
+}
+
+/// The two kinds of connection, for counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Device = 0,
+    Http = 1,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 2] = [Kind::Device, Kind::Http];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Device => "device",
+            Kind::Http => "http",
+        }
+    }
+}
+
+impl Role {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Role::Device(_) => Kind::Device,
+            Role::Http(_) => Kind::Http,
+        }
+    }
+}
+
+/// A peer address in 16 bytes instead of `SocketAddr`'s 32: IPv4 peers
+/// (the common case) inline, IPv6 ones boxed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    V4([u8; 4], u16),
+    V6(Box<SocketAddrV6>),
+}
+
+impl From<SocketAddr> for Peer {
+    fn from(addr: SocketAddr) -> Peer {
+        match addr {
+            SocketAddr::V4(v4) => Peer::V4(v4.ip().octets(), v4.port()),
+            SocketAddr::V6(v6) => Peer::V6(Box::new(v6)),
+        }
+    }
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::V4([a, b, c, d], port) => write!(f, "{a}.{b}.{c}.{d}:{port}"),
+            Peer::V6(addr) => write!(f, "{addr}"),
+        }
+    }
 }
 
 /// A collar connection: its session and its partial input line.
@@ -69,46 +131,57 @@ pub struct Device {
     pub framer: LineFramer,
 }
 
-/// Output waiting for the socket to become writable: a byte vector and how
-/// much of it has been sent. Invariant: it holds no allocation when empty.
+/// Output waiting for the socket to become writable. Most of the time
+/// there is none (the kernel took every reply at once), so the buffer is
+/// boxed: an empty `OutBuf` is one null pointer and owns no memory.
 #[derive(Debug, Default)]
 pub struct OutBuf {
+    pending: Option<Box<Pending>>,
+}
+
+#[derive(Debug)]
+struct Pending {
     buf: Vec<u8>,
-    /// Bytes of `buf` already written; `sent < buf.len()` unless both are 0.
+    /// Bytes of `buf` already written; always `< buf.len()`.
     sent: usize,
 }
 
 impl OutBuf {
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.pending.is_none()
     }
 
     /// Unsent bytes.
     pub fn len(&self) -> usize {
-        self.buf.len() - self.sent
+        self.pending.as_ref().map_or(0, |p| p.buf.len() - p.sent)
     }
 
     /// The unsent bytes, in order.
     pub fn pending(&self) -> &[u8] {
-        &self.buf[self.sent..]
+        self.pending.as_ref().map_or(&[], |p| &p.buf[p.sent..])
     }
 
     pub fn push(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let p = self.pending.get_or_insert_with(|| Box::new(Pending { buf: Vec::new(), sent: 0 }));
         // Reclaim the sent prefix before growing, rather than growing
         // behind bytes that are already gone.
-        if self.sent > 0 && self.buf.len() + bytes.len() > self.buf.capacity() {
-            self.buf.drain(..self.sent);
-            self.sent = 0;
+        if p.sent > 0 && p.buf.len() + bytes.len() > p.buf.capacity() {
+            p.buf.drain(..p.sent);
+            p.sent = 0;
         }
-        self.buf.extend_from_slice(bytes);
+        p.buf.extend_from_slice(bytes);
     }
 
     /// Marks `n` more bytes as written; frees the buffer once all are.
     pub fn consume(&mut self, n: usize) {
-        self.sent += n;
-        debug_assert!(self.sent <= self.buf.len());
-        if self.sent == self.buf.len() {
-            *self = OutBuf::default();
+        let Some(p) = &mut self.pending else { return };
+        p.sent += n;
+        debug_assert!(p.sent <= p.buf.len());
+        if p.sent >= p.buf.len() {
+            self.pending = None;
         }
     }
 
@@ -116,15 +189,16 @@ impl OutBuf {
     /// rest of a line the kernel has taken part of, so the peer never sees a
     /// torn line. Used before a last `BYE` to a peer that does not read.
     pub fn keep_started_line(&mut self) {
-        if self.sent == 0 || self.buf[self.sent - 1] == b'\n' {
-            *self = OutBuf::default();
+        let Some(p) = &mut self.pending else { return };
+        if p.sent == 0 || p.buf[p.sent - 1] == b'\n' {
+            self.pending = None;
             return;
         }
-        let end = memchr::memchr(b'\n', self.pending()).map_or(self.buf.len(), |i| self.sent + i + 1);
-        self.buf.truncate(end);
-        self.buf.drain(..self.sent);
-        self.buf.shrink_to_fit();
-        self.sent = 0;
+        let end = memchr::memchr(b'\n', &p.buf[p.sent..]).map_or(p.buf.len(), |i| p.sent + i + 1);
+        p.buf.truncate(end);
+        p.buf.drain(..p.sent);
+        p.buf.shrink_to_fit();
+        p.sent = 0;
     }
 }
 
@@ -142,6 +216,15 @@ mod tests {
     }
 
     #[test]
+    fn peers_print_like_socket_addrs() {
+        for text in ["127.0.0.1:3001", "[::1]:8080", "[fe80::1%2]:1"] {
+            let addr: SocketAddr = text.parse().unwrap();
+            assert_eq!(Peer::from(addr).to_string(), addr.to_string());
+        }
+        assert_eq!(size_of::<Peer>(), 16);
+    }
+
+    #[test]
     fn out_buf_tracks_what_was_sent_and_frees_when_done() {
         let mut out = OutBuf::default();
         out.push(b"PONG\nPONG\n");
@@ -152,7 +235,7 @@ mod tests {
         assert_eq!(out.pending(), b"G\nPONG\nOK\n");
         out.consume(10);
         assert!(out.is_empty());
-        assert_eq!(out.buf.capacity(), 0, "no allocation once flushed");
+        assert!(out.pending.is_none(), "no allocation once flushed");
     }
 
     #[test]

@@ -15,12 +15,16 @@
 //!   buffer, deadline, phase (open, closing, lingering) and protocol state.
 //! - [`device`]: the collar protocol, sans-IO: MAC parsing, line parsing,
 //!   replies, and the session rules (handshake, heartbeat, idle).
+//! - [`http`]: the app side's HTTP/1.1, sans-IO: request parsing (on
+//!   `httparse`), routing, responses, JSON, the per-connection state.
+//! - [`events`]: the ring of device events behind SSE and long polling.
 //! - [`line`]: the line framer, sans-IO: bytes in, lines out.
 //! - [`wheel`]: the hashed timing wheel behind every deadline.
 //! - [`io`]: the one place that calls `read`/`write` and names the outcome.
 //! - [`net`]: listener setup with socket2, socket options, fd limits.
 //! - [`close`]: why a connection ended, and the `BYE` line that says so.
 //! - [`stats`]: every counter, and the periodic report line.
+//! - [`metrics`]: the counters in Prometheus text format.
 //! - [`config`]: every setting, which is also the command line.
 //! - [`time`]: the reactor's millisecond clock.
 
@@ -28,8 +32,11 @@ pub mod close;
 pub mod config;
 pub mod connection;
 pub mod device;
+pub mod events;
+pub mod http;
 pub mod io;
 pub mod line;
+pub mod metrics;
 pub mod net;
 pub mod reactor;
 pub mod stats;

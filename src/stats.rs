@@ -5,16 +5,23 @@
 //! metrics endpoint read the same struct. Counters only grow; rates are
 //! differences between two snapshots.
 //!
-//! One invariant ties them together: `accepted == current connections +
-//! sum(closed)`, since every accepted socket is either held or closed for
-//! exactly one reason (a `server-full` rejection counts as a close).
+//! One invariant ties them together, per kind of connection: `accepted ==
+//! current connections + sum(closed)`, since every accepted socket is
+//! either held or closed for exactly one reason (a `server-full` rejection
+//! counts as a close).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::close::CloseReason;
+use crate::connection::Kind;
 use crate::device::Command;
 use crate::time::Millis;
+
+/// Upper bounds (seconds) of the loop-iteration histogram buckets; one more
+/// bucket counts everything slower.
+pub const LOOP_BUCKETS: [f64; 10] = [1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 1.0];
 
 /// Kinds of device lines, for `lines_in`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,10 +64,11 @@ impl LineKind {
 /// Every counter of the gateway.
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
-    /// Sockets returned by `accept`, including those rejected as server-full.
-    pub accepted: u64,
-    /// Closed connections, indexed by [`CloseReason::index`].
-    pub closed: [u64; CloseReason::ALL.len()],
+    /// Sockets returned by `accept`, including those rejected as
+    /// server-full, indexed by [`Kind`].
+    pub accepted: [u64; 2],
+    /// Closed connections by [`Kind`], then by [`CloseReason::index`].
+    pub closed: [[u64; CloseReason::ALL.len()]; 2],
     /// `accept` failures for lack of file descriptors (EMFILE/ENFILE).
     pub accept_fd_exhausted: u64,
     /// Other `accept` failures (ECONNABORTED, ENOBUFS, ...).
@@ -83,23 +91,47 @@ pub struct Stats {
     pub loop_wait: Duration,
     /// The longest single event handler since the last report.
     pub slowest_handler: Duration,
+    /// Busy time of each loop turn, bucketed by [`LOOP_BUCKETS`] (the last
+    /// bucket counts the slower ones).
+    pub loop_histogram: [u64; LOOP_BUCKETS.len() + 1],
+    /// HTTP responses sent, by status code.
+    pub http_responses: BTreeMap<u16, u64>,
+    /// Device events published (connected, disconnected, location).
+    pub events_published: u64,
 }
 
 impl Stats {
-    pub fn close(&mut self, reason: CloseReason) {
-        self.closed[reason.index()] += 1;
+    pub fn close(&mut self, kind: Kind, reason: CloseReason) {
+        self.closed[kind as usize][reason.index()] += 1;
+    }
+
+    pub fn closed(&self, kind: Kind, reason: CloseReason) -> u64 {
+        self.closed[kind as usize][reason.index()]
     }
 
     pub fn line_in(&mut self, kind: LineKind) {
         self.lines_in[kind as usize] += 1;
     }
 
-    pub fn closed_total(&self) -> u64 {
-        self.closed.iter().sum()
+    /// Every close of connections of this kind.
+    pub fn closed_total(&self, kind: Kind) -> u64 {
+        self.closed[kind as usize].iter().sum()
     }
 
     pub fn handler_took(&mut self, took: Duration) {
         self.slowest_handler = self.slowest_handler.max(took);
+    }
+
+    /// Records one loop turn's busy time.
+    pub fn loop_turn(&mut self, busy: Duration) {
+        self.loop_busy += busy;
+        let secs = busy.as_secs_f64();
+        let bucket = LOOP_BUCKETS.iter().position(|&le| secs <= le).unwrap_or(LOOP_BUCKETS.len());
+        self.loop_histogram[bucket] += 1;
+    }
+
+    pub fn http_response(&mut self, status: u16) {
+        *self.http_responses.entry(status).or_default() += 1;
     }
 
     /// The periodic info line: what happened since `prev`, `elapsed` ago.
@@ -109,12 +141,14 @@ impl Stats {
         let busy = self.loop_busy - prev.loop_busy;
         let wait = self.loop_wait - prev.loop_wait;
         let busy_pct = 100.0 * busy.as_secs_f64() / (busy + wait).as_secs_f64().max(1e-9);
+        let accepted = |s: &Stats| s.accepted.iter().sum::<u64>();
         let mut line = format!(
-            "connections={} devices={} accepts/s={:.1} lines_in/s={:.1} lines_out/s={:.1} \
+            "connections={} devices={} http={} accepts/s={:.1} lines_in/s={:.1} lines_out/s={:.1} \
              in={}B out={}B loop_busy={busy_pct:.1}% slowest_handler={:?} iterations={}",
             gauges.connections,
             gauges.devices,
-            rate(self.accepted, prev.accepted),
+            gauges.http,
+            rate(accepted(self), accepted(prev)),
             rate(self.lines_in.iter().sum(), prev.lines_in.iter().sum()),
             rate(self.lines_out, prev.lines_out),
             self.bytes_in - prev.bytes_in,
@@ -124,7 +158,7 @@ impl Stats {
         );
         let mut closes = String::new();
         for reason in CloseReason::ALL {
-            let n = self.closed[reason.index()] - prev.closed[reason.index()];
+            let n: u64 = Kind::ALL.iter().map(|&k| self.closed(k, reason) - prev.closed(k, reason)).sum();
             if n > 0 {
                 let _ = write!(closes, "{}{}={n}", if closes.is_empty() { "" } else { "," }, reason.as_str());
             }
@@ -143,6 +177,7 @@ impl Stats {
 pub struct Gauges {
     pub connections: usize,
     pub devices: usize,
+    pub http: usize,
 }
 
 /// Lets a warning through at most once per interval and counts the rest,
@@ -178,18 +213,32 @@ mod tests {
     fn report_gives_rates_and_closes_by_reason() {
         let prev = Stats::default();
         let mut now = prev.clone();
-        now.accepted = 50;
-        now.close(CloseReason::Idle);
-        now.close(CloseReason::Idle);
-        now.close(CloseReason::Replaced);
+        now.accepted = [45, 5];
+        now.close(Kind::Device, CloseReason::Idle);
+        now.close(Kind::Device, CloseReason::Idle);
+        now.close(Kind::Device, CloseReason::Replaced);
         now.lines_in[LineKind::Ping as usize] = 20;
         now.lines_out = 20;
         now.loop_busy = Duration::from_millis(250);
         now.loop_wait = Duration::from_millis(750);
-        let line = now.report(&prev, Duration::from_secs(10), Gauges { connections: 47, devices: 40 });
-        assert!(line.starts_with("connections=47 devices=40 accepts/s=5.0 lines_in/s=2.0 lines_out/s=2.0"), "{line}");
+        let line = now.report(&prev, Duration::from_secs(10), Gauges { connections: 47, devices: 40, http: 5 });
+        assert!(
+            line.starts_with("connections=47 devices=40 http=5 accepts/s=5.0 lines_in/s=2.0 lines_out/s=2.0"),
+            "{line}"
+        );
         assert!(line.contains("loop_busy=25.0%"), "{line}");
         assert!(line.ends_with("closes={replaced=1,idle=2}"), "{line}");
+    }
+
+    #[test]
+    fn loop_turns_land_in_their_bucket() {
+        let mut stats = Stats::default();
+        stats.loop_turn(Duration::from_micros(5));
+        stats.loop_turn(Duration::from_micros(10));
+        stats.loop_turn(Duration::from_millis(3));
+        stats.loop_turn(Duration::from_secs(2));
+        assert_eq!(stats.loop_histogram, [2, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1]);
+        assert_eq!(stats.loop_busy, Duration::from_micros(2_003_015));
     }
 
     #[test]

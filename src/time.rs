@@ -54,9 +54,55 @@ pub fn deadline(at: Millis, d: Duration) -> Option<Millis> {
     (!d.is_zero()).then(|| at.saturating_add(millis(d).max(1)))
 }
 
+/// Appends `unix_ms` as an RFC 3339 UTC timestamp with milliseconds,
+/// e.g. `2026-11-26T08:51:22.123Z`.
+pub fn write_rfc3339(out: &mut String, unix_ms: u64) {
+    use std::fmt::Write as _;
+    let secs = unix_ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    let _ = write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        unix_ms % 1000
+    );
+}
+
+/// Days since 1970-01-01 to a (year, month, day) in the proleptic
+/// Gregorian calendar (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097); // day of era, [0, 146096]
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
+    let mp = (5 * doy + 2) / 153; // [0, 11], March-based
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rfc3339(unix_ms: u64) -> String {
+        let mut s = String::new();
+        write_rfc3339(&mut s, unix_ms);
+        s
+    }
+
+    #[test]
+    fn formats_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339(1_795_683_082_123), "2026-11-26T08:51:22.123Z");
+        assert_eq!(rfc3339(4_102_444_799_999), "2099-12-31T23:59:59.999Z");
+    }
 
     #[test]
     fn zero_duration_disables_a_deadline() {

@@ -1,5 +1,6 @@
-//! Accepting connections: draining the accept queue, the connection cap,
-//! and backing off when the process runs out of file descriptors.
+//! Accepting connections on both listeners: draining the accept queue, the
+//! connection caps, and backing off when the process runs out of file
+//! descriptors.
 //!
 //! The listener is edge-triggered, so an event only says "something
 //! arrived". [`Listener::ready`] remembers that the queue may still hold
@@ -24,8 +25,9 @@ use mio::{Interest, Registry};
 
 use super::Reactor;
 use crate::close::CloseReason;
-use crate::connection::{Connection, Device, OutBuf, Phase, Role};
+use crate::connection::{Connection, Device, Kind, OutBuf, Phase, Role};
 use crate::device::Session;
+use crate::http::{HttpSession, Response, json};
 use crate::io as sock;
 use crate::time::{Millis, deadline, millis};
 
@@ -36,11 +38,13 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// At most one warning per this many milliseconds per kind of trouble.
 const WARN_EVERY_MS: u64 = 1000;
 
-/// The device listener and what the reactor knows about its queue.
+/// A listener and what the reactor knows about its queue.
 #[derive(Debug)]
 pub(super) struct Listener {
     /// `None` once closed for shutdown.
     socket: Option<TcpListener>,
+    /// What the accepted connections speak.
+    kind: Kind,
     /// The accept queue may hold connections: set by a readiness event,
     /// cleared only when `accept` says `WouldBlock`.
     pub ready: bool,
@@ -49,8 +53,8 @@ pub(super) struct Listener {
 }
 
 impl Listener {
-    pub fn new(socket: TcpListener) -> Listener {
-        Listener { socket: Some(socket), ready: false, paused_until: None }
+    pub fn new(socket: TcpListener, kind: Kind) -> Listener {
+        Listener { socket: Some(socket), kind, ready: false, paused_until: None }
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -75,20 +79,26 @@ impl Listener {
 }
 
 impl Reactor {
-    /// Accepts what is waiting, up to the per-turn budget.
+    /// Accepts what is waiting on either listener.
     pub(super) fn accept(&mut self) {
-        if !self.listener.can_accept(self.now) {
+        for i in 0..self.listeners.len() {
+            self.accept_from(i);
+        }
+    }
+
+    /// Accepts what is waiting on one listener, up to the per-turn budget.
+    fn accept_from(&mut self, i: usize) {
+        if !self.listeners[i].can_accept(self.now) {
             return;
         }
-        self.listener.paused_until = None;
+        self.listeners[i].paused_until = None;
+        let kind = self.listeners[i].kind;
         for _ in 0..ACCEPT_BUDGET {
-            let Some(socket) = &self.listener.socket else {
-                return;
-            };
+            let Some(socket) = &self.listeners[i].socket else { return };
             match socket.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer),
+                Ok((stream, peer)) => self.admit(stream, peer, kind),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.listener.ready = false;
+                    self.listeners[i].ready = false;
                     return;
                 }
                 Err(e) if connection_specific(&e) => {
@@ -97,7 +107,7 @@ impl Reactor {
                     debug!("accept: {e} (skipped)");
                 }
                 Err(e) => {
-                    self.accept_failed(&e);
+                    self.accept_failed(i, &e);
                     return;
                 }
             }
@@ -106,14 +116,14 @@ impl Reactor {
     }
 
     /// Backs off after an error that retrying at once would only repeat.
-    fn accept_failed(&mut self, e: &io::Error) {
+    fn accept_failed(&mut self, i: usize, e: &io::Error) {
         let out_of_fds = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
         if out_of_fds {
             self.stats.accept_fd_exhausted += 1;
         } else {
             self.stats.accept_failed += 1;
         }
-        self.listener.paused_until = Some(self.now + millis(ACCEPT_BACKOFF));
+        self.listeners[i].paused_until = Some(self.now + millis(ACCEPT_BACKOFF));
         if let Some(suppressed) = self.warn_accept.allow(self.now, WARN_EVERY_MS) {
             let hint =
                 if out_of_fds { " (out of file descriptors: raise the limit or lower --max-connections)" } else { "" };
@@ -126,10 +136,12 @@ impl Reactor {
     }
 
     /// Takes an accepted socket into the slab, or turns it away when full.
-    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
-        self.stats.accepted += 1;
-        if self.conns.len() >= self.max_connections {
-            self.reject_full(stream, peer);
+    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, kind: Kind) {
+        self.stats.accepted[kind as usize] += 1;
+        let full = self.conns.len() >= self.max_connections
+            || (kind == Kind::Http && self.open[Kind::Http as usize] >= self.config.max_http_connections);
+        if full {
+            self.reject_full(stream, peer, kind);
             return;
         }
         let entry = self.conns.vacant_entry();
@@ -139,38 +151,60 @@ impl Reactor {
         // Registered for reading only: WRITABLE is added while output waits.
         if let Err(e) = self.poll.registry().register(&mut stream, token, Interest::READABLE) {
             warn!("cannot register the connection from {peer}: {e}");
-            self.stats.close(CloseReason::IoError);
+            self.stats.close(kind, CloseReason::IoError);
             return;
         }
-        let timer = deadline(self.now, self.config.handshake_timeout).map(|at| self.wheel.insert(at, token));
+        let (role, first_deadline) = match kind {
+            Kind::Device => (
+                Role::Device(Device { session: Session::new(self.now), framer: Default::default() }),
+                deadline(self.now, self.config.handshake_timeout),
+            ),
+            Kind::Http => (
+                Role::Http(Box::new(HttpSession::new(self.now))),
+                deadline(self.now, self.config.http_request_timeout),
+            ),
+        };
+        let timer = first_deadline.map(|at| self.wheel.insert(at, token));
         entry.insert(Connection {
             stream,
+            peer: peer.into(),
             generation: self.generation,
             timer,
             last_rx: self.now,
             out: OutBuf::default(),
             writable_interest: false,
             phase: Phase::Open,
-            role: Role::Device(Device { session: Session::new(self.now), framer: Default::default() }),
+            role,
         });
-        debug!("#{key} accepted from {peer}");
+        self.open[kind as usize] += 1;
+        debug!("#{key} {} connection accepted from {peer}", kind.as_str());
     }
 
-    /// Over the cap: say `BYE server-full` and close at once, so the client
-    /// learns why instead of waiting in the backlog.
-    fn reject_full(&mut self, stream: TcpStream, peer: SocketAddr) {
-        self.stats.close(CloseReason::ServerFull);
+    /// Over the cap: say so (`BYE server-full`, or a 503) and close at
+    /// once, so the client learns why instead of waiting in the backlog.
+    fn reject_full(&mut self, stream: TcpStream, peer: SocketAddr, kind: Kind) {
+        self.stats.close(kind, CloseReason::ServerFull);
         if let Some(suppressed) = self.warn_server_full.allow(self.now, WARN_EVERY_MS) {
             warn!(
-                "server full ({} connections, --max-connections): rejecting {peer} with BYE server-full \
+                "server full ({} connections, {} http): rejecting {} connection from {peer} \
                  ({suppressed} more since the last warning)",
-                self.max_connections
+                self.conns.len(),
+                self.open[Kind::Http as usize],
+                kind.as_str()
             );
         }
-        let bye = CloseReason::ServerFull.bye().unwrap_or_default();
-        if let sock::Io::Done(n) = sock::write(&stream, bye) {
+        let mut farewell = Vec::new();
+        match kind {
+            Kind::Device => farewell.extend_from_slice(CloseReason::ServerFull.bye().unwrap_or_default()),
+            Kind::Http => {
+                let body = json::error("server full");
+                Response::json(503, &body).write(&mut farewell, &self.config.cors_origin, false, false);
+                self.stats.http_response(503);
+            }
+        }
+        if let sock::Io::Done(n) = sock::write(&stream, &farewell) {
             self.stats.bytes_out += n as u64;
-            self.stats.lines_out += 1;
+            self.stats.lines_out += u64::from(kind == Kind::Device);
         }
         // Discard anything the client already sent: closing with unread
         // input would make the kernel reset the connection, and the reset

@@ -21,7 +21,8 @@ use mio::{Interest, Token};
 
 use super::Reactor;
 use crate::close::CloseReason;
-use crate::connection::{Phase, Role};
+use crate::connection::{Kind, Phase, Role};
+use crate::http::State;
 use crate::io::{self as sock, Io};
 use crate::net;
 use crate::time::deadline;
@@ -76,6 +77,7 @@ impl Reactor {
             if conn.phase == Phase::Open {
                 match conn.role {
                     Role::Device(_) => self.device_input(key, &scratch[..n]),
+                    Role::Http(_) => self.http_input(key, &scratch[..n]),
                 }
             }
             if n < scratch.len() && !to_eof {
@@ -104,9 +106,9 @@ impl Reactor {
 
     /// Sends `bytes`: written at once when nothing is queued, the rest
     /// queued for when the socket is writable. An open connection whose
-    /// queue would pass `--max-output` is closed as a slow consumer; the
-    /// farewell of a closing one is always queued. `Break` means the
-    /// connection is no longer open.
+    /// queue would pass its limit (see [`Reactor::output_limit`]) is closed
+    /// as a slow consumer; the farewell of a closing one is always queued.
+    /// `Break` means the connection is no longer open.
     pub(super) fn send(&mut self, key: usize, bytes: &[u8]) -> ControlFlow<()> {
         trace!("#{key} -> \"{}\"", bytes.escape_ascii());
         let conn = &mut self.conns[key];
@@ -132,14 +134,29 @@ impl Reactor {
             }
         }
         let open = conn.phase == Phase::Open;
-        if open && conn.out.len() + rest.len() > self.config.max_output {
-            debug!("#{key}: {} bytes unsent, over --max-output", conn.out.len() + rest.len());
+        let queued = conn.out.len() + rest.len();
+        if open && self.output_limit(key).is_some_and(|limit| queued > limit) {
+            debug!("#{key}: {queued} bytes unsent, over the output limit");
             self.begin_close(key, CloseReason::SlowConsumer);
             return ControlFlow::Break(());
         }
+        let conn = &mut self.conns[key];
         conn.out.push(rest);
         self.watch_writable(key, true);
         if open { ControlFlow::Continue(()) } else { ControlFlow::Break(()) }
+    }
+
+    /// How much unsent output an open connection may hold before it is
+    /// dropped as a slow consumer: `--max-output` for a device,
+    /// `--sse-max-backlog` for an event stream. HTTP responses have no such
+    /// limit: they are bounded by construction (one response per request,
+    /// and no request is read while output is above the high-water mark).
+    fn output_limit(&self, key: usize) -> Option<usize> {
+        match &self.conns[key].role {
+            Role::Device(_) => Some(self.config.max_output),
+            Role::Http(http) if matches!(http.state, State::Streaming { .. }) => Some(self.config.sse_max_backlog),
+            Role::Http(_) => None,
+        }
     }
 
     fn on_writable(&mut self, key: usize) {
@@ -171,7 +188,8 @@ impl Reactor {
                 }
                 conn.phase = Phase::Lingering;
             }
-            Phase::Open | Phase::Lingering => {}
+            Phase::Open => self.http_output_drained(key),
+            Phase::Lingering => {}
         }
         self.watch_writable(key, false);
     }
@@ -193,26 +211,45 @@ impl Reactor {
         }
     }
 
-    /// Closes an open connection on purpose. A device told why (`BYE`)
-    /// lingers until the peer closes; otherwise it is freed at once.
+    /// Closes an open connection on purpose. Unless the peer is gone or
+    /// presumed dead, it lingers: a device is told why (`BYE <reason>`), an
+    /// HTTP client gets what is queued (its last response), then a FIN.
     pub(super) fn begin_close(&mut self, key: usize, reason: CloseReason) {
         if self.conns[key].phase != Phase::Open {
             return;
         }
         self.leave_open(key, reason);
-        let Some(bye) = reason.bye() else {
+        if !reason.lingers() {
             return self.free(key);
-        };
+        }
         let conn = &mut self.conns[key];
         conn.phase = Phase::Closing { peer_done: false };
+        let is_device = matches!(conn.role, Role::Device(_));
         if reason == CloseReason::SlowConsumer {
-            // The peer is not reading: drop the backlog, not the reason.
-            conn.out.keep_started_line();
+            // The peer is not reading: drop the backlog (not the reason). A
+            // device keeps the rest of a line already started, so it never
+            // sees a torn line before its BYE.
+            if is_device {
+                conn.out.keep_started_line();
+            } else {
+                conn.out = Default::default();
+            }
         }
-        self.stats.lines_out += 1;
-        let _ = self.send(key, bye);
+        if is_device && let Some(bye) = reason.bye() {
+            self.stats.lines_out += 1;
+            let _ = self.send(key, bye);
+        }
         if self.conns.contains(key) {
             self.linger(key);
+        }
+    }
+
+    /// Starts closing a connection for shutdown: devices are told `BYE
+    /// shutdown`; HTTP connections finish what they are doing first.
+    pub(super) fn drain_conn(&mut self, key: usize) {
+        match &self.conns[key].role {
+            Role::Device(_) => self.begin_close(key, CloseReason::Shutdown),
+            Role::Http(_) => self.drain_http(key),
         }
     }
 
@@ -258,12 +295,15 @@ impl Reactor {
     }
 
     /// The one place a connection stops being `Open`: counts the reason and
-    /// takes a device offline.
-    fn leave_open(&mut self, key: usize, reason: CloseReason) {
-        self.stats.close(reason);
+    /// undoes what being open registered (a device's place online, an HTTP
+    /// connection's subscription or wait).
+    pub(super) fn leave_open(&mut self, key: usize, reason: CloseReason) {
+        let kind = self.conns[key].role.kind();
+        self.stats.close(kind, reason);
         debug!("#{key} closing: {}", reason.as_str());
-        match self.conns[key].role {
-            Role::Device(_) => self.device_offline(key),
+        match kind {
+            Kind::Device => self.device_offline(key, reason),
+            Kind::Http => self.http_offline(key),
         }
     }
 
@@ -275,6 +315,7 @@ impl Reactor {
         if let Some(timer) = conn.timer {
             self.wheel.cancel(timer);
         }
+        self.open[conn.role.kind() as usize] -= 1;
         debug!("#{key} closed");
     }
 }

@@ -4,6 +4,8 @@
 //! The rules themselves live in [`crate::device`] and never see a socket;
 //! this file is the glue that feeds them bytes and carries out their
 //! answers. Replies to one read are batched and written with one `write`.
+//! What the app should hear of (a device connecting, disconnecting or
+//! reporting a fix) is published as an event (see `push`).
 
 use std::mem;
 use std::ops::ControlFlow;
@@ -14,6 +16,8 @@ use super::Reactor;
 use crate::close::CloseReason;
 use crate::connection::{Phase, Role};
 use crate::device::{Due, Mac, Reply, Step, protocol};
+use crate::events::Kind;
+use crate::http::json;
 use crate::stats::LineKind;
 
 /// Replies are written once this many bytes are batched, so that a peer
@@ -23,7 +27,7 @@ const REPLY_BATCH: usize = 16 * 1024;
 impl Reactor {
     /// Frames one read's bytes into lines and applies each.
     pub(super) fn device_input(&mut self, key: usize, bytes: &[u8]) {
-        let Role::Device(device) = &mut self.conns[key].role;
+        let Role::Device(device) = &mut self.conns[key].role else { return };
         // Taken out for the duration, so the line handler may borrow the
         // whole reactor; an idle framer owns no memory, so this is free.
         let mut framer = mem::take(&mut device.framer);
@@ -38,8 +42,8 @@ impl Reactor {
             Ok(_) => {
                 if let Some(conn) = self.conns.get_mut(key)
                     && conn.phase == Phase::Open
+                    && let Role::Device(device) = &mut conn.role
                 {
-                    let Role::Device(device) = &mut conn.role;
                     device.framer = framer;
                 }
             }
@@ -49,10 +53,14 @@ impl Reactor {
     fn device_line(&mut self, key: usize, line: &[u8]) -> ControlFlow<()> {
         let command = protocol::parse(line);
         self.stats.line_in(LineKind::of(&command));
-        let Role::Device(device) = &mut self.conns[key].role;
+        let Role::Device(device) = &mut self.conns[key].role else { return ControlFlow::Break(()) };
         match device.session.on_command(command, self.now) {
             Step::Reply(reply) => self.reply(key, reply),
-            Step::Silent | Step::Located => ControlFlow::Continue(()),
+            Step::Silent => ControlFlow::Continue(()),
+            Step::Located => {
+                self.device_located(key);
+                ControlFlow::Continue(())
+            }
             Step::Identified(mac) => {
                 self.identified(key, mac);
                 self.reply(key, Reply::Ok)
@@ -96,28 +104,43 @@ impl Reactor {
             self.begin_close(old_key, CloseReason::Replaced);
         }
         debug!("#{key} identified as {mac}");
+        let mut fields = String::from("\"peer\":");
+        json::string(&mut fields, &self.conns[key].peer.to_string());
+        self.publish(mac, Kind::Connected, &fields);
         // The handshake deadline gives way to the heartbeat and idle ones.
         self.rearm_device(key);
     }
 
+    /// A device reported a fix: publish it and answer whoever waits for it.
+    fn device_located(&mut self, key: usize) {
+        let Role::Device(device) = &self.conns[key].role else { return };
+        let (Some(mac), Some(fix)) = (device.session.mac, device.session.location.as_deref().copied()) else {
+            return;
+        };
+        self.publish(mac, Kind::Location, &format!("\"lat\":{},\"lon\":{}", fix.lat, fix.lon));
+        self.answer_location_waiters(key, mac, Some(fix));
+    }
+
     /// Takes a closing connection's MAC out of the online index, unless a
-    /// newer connection has taken it over already.
-    pub(super) fn device_offline(&mut self, key: usize) {
+    /// newer connection has taken it over already, and tells the app.
+    pub(super) fn device_offline(&mut self, key: usize, reason: CloseReason) {
         let token = self.token_of(key);
-        let Role::Device(device) = &self.conns[key].role;
-        if let Some(mac) = device.session.mac
-            && self.devices.get(&mac) == Some(&token)
-        {
+        let Role::Device(device) = &self.conns[key].role else { return };
+        let Some(mac) = device.session.mac else { return };
+        // Whoever waits for this connection's answer will not get one.
+        self.answer_location_waiters(key, mac, None);
+        if self.devices.get(&mac) == Some(&token) {
             self.devices.remove(&mac);
             debug!("{mac} offline");
         }
+        self.publish(mac, Kind::Disconnected, &format!("\"reason\":\"{}\"", reason.as_str()));
     }
 
     /// A device's timer fired: apply the deadlines, then re-file the timer
     /// at the next one (it may have moved since bytes arrived).
     pub(super) fn device_deadline(&mut self, key: usize) {
         let conn = &mut self.conns[key];
-        let Role::Device(device) = &mut conn.role;
+        let Role::Device(device) = &mut conn.role else { return };
         match device.session.on_deadline(self.now, conn.last_rx, &self.timeouts) {
             Due::Close(reason) => self.begin_close(key, reason),
             Due::Ping => {
@@ -133,7 +156,7 @@ impl Reactor {
 
     fn rearm_device(&mut self, key: usize) {
         let conn = &self.conns[key];
-        let Role::Device(device) = &conn.role;
+        let Role::Device(device) = &conn.role else { return };
         let at = device.session.next_deadline(conn.last_rx, &self.timeouts);
         self.set_timer(key, at);
     }

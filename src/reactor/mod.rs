@@ -1,25 +1,35 @@
-//! The event loop: one thread, one `mio::Poll`, every connection.
+//! The event loop: one thread, one `mio::Poll`, every connection: collars
+//! and the app's HTTP clients alike.
 //!
 //! [`Reactor::run`] is the whole program once set up: wait in `poll` until a
 //! socket is ready or the next deadline is due, handle the ready sockets,
 //! accept what is waiting, fire due timers, and go round again. Each turn
 //! reads the clock once and passes `now` down.
 //!
+//! Both protocols share everything below the protocol: the slab, the read
+//! scratch buffer, the write path, the close path and the timing wheel. A
+//! connection's [`Role`] says which protocol its bytes go to.
+//!
 //! Tokens: a connection's token is its slab key in the low 32 bits and the
 //! connection's generation in the high 32. The slab hands a freed key
 //! straight back to the next connection; the generation makes any event or
 //! timer still in flight for the old one miss (see [`Reactor::live_key`]).
-//! The listener, the waker and the signal pipe have fixed tokens at the top
-//! of the range, which no slab key reaches.
+//! The listeners, the waker and the signal pipe have fixed tokens at the
+//! top of the range, which no slab key reaches.
 //!
-//! Submodules: `accept` (the listener), `conn` (reading, writing and closing
-//! any connection), `device` (what collar input does).
+//! Submodules: `accept` (the listeners), `conn` (reading, writing and
+//! closing any connection), `device` (what collar input does), `http`
+//! (requests in, responses out), `api` (the endpoints), `push` (events,
+//! event streams and long polls).
 
 mod accept;
+mod api;
 mod conn;
 mod device;
+mod http;
+mod push;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,9 +41,12 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
+use crate::close::CloseReason;
 use crate::config::Config;
-use crate::connection::{Connection, Phase, Role};
+use crate::connection::{Connection, Kind, Phase, Role};
 use crate::device::{Mac, Timeouts};
+use crate::events::EventLog;
+use crate::http::{HttpTimeouts, Limits};
 use crate::net::{self, ListenOptions};
 use crate::stats::{Gauges, Stats, Throttle};
 use crate::time::{Clock, Millis, deadline, millis};
@@ -42,8 +55,9 @@ use crate::wheel::Wheel;
 use accept::Listener;
 
 const DEVICE_LISTENER: Token = Token(usize::MAX);
-const WAKER: Token = Token(usize::MAX - 1);
-const SIGNALS: Token = Token(usize::MAX - 2);
+const HTTP_LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX - 2);
+const SIGNALS: Token = Token(usize::MAX - 3);
 
 /// Timer resolution: deadlines fire at most this late.
 const TICK: Duration = Duration::from_millis(10);
@@ -83,16 +97,21 @@ impl Handle {
     }
 }
 
-/// The gateway: the poller, the listener, the connections and their timers.
+/// The gateway: the poller, the listeners, the connections and their timers.
 pub struct Reactor {
     config: Config,
     timeouts: Timeouts,
+    http_timeouts: HttpTimeouts,
+    http_limits: Limits,
     max_connections: usize,
+    fd_limit: u64,
     poll: Poll,
     clock: Clock,
     /// The current turn's time, read once per turn.
     now: Millis,
     conns: Slab<Connection>,
+    /// Connections held, by [`Kind`].
+    open: [usize; 2],
     /// The generation given to the most recent connection.
     generation: u32,
     /// Identified devices that are online (phase `Open`), by MAC.
@@ -100,14 +119,32 @@ pub struct Reactor {
     wheel: Wheel<Token>,
     /// Tokens of timers that fired this turn (kept to reuse its allocation).
     expired: Vec<Token>,
-    listener: Listener,
+    /// The device and HTTP listeners, indexed by [`Kind`].
+    listeners: [Listener; 2],
     /// Connections whose read budget ran out with input left; read again
     /// next turn, since no new edge will announce it.
     ready: Vec<Token>,
+    /// HTTP connections whose pipelined requests can go on (a long poll was
+    /// answered, or output drained below the high-water mark); handled
+    /// after the current event, never from inside another connection's.
+    resume: Vec<Token>,
     /// The read buffer shared by all connections.
     scratch: Vec<u8>,
-    /// Replies being batched for the connection in hand, written in one go.
+    /// Replies being batched for the device in hand, written in one go.
     replies: Vec<u8>,
+    /// An HTTP response or event frame being built.
+    http_out: Vec<u8>,
+    /// Recent device events, for replay.
+    events: EventLog,
+    /// HTTP connections streaming events.
+    subscribers: HashSet<Token>,
+    /// HTTP connections holding `/events/poll`.
+    pollers: HashSet<Token>,
+    /// Device connection -> HTTP connections waiting for its `LOCATION:`.
+    /// A device with an entry has been sent `location` already.
+    location_waits: HashMap<Token, Vec<Token>>,
+    /// Reused list of tokens for fan-out.
+    fanout: Vec<Token>,
     stats: Stats,
     last_report: (Millis, Stats),
     next_report: Option<Millis>,
@@ -123,16 +160,20 @@ pub struct Reactor {
 }
 
 impl Reactor {
-    /// Binds the listener and prepares the loop. Call [`net::raise_fd_limit`]
-    /// first: the connection cap is derived from the current limit.
+    /// Binds the listeners and prepares the loop. Call
+    /// [`net::raise_fd_limit`] first: the connection cap is derived from the
+    /// current limit.
     pub fn bind(config: Config) -> io::Result<Reactor> {
         let poll = Poll::new()?;
         let options = ListenOptions { backlog: config.backlog, keepalive: config.tcp_keepalive };
-        let mut socket = net::listen(config.device_listen, options)?;
-        poll.registry().register(&mut socket, DEVICE_LISTENER, Interest::READABLE)?;
+        let mut devices = net::listen(config.device_listen, options)?;
+        poll.registry().register(&mut devices, DEVICE_LISTENER, Interest::READABLE)?;
+        let mut http = net::listen(config.http_listen, options)?;
+        poll.registry().register(&mut http, HTTP_LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
 
-        let max_connections = connection_cap(&config)?;
+        let fd_limit = net::fd_limit()?.soft;
+        let max_connections = connection_cap(&config, fd_limit);
         let clock = Clock::new();
         let mut wheel = Wheel::new(TICK, WHEEL_SLOTS);
         // Pre-size, so growing to the cap never pauses the loop to copy. The
@@ -140,26 +181,43 @@ impl Reactor {
         wheel.reserve(max_connections);
         info!(
             "devices: listening on {} (backlog {}), at most {max_connections} connections",
-            socket.local_addr()?,
+            devices.local_addr()?,
             config.backlog
+        );
+        info!(
+            "http: listening on {}, at most {} connections{}",
+            http.local_addr()?,
+            config.max_http_connections,
+            if config.api_token.is_some() { ", bearer token required" } else { "" }
         );
         Ok(Reactor {
             timeouts: config.timeouts(),
+            http_timeouts: config.http_timeouts(),
+            http_limits: config.http_limits(),
             next_report: deadline(0, config.stats_interval),
+            events: EventLog::new(config.event_history),
             config,
             max_connections,
+            fd_limit,
             poll,
             clock,
             now: 0,
             conns: Slab::with_capacity(max_connections),
+            open: [0; 2],
             generation: 0,
             devices: BTreeMap::new(),
             wheel,
             expired: Vec::new(),
-            listener: Listener::new(socket),
+            listeners: [Listener::new(devices, Kind::Device), Listener::new(http, Kind::Http)],
             ready: Vec::new(),
+            resume: Vec::new(),
             scratch: vec![0; SCRATCH],
             replies: Vec::new(),
+            http_out: Vec::new(),
+            subscribers: HashSet::new(),
+            pollers: HashSet::new(),
+            location_waits: HashMap::new(),
+            fanout: Vec::new(),
             stats: Stats::default(),
             last_report: (0, Stats::default()),
             warn_server_full: Throttle::default(),
@@ -175,12 +233,27 @@ impl Reactor {
 
     /// The address the collars connect to (useful after binding port 0).
     pub fn device_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.listeners[Kind::Device as usize].local_addr()
+    }
+
+    /// The address of the HTTP API.
+    pub fn http_addr(&self) -> io::Result<SocketAddr> {
+        self.listeners[Kind::Http as usize].local_addr()
     }
 
     /// The connection cap in force.
     pub fn max_connections(&self) -> usize {
         self.max_connections
+    }
+
+    /// The counters so far (after [`Reactor::run`] returns: the final ones).
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Number of connections held, open or closing.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
     }
 
     pub fn handle(&self) -> Handle {
@@ -193,16 +266,6 @@ impl Reactor {
         self.poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
         self.signals = Some(signals);
         Ok(())
-    }
-
-    /// The counters so far (after [`Reactor::run`] returns: the final ones).
-    pub fn stats(&self) -> &Stats {
-        &self.stats
-    }
-
-    /// Number of connections held, open or closing.
-    pub fn connections(&self) -> usize {
-        self.conns.len()
     }
 
     /// Runs the loop until a stop request has been carried out.
@@ -224,7 +287,8 @@ impl Reactor {
             let mut mark = woke;
             for event in events.iter() {
                 match event.token() {
-                    DEVICE_LISTENER => self.listener.ready = true,
+                    DEVICE_LISTENER => self.listeners[Kind::Device as usize].ready = true,
+                    HTTP_LISTENER => self.listeners[Kind::Http as usize].ready = true,
                     WAKER => self.check_stop_requests(),
                     SIGNALS => self.on_signals(),
                     token => self.on_conn_event(token, event),
@@ -235,11 +299,12 @@ impl Reactor {
             }
             self.accept();
             self.read_leftovers();
+            self.resume_http();
             self.now = self.clock.now();
             self.fire_timers();
             self.maybe_report();
             self.check_drain();
-            self.stats.loop_busy += woke.elapsed();
+            self.stats.loop_turn(woke.elapsed());
             if let Some(exit) = self.exit {
                 return Ok(exit);
             }
@@ -249,14 +314,17 @@ impl Reactor {
     /// How long `poll` may sleep: until the earliest deadline, or not at all
     /// when work is already known to be waiting.
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.ready.is_empty() || self.listener.can_accept(self.now) {
+        let now = self.clock.now();
+        if !self.ready.is_empty() || !self.resume.is_empty() || self.listeners.iter().any(|l| l.can_accept(now)) {
             return Some(Duration::ZERO);
         }
-        [self.wheel.next_expiry(), self.listener.paused_until, self.next_report, self.drain_deadline]
+        let paused = self.listeners.iter().filter_map(|l| l.paused_until);
+        [self.wheel.next_expiry(), self.next_report, self.drain_deadline]
             .into_iter()
             .flatten()
+            .chain(paused)
             .min()
-            .map(|at| Duration::from_millis(at.saturating_sub(self.clock.now())))
+            .map(|at| Duration::from_millis(at.saturating_sub(now)))
     }
 
     /// The slab key for `token` if it names a live connection, `None` for a
@@ -293,11 +361,16 @@ impl Reactor {
             conn.timer = None;
             match (conn.phase, &conn.role) {
                 (Phase::Open, Role::Device(_)) => self.device_deadline(key),
+                (Phase::Open, Role::Http(_)) => self.http_deadline(key),
                 // The linger deadline of a closing connection.
                 (Phase::Closing { .. } | Phase::Lingering, _) => self.free(key),
             }
         }
         self.expired = expired;
+    }
+
+    fn gauges(&self) -> Gauges {
+        Gauges { connections: self.conns.len(), devices: self.devices.len(), http: self.open[Kind::Http as usize] }
     }
 
     fn maybe_report(&mut self) {
@@ -306,18 +379,15 @@ impl Reactor {
             return;
         }
         let (at, prev) = &self.last_report;
-        let gauges = Gauges { connections: self.conns.len(), devices: self.devices.len() };
         let elapsed = Duration::from_millis(self.now - at);
-        info!("stats: {}", self.stats.report(prev, elapsed, gauges));
+        info!("stats: {}", self.stats.report(prev, elapsed, self.gauges()));
         self.stats.slowest_handler = Duration::ZERO;
         self.last_report = (self.now, self.stats.clone());
         self.next_report = deadline(self.now, self.config.stats_interval);
     }
 
     fn on_signals(&mut self) {
-        let Some(signals) = &mut self.signals else {
-            return;
-        };
+        let Some(signals) = &mut self.signals else { return };
         let received = signals.pending().count() as u32;
         if received > 0 {
             info!("received a stop signal");
@@ -342,28 +412,33 @@ impl Reactor {
         self.stops_seen = requests;
     }
 
-    /// Stops accepting, tells every connection `BYE shutdown`, and waits
-    /// for them to close, up to the drain timeout.
+    fn draining(&self) -> bool {
+        self.drain_deadline.is_some()
+    }
+
+    /// Stops accepting devices, tells every device `BYE shutdown`, ends
+    /// event streams, long polls and idle HTTP connections, and waits for
+    /// them all to close, up to the drain timeout. The HTTP listener stays
+    /// open meanwhile, so a load balancer polling `/health` sees 503
+    /// `draining` rather than a refused connection.
     fn begin_drain(&mut self) {
         info!(
-            "draining: listener closed, {} connections told BYE shutdown, waiting up to {:?}",
+            "draining: device listener closed, {} connections to close, waiting up to {:?}",
             self.conns.len(),
             self.config.drain_timeout
         );
-        self.listener.close(self.poll.registry());
+        self.listeners[Kind::Device as usize].close(self.poll.registry());
         self.drain_deadline = Some(self.now + millis(self.config.drain_timeout));
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
             if self.conns.contains(key) {
-                self.begin_close(key, crate::close::CloseReason::Shutdown);
+                self.drain_conn(key);
             }
         }
     }
 
     fn check_drain(&mut self) {
-        let Some(deadline) = self.drain_deadline else {
-            return;
-        };
+        let Some(deadline) = self.drain_deadline else { return };
         if self.conns.is_empty() {
             info!("drained: every connection closed");
             self.exit.get_or_insert(Exit::Drained);
@@ -371,6 +446,9 @@ impl Reactor {
             warn!("drain timeout: closing the {} connections still open", self.conns.len());
             let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
             for key in keys {
+                if self.conns[key].phase == Phase::Open {
+                    self.leave_open(key, CloseReason::Shutdown);
+                }
                 self.free(key);
             }
             self.exit.get_or_insert(Exit::DrainTimedOut);
@@ -386,19 +464,18 @@ fn conn_token(key: usize, generation: u32) -> Token {
 
 /// `--max-connections`, or what the file-descriptor limit allows after the
 /// reserve, whichever is lower.
-fn connection_cap(config: &Config) -> io::Result<usize> {
-    let limit = net::fd_limit()?;
-    let allowed = usize::try_from(limit.soft).unwrap_or(usize::MAX).saturating_sub(config.fd_reserve);
-    Ok(match config.max_connections {
+fn connection_cap(config: &Config, fd_limit: u64) -> usize {
+    let allowed = usize::try_from(fd_limit).unwrap_or(usize::MAX).saturating_sub(config.fd_reserve);
+    match config.max_connections {
         Some(asked) if asked > allowed => {
             warn!(
                 "--max-connections {asked} needs more file descriptors than the limit allows \
-                 ({} minus a reserve of {}); capping at {allowed}",
-                limit.soft, config.fd_reserve
+                 ({fd_limit} minus a reserve of {}); capping at {allowed}",
+                config.fd_reserve
             );
             allowed
         }
         Some(asked) => asked,
         None => allowed,
-    })
+    }
 }

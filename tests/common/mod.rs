@@ -27,6 +27,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 pub fn config() -> Config {
     let mut config = Config::default();
     config.device_listen = "127.0.0.1:0".parse().unwrap();
+    config.http_listen = "127.0.0.1:0".parse().unwrap();
     config.stats_interval = Duration::ZERO;
     config.linger_timeout = Duration::from_millis(200);
     config
@@ -164,7 +165,7 @@ impl Process {
     pub fn start(args: &[&str], limit: Option<u64>) -> Process {
         let mut command = Command::new(env!("CARGO_BIN_EXE_tether"));
         command
-            .args(["--device-listen", "127.0.0.1:0", "--stats-interval", "0"])
+            .args(["--device-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--stats-interval", "0"])
             .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

@@ -1,0 +1,179 @@
+//! `/metrics` in the Prometheus text exposition format (version 0.0.4).
+//!
+//! Renders the reactor's [`Stats`] counters and a few current levels. Every
+//! label combination is always present (zero until it happens), so series
+//! do not appear out of nowhere.
+
+use std::fmt::Write as _;
+
+use crate::close::CloseReason;
+use crate::connection::Kind;
+use crate::stats::{LOOP_BUCKETS, LineKind, Stats};
+
+/// Current levels, read from the reactor when the page is rendered.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Levels {
+    /// Connections held, by [`Kind`].
+    pub connections: [usize; 2],
+    pub devices_online: usize,
+    pub sse_subscribers: usize,
+    pub long_polls: usize,
+    pub events_held: usize,
+    pub fd_limit: u64,
+    pub max_connections: usize,
+    pub max_http_connections: usize,
+    pub resident_memory_bytes: Option<u64>,
+    pub uptime_seconds: f64,
+}
+
+/// Appends the whole exposition to `out`.
+pub fn render(out: &mut String, stats: &Stats, levels: &Levels) {
+    let mut m = Writer { out };
+
+    m.family("tether_connections", "gauge", "Connections held, by kind.");
+    for kind in Kind::ALL {
+        m.sample("tether_connections", &[("kind", kind.as_str())], levels.connections[kind as usize] as u64);
+    }
+    m.single("tether_devices_online", "gauge", "Identified devices online.", levels.devices_online as u64);
+    m.single("tether_sse_subscribers", "gauge", "Open Server-Sent Events streams.", levels.sse_subscribers as u64);
+    m.single("tether_long_polls", "gauge", "Long-poll requests waiting for an answer.", levels.long_polls as u64);
+    m.single("tether_events_held", "gauge", "Events held in the replay ring.", levels.events_held as u64);
+
+    m.family("tether_accepted_total", "counter", "Connections accepted, by kind (server-full rejections included).");
+    for kind in Kind::ALL {
+        m.sample("tether_accepted_total", &[("kind", kind.as_str())], stats.accepted[kind as usize]);
+    }
+    m.family("tether_closed_total", "counter", "Connections closed, by kind and reason.");
+    for kind in Kind::ALL {
+        for reason in CloseReason::ALL {
+            let labels = [("kind", kind.as_str()), ("reason", reason.as_str())];
+            m.sample("tether_closed_total", &labels, stats.closed(kind, reason));
+        }
+    }
+    m.family("tether_rejected_total", "counter", "Connections turned away: server full, or accept out of descriptors.");
+    let full: u64 = Kind::ALL.iter().map(|&k| stats.closed(k, CloseReason::ServerFull)).sum();
+    m.sample("tether_rejected_total", &[("reason", "server-full")], full);
+    m.sample("tether_rejected_total", &[("reason", "emfile")], stats.accept_fd_exhausted);
+    m.single("tether_accept_errors_total", "counter", "Other accept failures.", stats.accept_failed);
+
+    m.family("tether_lines_received_total", "counter", "Device lines received, by type.");
+    for kind in LineKind::ALL {
+        m.sample("tether_lines_received_total", &[("type", kind.as_str())], stats.lines_in[kind as usize]);
+    }
+    m.single("tether_lines_sent_total", "counter", "Lines sent to devices.", stats.lines_out);
+    m.single("tether_bytes_received_total", "counter", "Bytes read from all connections.", stats.bytes_in);
+    m.single("tether_bytes_sent_total", "counter", "Bytes written to all connections.", stats.bytes_out);
+    m.single("tether_takeovers_total", "counter", "Identifications that replaced a connection.", stats.takeovers);
+    m.single("tether_heartbeat_pings_total", "counter", "Heartbeat PINGs sent.", stats.heartbeat_pings);
+    let timeouts = stats.closed(Kind::Device, CloseReason::HeartbeatTimeout);
+    m.single("tether_heartbeat_timeouts_total", "counter", "Devices closed for not answering a heartbeat.", timeouts);
+    m.single("tether_events_published_total", "counter", "Device events published.", stats.events_published);
+
+    m.family("tether_http_responses_total", "counter", "HTTP responses sent, by status.");
+    for (status, n) in &stats.http_responses {
+        m.sample("tether_http_responses_total", &[("status", &status.to_string())], *n);
+    }
+
+    m.single("tether_loop_iterations_total", "counter", "Turns of the event loop.", stats.loop_iterations);
+    m.single_f("tether_loop_busy_seconds_total", "counter", "Time spent handling events.", stats.loop_busy.as_secs_f64());
+    m.single_f("tether_loop_wait_seconds_total", "counter", "Time spent waiting in poll.", stats.loop_wait.as_secs_f64());
+    m.family("tether_loop_iteration_seconds", "histogram", "Busy time of each loop turn.");
+    let mut cumulative = 0;
+    for (i, le) in LOOP_BUCKETS.iter().enumerate() {
+        cumulative += stats.loop_histogram[i];
+        m.sample("tether_loop_iteration_seconds_bucket", &[("le", &le.to_string())], cumulative);
+    }
+    cumulative += stats.loop_histogram[LOOP_BUCKETS.len()];
+    m.sample("tether_loop_iteration_seconds_bucket", &[("le", "+Inf")], cumulative);
+    m.sample_f("tether_loop_iteration_seconds_sum", &[], stats.loop_busy.as_secs_f64());
+    m.sample("tether_loop_iteration_seconds_count", &[], cumulative);
+
+    m.single("tether_fd_limit", "gauge", "Soft RLIMIT_NOFILE.", levels.fd_limit);
+    m.single("tether_max_connections", "gauge", "Connection cap in force.", levels.max_connections as u64);
+    m.single("tether_max_http_connections", "gauge", "HTTP connection cap in force.", levels.max_http_connections as u64);
+    if let Some(rss) = levels.resident_memory_bytes {
+        m.single("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", rss);
+    }
+    m.single_f("tether_uptime_seconds", "gauge", "Seconds since the gateway started.", levels.uptime_seconds);
+}
+
+struct Writer<'a> {
+    out: &'a mut String,
+}
+
+impl Writer<'_> {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = write!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
+    }
+
+    fn labels(&mut self, name: &str, labels: &[(&str, &str)]) {
+        self.out.push_str(name);
+        for (i, (key, value)) in labels.iter().enumerate() {
+            let _ = write!(self.out, "{}{key}=\"{value}\"", if i == 0 { "{" } else { "," });
+        }
+        if !labels.is_empty() {
+            self.out.push('}');
+        }
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: u64) {
+        self.labels(name, labels);
+        let _ = writeln!(self.out, " {}", value);
+    }
+
+    fn sample_f(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.labels(name, labels);
+        let _ = writeln!(self.out, " {value}");
+    }
+
+    fn single(&mut self, name: &str, kind: &str, help: &str, value: u64) {
+        self.family(name, kind, help);
+        self.sample(name, &[], value);
+    }
+
+    fn single_f(&mut self, name: &str, kind: &str, help: &str, value: f64) {
+        self.family(name, kind, help);
+        self.sample_f(name, &[], value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn renders_counters_labels_and_the_histogram() {
+        let mut stats = Stats { accepted: [3, 1], ..Stats::default() };
+        stats.close(Kind::Device, CloseReason::Idle);
+        stats.close(Kind::Device, CloseReason::ServerFull);
+        stats.http_response(200);
+        stats.loop_turn(Duration::from_micros(3));
+        stats.loop_turn(Duration::from_millis(2));
+        let levels = Levels { connections: [2, 1], devices_online: 2, resident_memory_bytes: Some(4096), ..Levels::default() };
+        let mut out = String::new();
+        render(&mut out, &stats, &levels);
+        for line in [
+            "# TYPE tether_connections gauge",
+            "tether_connections{kind=\"device\"} 2",
+            "tether_connections{kind=\"http\"} 1",
+            "tether_accepted_total{kind=\"device\"} 3",
+            "tether_closed_total{kind=\"device\",reason=\"idle\"} 1",
+            "tether_closed_total{kind=\"http\",reason=\"idle\"} 0",
+            "tether_rejected_total{reason=\"server-full\"} 1",
+            "tether_http_responses_total{status=\"200\"} 1",
+            "tether_loop_iteration_seconds_bucket{le=\"0.00001\"} 1",
+            "tether_loop_iteration_seconds_bucket{le=\"0.005\"} 2",
+            "tether_loop_iteration_seconds_bucket{le=\"+Inf\"} 2",
+            "tether_loop_iteration_seconds_count 2",
+            "process_resident_memory_bytes 4096",
+        ] {
+            assert!(out.lines().any(|l| l == line), "missing {line:?} in\n{out}");
+        }
+        // Every sample line is `name[{labels}] value`.
+        for l in out.lines().filter(|l| !l.starts_with('#')) {
+            let value = l.rsplit(' ').next().unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{l}");
+        }
+    }
+}
