@@ -5,7 +5,8 @@
 //! an idle identified collar costs about a hundred bytes here and owns no
 //! heap memory (input is read into a buffer shared by all connections and
 //! only an unfinished line is copied out; output that the kernel accepted
-//! at once is never buffered). A test pins the size.
+//! at once is never buffered, and the output buffer is a null pointer
+//! until it is needed). A test pins the size.
 //!
 //! The closing [`Phase`]s implement a lingering close: after the last line
 //! (a `BYE`) is written, the gateway shuts down its sending side and keeps
@@ -42,6 +43,15 @@ pub struct Connection {
     pub role: Role,
 }
 
+impl Connection {
+    /// Whether this is a device with a heartbeat PING not yet answered.
+    pub fn heartbeat_outstanding(&self) -> bool {
+        match &self.role {
+            Role::Device(device) => device.session.awaiting_pong(self.last_rx),
+        }
+    }
+}
+
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -69,46 +79,73 @@ pub struct Device {
     pub framer: LineFramer,
 }
 
-/// Output waiting for the socket to become writable: a byte vector and how
-/// much of it has been sent. Invariant: it holds no allocation when empty.
+/// Output waiting for the socket to become writable. Most of the time
+/// there is none (the kernel took every reply at once), so the buffer is
+/// boxed: an empty `OutBuf` is one null pointer and owns no memory.
 #[derive(Debug, Default)]
 pub struct OutBuf {
+    pending: Option<Box<Pending>>,
+}
+
+#[derive(Debug)]
+struct Pending {
     buf: Vec<u8>,
-    /// Bytes of `buf` already written; `sent < buf.len()` unless both are 0.
+    /// Bytes of `buf` already written; always `< buf.len()`.
     sent: usize,
+    /// The bytes already on the wire end in the middle of a line, which the
+    /// first unsent byte continues.
+    mid_line: bool,
 }
 
 impl OutBuf {
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.pending.is_none()
     }
 
     /// Unsent bytes.
     pub fn len(&self) -> usize {
-        self.buf.len() - self.sent
+        self.pending.as_ref().map_or(0, |p| p.buf.len() - p.sent)
     }
 
     /// The unsent bytes, in order.
     pub fn pending(&self) -> &[u8] {
-        &self.buf[self.sent..]
+        self.pending.as_ref().map_or(&[], |p| &p.buf[p.sent..])
     }
 
+    /// Queues `rest`, the part of a write the kernel did not take, into an
+    /// empty buffer; `written` is the part it did take.
+    pub fn queue_unwritten(&mut self, written: &[u8], rest: &[u8]) {
+        debug_assert!(self.is_empty() && !rest.is_empty());
+        let mid_line = written.last().is_some_and(|&b| b != b'\n');
+        self.pending = Some(Box::new(Pending { buf: rest.to_vec(), sent: 0, mid_line }));
+    }
+
+    /// Queues bytes behind those already pending.
     pub fn push(&mut self, bytes: &[u8]) {
+        let Some(p) = &mut self.pending else {
+            if !bytes.is_empty() {
+                self.queue_unwritten(&[], bytes);
+            }
+            return;
+        };
         // Reclaim the sent prefix before growing, rather than growing
         // behind bytes that are already gone.
-        if self.sent > 0 && self.buf.len() + bytes.len() > self.buf.capacity() {
-            self.buf.drain(..self.sent);
-            self.sent = 0;
+        if p.sent > 0 && p.buf.len() + bytes.len() > p.buf.capacity() {
+            p.buf.drain(..p.sent);
+            p.sent = 0;
         }
-        self.buf.extend_from_slice(bytes);
+        p.buf.extend_from_slice(bytes);
     }
 
     /// Marks `n` more bytes as written; frees the buffer once all are.
     pub fn consume(&mut self, n: usize) {
-        self.sent += n;
-        debug_assert!(self.sent <= self.buf.len());
-        if self.sent == self.buf.len() {
-            *self = OutBuf::default();
+        let Some(p) = &mut self.pending else { return };
+        p.sent += n;
+        debug_assert!(p.sent <= p.buf.len());
+        if p.sent >= p.buf.len() {
+            self.pending = None;
+        } else if n > 0 {
+            p.mid_line = p.buf[p.sent - 1] != b'\n';
         }
     }
 
@@ -116,15 +153,16 @@ impl OutBuf {
     /// rest of a line the kernel has taken part of, so the peer never sees a
     /// torn line. Used before a last `BYE` to a peer that does not read.
     pub fn keep_started_line(&mut self) {
-        if self.sent == 0 || self.buf[self.sent - 1] == b'\n' {
-            *self = OutBuf::default();
+        let Some(p) = &mut self.pending else { return };
+        if !p.mid_line {
+            self.pending = None;
             return;
         }
-        let end = memchr::memchr(b'\n', self.pending()).map_or(self.buf.len(), |i| self.sent + i + 1);
-        self.buf.truncate(end);
-        self.buf.drain(..self.sent);
-        self.buf.shrink_to_fit();
-        self.sent = 0;
+        let end = memchr::memchr(b'\n', &p.buf[p.sent..]).map_or(p.buf.len(), |i| p.sent + i + 1);
+        p.buf.truncate(end);
+        p.buf.drain(..p.sent);
+        p.buf.shrink_to_fit();
+        p.sent = 0;
     }
 }
 
@@ -152,7 +190,33 @@ mod tests {
         assert_eq!(out.pending(), b"G\nPONG\nOK\n");
         out.consume(10);
         assert!(out.is_empty());
-        assert_eq!(out.buf.capacity(), 0, "no allocation once flushed");
+        assert!(out.pending.is_none(), "no allocation once flushed");
+    }
+
+    #[test]
+    fn keep_started_line_after_a_partial_first_write() {
+        // The kernel took "PONG\nPO" of a batch; the rest was queued.
+        let mut out = OutBuf::default();
+        let batch = b"PONG\nPONG\nPONG\n";
+        out.queue_unwritten(&batch[..7], &batch[7..]);
+        out.keep_started_line();
+        assert_eq!(out.pending(), b"NG\n");
+
+        // It took exactly one line: nothing is mid-line.
+        let mut out = OutBuf::default();
+        out.queue_unwritten(&batch[..5], &batch[5..]);
+        out.keep_started_line();
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn reclaiming_the_sent_prefix_remembers_a_started_line() {
+        let mut out = OutBuf::default();
+        out.queue_unwritten(b"", b"PONG\nPONG\n");
+        out.consume(7); // "PONG\nPO" went out
+        out.push(&[b'x'; 64]); // forces the sent prefix to be reclaimed
+        out.keep_started_line();
+        assert_eq!(out.pending(), b"NG\n");
     }
 
     #[test]

@@ -5,9 +5,10 @@
 //! metrics endpoint read the same struct. Counters only grow; rates are
 //! differences between two snapshots.
 //!
-//! One invariant ties them together: `accepted == current connections +
-//! sum(closed)`, since every accepted socket is either held or closed for
-//! exactly one reason (a `server-full` rejection counts as a close).
+//! One invariant ties them together: `accepted == connections still open +
+//! sum(closed)`, since every accepted socket is either open or was closed
+//! for exactly one reason (a `server-full` rejection counts as a close; a
+//! connection that is lingering after its `BYE` already counts as closed).
 
 use std::fmt::Write as _;
 use std::time::Duration;

@@ -138,11 +138,6 @@ impl Reactor {
         // Pre-size, so growing to the cap never pauses the loop to copy. The
         // memory is only reserved; pages are touched as connections arrive.
         wheel.reserve(max_connections);
-        info!(
-            "devices: listening on {} (backlog {}), at most {max_connections} connections",
-            socket.local_addr()?,
-            config.backlog
-        );
         Ok(Reactor {
             timeouts: config.timeouts(),
             next_report: deadline(0, config.stats_interval),
@@ -207,6 +202,14 @@ impl Reactor {
 
     /// Runs the loop until a stop request has been carried out.
     pub fn run(&mut self) -> io::Result<Exit> {
+        // Logged here rather than in `bind`: once this line is out, the loop
+        // is serving and (if asked) watching for signals.
+        info!(
+            "devices: listening on {} (backlog {}), at most {} connections",
+            self.device_addr()?,
+            self.config.backlog,
+            self.max_connections
+        );
         let mut events = Events::with_capacity(EVENTS);
         loop {
             let timeout = self.poll_timeout();
