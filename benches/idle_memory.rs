@@ -93,7 +93,7 @@ fn main() {
 fn connect(addr: SocketAddr, i: u32) -> TcpStream {
     let mut s = TcpStream::connect(addr).expect("connect");
     let [a, b, c, d] = i.to_be_bytes();
-    write!(s, "IDENTIFY:02:00:{a:02X}:{b:02X}:{c:02X}:{d:02X}\n").unwrap();
+    writeln!(s, "IDENTIFY:02:00:{a:02X}:{b:02X}:{c:02X}:{d:02X}").unwrap();
     expect(&mut s, b"OK\n");
     s
 }

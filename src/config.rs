@@ -111,7 +111,13 @@ pub struct Config {
     /// Require `Authorization: Bearer <token>` (or `?access_token=`) on every
     /// endpoint but /health. Also read from TETHER_API_TOKEN, which keeps it
     /// out of the process list.
-    #[arg(long, env = "TETHER_API_TOKEN", value_name = "TOKEN", hide_env_values = true, help_heading = "App API (HTTP)")]
+    #[arg(
+        long,
+        env = "TETHER_API_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true,
+        help_heading = "App API (HTTP)"
+    )]
     pub api_token: Option<String>,
 
     /// Recent device events kept for replay (Last-Event-ID, since=).

@@ -5,7 +5,8 @@
 //! an idle identified collar costs about a hundred bytes here and owns no
 //! heap memory (input is read into a buffer shared by all connections and
 //! only an unfinished line is copied out; output that the kernel accepted
-//! at once is never buffered). A test pins the size.
+//! at once is never buffered, and the output buffer is a null pointer
+//! until it is needed). A test pins the size.
 //!
 //! The closing [`Phase`]s implement a lingering close: after the last line
 //! (a `BYE`) is written, the gateway shuts down its sending side and keeps
@@ -46,6 +47,16 @@ pub struct Connection {
     pub writable_interest: bool,
     pub phase: Phase,
     pub role: Role,
+}
+
+impl Connection {
+    /// Whether this is a device with a heartbeat PING not yet answered.
+    pub fn heartbeat_outstanding(&self) -> bool {
+        match &self.role {
+            Role::Device(device) => device.session.awaiting_pong(self.last_rx),
+            Role::Http(_) => false,
+        }
+    }
 }
 
 /// Where a connection is in its life.
@@ -144,6 +155,9 @@ struct Pending {
     buf: Vec<u8>,
     /// Bytes of `buf` already written; always `< buf.len()`.
     sent: usize,
+    /// The bytes already on the wire end in the middle of a line, which the
+    /// first unsent byte continues.
+    mid_line: bool,
 }
 
 impl OutBuf {
@@ -161,11 +175,22 @@ impl OutBuf {
         self.pending.as_ref().map_or(&[], |p| &p.buf[p.sent..])
     }
 
+    /// Queues `rest`, the part of a write the kernel did not take, into an
+    /// empty buffer; `written` is the part it did take.
+    pub fn queue_unwritten(&mut self, written: &[u8], rest: &[u8]) {
+        debug_assert!(self.is_empty() && !rest.is_empty());
+        let mid_line = written.last().is_some_and(|&b| b != b'\n');
+        self.pending = Some(Box::new(Pending { buf: rest.to_vec(), sent: 0, mid_line }));
+    }
+
+    /// Queues bytes behind those already pending.
     pub fn push(&mut self, bytes: &[u8]) {
-        if bytes.is_empty() {
+        let Some(p) = &mut self.pending else {
+            if !bytes.is_empty() {
+                self.queue_unwritten(&[], bytes);
+            }
             return;
-        }
-        let p = self.pending.get_or_insert_with(|| Box::new(Pending { buf: Vec::new(), sent: 0 }));
+        };
         // Reclaim the sent prefix before growing, rather than growing
         // behind bytes that are already gone.
         if p.sent > 0 && p.buf.len() + bytes.len() > p.buf.capacity() {
@@ -182,6 +207,8 @@ impl OutBuf {
         debug_assert!(p.sent <= p.buf.len());
         if p.sent >= p.buf.len() {
             self.pending = None;
+        } else if n > 0 {
+            p.mid_line = p.buf[p.sent - 1] != b'\n';
         }
     }
 
@@ -190,7 +217,7 @@ impl OutBuf {
     /// torn line. Used before a last `BYE` to a peer that does not read.
     pub fn keep_started_line(&mut self) {
         let Some(p) = &mut self.pending else { return };
-        if p.sent == 0 || p.buf[p.sent - 1] == b'\n' {
+        if !p.mid_line {
             self.pending = None;
             return;
         }
@@ -236,6 +263,32 @@ mod tests {
         out.consume(10);
         assert!(out.is_empty());
         assert!(out.pending.is_none(), "no allocation once flushed");
+    }
+
+    #[test]
+    fn keep_started_line_after_a_partial_first_write() {
+        // The kernel took "PONG\nPO" of a batch; the rest was queued.
+        let mut out = OutBuf::default();
+        let batch = b"PONG\nPONG\nPONG\n";
+        out.queue_unwritten(&batch[..7], &batch[7..]);
+        out.keep_started_line();
+        assert_eq!(out.pending(), b"NG\n");
+
+        // It took exactly one line: nothing is mid-line.
+        let mut out = OutBuf::default();
+        out.queue_unwritten(&batch[..5], &batch[5..]);
+        out.keep_started_line();
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn reclaiming_the_sent_prefix_remembers_a_started_line() {
+        let mut out = OutBuf::default();
+        out.queue_unwritten(b"", b"PONG\nPONG\n");
+        out.consume(7); // "PONG\nPO" went out
+        out.push(&[b'x'; 64]); // forces the sent prefix to be reclaimed
+        out.keep_started_line();
+        assert_eq!(out.pending(), b"NG\n");
     }
 
     #[test]

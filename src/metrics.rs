@@ -75,8 +75,18 @@ pub fn render(out: &mut String, stats: &Stats, levels: &Levels) {
     }
 
     m.single("tether_loop_iterations_total", "counter", "Turns of the event loop.", stats.loop_iterations);
-    m.single_f("tether_loop_busy_seconds_total", "counter", "Time spent handling events.", stats.loop_busy.as_secs_f64());
-    m.single_f("tether_loop_wait_seconds_total", "counter", "Time spent waiting in poll.", stats.loop_wait.as_secs_f64());
+    m.single_f(
+        "tether_loop_busy_seconds_total",
+        "counter",
+        "Time spent handling events.",
+        stats.loop_busy.as_secs_f64(),
+    );
+    m.single_f(
+        "tether_loop_wait_seconds_total",
+        "counter",
+        "Time spent waiting in poll.",
+        stats.loop_wait.as_secs_f64(),
+    );
     m.family("tether_loop_iteration_seconds", "histogram", "Busy time of each loop turn.");
     let mut cumulative = 0;
     for (i, le) in LOOP_BUCKETS.iter().enumerate() {
@@ -90,7 +100,12 @@ pub fn render(out: &mut String, stats: &Stats, levels: &Levels) {
 
     m.single("tether_fd_limit", "gauge", "Soft RLIMIT_NOFILE.", levels.fd_limit);
     m.single("tether_max_connections", "gauge", "Connection cap in force.", levels.max_connections as u64);
-    m.single("tether_max_http_connections", "gauge", "HTTP connection cap in force.", levels.max_http_connections as u64);
+    m.single(
+        "tether_max_http_connections",
+        "gauge",
+        "HTTP connection cap in force.",
+        levels.max_http_connections as u64,
+    );
     if let Some(rss) = levels.resident_memory_bytes {
         m.single("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", rss);
     }
@@ -150,7 +165,8 @@ mod tests {
         stats.http_response(200);
         stats.loop_turn(Duration::from_micros(3));
         stats.loop_turn(Duration::from_millis(2));
-        let levels = Levels { connections: [2, 1], devices_online: 2, resident_memory_bytes: Some(4096), ..Levels::default() };
+        let levels =
+            Levels { connections: [2, 1], devices_online: 2, resident_memory_bytes: Some(4096), ..Levels::default() };
         let mut out = String::new();
         render(&mut out, &stats, &levels);
         for line in [

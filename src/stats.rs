@@ -6,9 +6,10 @@
 //! differences between two snapshots.
 //!
 //! One invariant ties them together, per kind of connection: `accepted ==
-//! current connections + sum(closed)`, since every accepted socket is
-//! either held or closed for exactly one reason (a `server-full` rejection
-//! counts as a close).
+//! connections still open + sum(closed)`, since every accepted socket is
+//! either open or was closed for exactly one reason (a `server-full`
+//! rejection counts as a close; a connection lingering after its last
+//! words already counts as closed).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

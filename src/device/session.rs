@@ -112,7 +112,8 @@ impl Session {
         }
     }
 
-    fn awaiting_pong(&self, last_rx: Millis) -> bool {
+    /// Whether a heartbeat PING is unanswered, given when bytes last arrived.
+    pub fn awaiting_pong(&self, last_rx: Millis) -> bool {
         self.ping_sent_at > last_rx
     }
 

@@ -100,7 +100,14 @@ pub struct HttpSession {
 
 impl HttpSession {
     pub fn new(now: Millis) -> HttpSession {
-        HttpSession { inbuf: Vec::new(), awaiting: None, continue_sent: false, mark: now, served: 0, state: State::Ready }
+        HttpSession {
+            inbuf: Vec::new(),
+            awaiting: None,
+            continue_sent: false,
+            mark: now,
+            served: 0,
+            state: State::Ready,
+        }
     }
 
     /// Between requests: nothing received of the next one, at least one

@@ -159,10 +159,9 @@ impl Reactor {
                 Role::Device(Device { session: Session::new(self.now), framer: Default::default() }),
                 deadline(self.now, self.config.handshake_timeout),
             ),
-            Kind::Http => (
-                Role::Http(Box::new(HttpSession::new(self.now))),
-                deadline(self.now, self.config.http_request_timeout),
-            ),
+            Kind::Http => {
+                (Role::Http(Box::new(HttpSession::new(self.now))), deadline(self.now, self.config.http_request_timeout))
+            }
         };
         let timer = first_deadline.map(|at| self.wheel.insert(at, token));
         entry.insert(Connection {

@@ -128,7 +128,8 @@ impl Reactor {
             .take(limit)
             .filter_map(|(&mac, &token)| Some((mac, self.live_key(token)?)))
             .collect();
-        let mut body = format!("{{\"total\":{},\"offset\":{offset},\"limit\":{limit},\"devices\":[", self.devices.len());
+        let mut body =
+            format!("{{\"total\":{},\"offset\":{offset},\"limit\":{limit},\"devices\":[", self.devices.len());
         for (i, &(mac, device)) in page.iter().enumerate() {
             if i > 0 {
                 body.push(',');
@@ -185,7 +186,8 @@ impl Reactor {
         let device_token = self.token_of(device);
         let Role::Http(http) = &mut self.conns[key].role else { return };
         let until = self.now + millis(timeout);
-        http.state = State::Waiting { wait: Wait::Location { device: device_token, mac }, until, keep_alive: ex.keep_alive };
+        http.state =
+            State::Waiting { wait: Wait::Location { device: device_token, mac }, until, keep_alive: ex.keep_alive };
         self.set_timer(key, Some(until));
         self.wait_for_location(key, device);
     }
@@ -201,7 +203,12 @@ impl Reactor {
             return self.respond_error(key, ex, 400, "command longer than --max-line");
         }
         if line.iter().any(|&b| !(0x20..0x7f).contains(&b)) {
-            return self.respond_error(key, ex, 400, "a command is one line of printable ASCII (no control characters)");
+            return self.respond_error(
+                key,
+                ex,
+                400,
+                "a command is one line of printable ASCII (no control characters)",
+            );
         }
         let Some(device) = self.online(mac) else { return self.respond_error(key, ex, 404, "device not online") };
         if self.conns[device].out.len() + line.len() + 1 > self.config.max_output {

@@ -70,6 +70,12 @@ impl Reactor {
                     break;
                 }
             };
+            // Activity only moves deadlines later, and the timer finds that
+            // out when it fires. The exception is an answer to a heartbeat
+            // PING: the next one is due an interval after it, which may be
+            // before the pending heartbeat-timeout deadline, so the timer is
+            // re-filed (once per heartbeat round, not per read).
+            let answered = conn.heartbeat_outstanding();
             conn.last_rx = self.now;
             self.stats.bytes_in += n as u64;
             trace!("#{key} <- \"{}\"", scratch[..n].escape_ascii());
@@ -79,6 +85,9 @@ impl Reactor {
                     Role::Device(_) => self.device_input(key, &scratch[..n]),
                     Role::Http(_) => self.http_input(key, &scratch[..n]),
                 }
+            }
+            if answered && self.conns.get(key).is_some_and(|c| c.phase == Phase::Open) {
+                self.rearm_device(key);
             }
             if n < scratch.len() && !to_eof {
                 break;
@@ -112,14 +121,10 @@ impl Reactor {
     pub(super) fn send(&mut self, key: usize, bytes: &[u8]) -> ControlFlow<()> {
         trace!("#{key} -> \"{}\"", bytes.escape_ascii());
         let conn = &mut self.conns[key];
-        let mut rest = bytes;
         if conn.out.is_empty() {
-            match sock::write(&conn.stream, bytes) {
-                Io::Done(n) => {
-                    self.stats.bytes_out += n as u64;
-                    rest = &bytes[n..];
-                }
-                Io::WouldBlock => {}
+            let written = match sock::write(&conn.stream, bytes) {
+                Io::Done(n) => n,
+                Io::WouldBlock => 0,
                 Io::Closed => {
                     self.on_io_error(key, &std::io::ErrorKind::WriteZero.into());
                     return ControlFlow::Break(());
@@ -128,20 +133,24 @@ impl Reactor {
                     self.on_io_error(key, &e);
                     return ControlFlow::Break(());
                 }
-            }
-            if rest.is_empty() {
+            };
+            self.stats.bytes_out += written as u64;
+            if written == bytes.len() {
                 return ControlFlow::Continue(());
             }
+            conn.out.queue_unwritten(&bytes[..written], &bytes[written..]);
+        } else {
+            conn.out.push(bytes);
         }
+        // Queued first, then checked: a slow consumer's started line must
+        // be in the buffer for `keep_started_line` to finish it.
         let open = conn.phase == Phase::Open;
-        let queued = conn.out.len() + rest.len();
+        let queued = conn.out.len();
         if open && self.output_limit(key).is_some_and(|limit| queued > limit) {
             debug!("#{key}: {queued} bytes unsent, over the output limit");
             self.begin_close(key, CloseReason::SlowConsumer);
             return ControlFlow::Break(());
         }
-        let conn = &mut self.conns[key];
-        conn.out.push(rest);
         self.watch_writable(key, true);
         if open { ControlFlow::Continue(()) } else { ControlFlow::Break(()) }
     }

@@ -154,7 +154,7 @@ impl Reactor {
         }
     }
 
-    fn rearm_device(&mut self, key: usize) {
+    pub(super) fn rearm_device(&mut self, key: usize) {
         let conn = &self.conns[key];
         let Role::Device(device) = &conn.role else { return };
         let at = device.session.next_deadline(conn.last_rx, &self.timeouts);

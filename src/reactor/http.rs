@@ -252,7 +252,6 @@ impl Reactor {
         };
         constant_time_eq(&presented, token.as_bytes())
     }
-
 }
 
 /// Compares two secrets in time that depends only on their lengths, so the

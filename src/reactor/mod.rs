@@ -179,17 +179,6 @@ impl Reactor {
         // Pre-size, so growing to the cap never pauses the loop to copy. The
         // memory is only reserved; pages are touched as connections arrive.
         wheel.reserve(max_connections);
-        info!(
-            "devices: listening on {} (backlog {}), at most {max_connections} connections",
-            devices.local_addr()?,
-            config.backlog
-        );
-        info!(
-            "http: listening on {}, at most {} connections{}",
-            http.local_addr()?,
-            config.max_http_connections,
-            if config.api_token.is_some() { ", bearer token required" } else { "" }
-        );
         Ok(Reactor {
             timeouts: config.timeouts(),
             http_timeouts: config.http_timeouts(),
@@ -270,6 +259,20 @@ impl Reactor {
 
     /// Runs the loop until a stop request has been carried out.
     pub fn run(&mut self) -> io::Result<Exit> {
+        // Logged here rather than in `bind`: once this line is out, the loop
+        // is serving and (if asked) watching for signals.
+        info!(
+            "devices: listening on {} (backlog {}), at most {} connections",
+            self.device_addr()?,
+            self.config.backlog,
+            self.max_connections
+        );
+        info!(
+            "http: listening on {}, at most {} connections{}",
+            self.http_addr()?,
+            self.config.max_http_connections,
+            if self.config.api_token.is_some() { ", bearer token required" } else { "" }
+        );
         let mut events = Events::with_capacity(EVENTS);
         loop {
             let timeout = self.poll_timeout();

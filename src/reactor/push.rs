@@ -129,7 +129,8 @@ impl Reactor {
             if count > 0 {
                 body.push(',');
             }
-            let _ = write!(body, "{{\"id\":{},\"event\":\"{}\",\"data\":{}}}", event.id, event.kind.as_str(), event.data);
+            let _ =
+                write!(body, "{{\"id\":{},\"event\":\"{}\",\"data\":{}}}", event.id, event.kind.as_str(), event.data);
             count += 1;
             next = event.id;
         }

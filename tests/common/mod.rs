@@ -5,16 +5,23 @@
 //! Waiting is always a read with a timeout (or a channel receive with one),
 //! never a sleep: a test waits exactly as long as the gateway needs, and a
 //! broken gateway fails the test after `TIMEOUT` instead of hanging it.
+//! When no client can observe an event yet (kernel buffers hide it), a test
+//! waits for the gateway's log line instead: `Gateway::expect_log` for one
+//! in-process (each gets the records logged on its own thread),
+//! `Process::expect_log` for the binary.
 
 #![allow(dead_code)] // each test file uses a different subset
 
+use std::cell::RefCell;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{Once, mpsc};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use tether::close::CloseReason;
+use tether::connection::Kind;
 use tether::stats::Stats;
 use tether::{Config, Exit, Handle, Reactor};
 
@@ -25,12 +32,75 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// a short linger, so that stopping a gateway whose test clients are still
 /// connected does not wait the full two seconds for them.
 pub fn config() -> Config {
-    let mut config = Config::default();
-    config.device_listen = "127.0.0.1:0".parse().unwrap();
-    config.http_listen = "127.0.0.1:0".parse().unwrap();
-    config.stats_interval = Duration::ZERO;
-    config.linger_timeout = Duration::from_millis(200);
-    config
+    Config {
+        device_listen: "127.0.0.1:0".parse().unwrap(),
+        http_listen: "127.0.0.1:0".parse().unwrap(),
+        stats_interval: Duration::ZERO,
+        linger_timeout: Duration::from_millis(200),
+        ..Config::default()
+    }
+}
+
+/// A valid MAC address unique to `n`, spelled upper-case with `:`.
+pub fn mac(n: u32) -> String {
+    let [a, b, c, d] = n.to_be_bytes();
+    format!("02:00:{a:02X}:{b:02X}:{c:02X}:{d:02X}")
+}
+
+/// Device connections closed for `reason`.
+pub fn closed(stats: &Stats, reason: CloseReason) -> u64 {
+    stats.closed(Kind::Device, reason)
+}
+
+/// The stats invariant once every connection is gone: each accepted socket
+/// was closed for exactly one reason.
+pub fn assert_all_closed(stats: &Stats) {
+    for kind in Kind::ALL {
+        let accepted = stats.accepted[kind as usize];
+        assert_eq!(accepted, stats.closed_total(kind), "{kind:?}: accepted != sum(closed): {stats:?}");
+    }
+}
+
+thread_local! {
+    /// Where the log records of the gateway running on this thread go.
+    static LOG_SINK: RefCell<Option<mpsc::Sender<String>>> = const { RefCell::new(None) };
+}
+
+/// The test binary's logger. Tests run in parallel in one process, so each
+/// in-process gateway gets the records logged on its own thread (debug
+/// level and up) through [`Gateway::expect_log`]; info and up are also
+/// printed, which the test harness shows for a failing test.
+struct TestLogger;
+
+impl log::Log for TestLogger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= log::Level::Debug
+    }
+
+    fn log(&self, record: &log::Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        LOG_SINK.with(|sink| {
+            if let Some(sink) = &*sink.borrow() {
+                let _ = sink.send(format!("{} {}: {}", record.level(), record.target(), record.args()));
+            }
+        });
+        if record.level() <= log::Level::Info {
+            println!("[{} {}] {}", record.level(), record.target(), record.args());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+fn install_logger() {
+    static LOGGER: TestLogger = TestLogger;
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        log::set_logger(&LOGGER).expect("no other logger");
+        log::set_max_level(log::LevelFilter::Debug);
+    });
 }
 
 /// A gateway running on a thread of the test process.
@@ -38,20 +108,38 @@ pub struct Gateway {
     pub addr: SocketAddr,
     handle: Handle,
     thread: Option<JoinHandle<(Exit, Stats)>>,
+    /// The gateway's log records (debug and up), as they are logged.
+    log: mpsc::Receiver<String>,
 }
 
 impl Gateway {
     pub fn start(config: Config) -> Gateway {
-        let _ = env_logger::builder().is_test(true).try_init();
+        install_logger();
         tether::net::raise_fd_limit().unwrap();
         let mut reactor = Reactor::bind(config).expect("bind");
         let addr = reactor.device_addr().unwrap();
         let handle = reactor.handle();
-        let thread = thread::spawn(move || {
-            let exit = reactor.run().expect("run");
-            (exit, reactor.stats().clone())
-        });
-        Gateway { addr, handle, thread: Some(thread) }
+        let (sink, log) = mpsc::channel();
+        let thread = thread::Builder::new()
+            .name(format!("gateway {addr}"))
+            .spawn(move || {
+                LOG_SINK.with(|s| *s.borrow_mut() = Some(sink));
+                let exit = reactor.run().expect("run");
+                (exit, reactor.stats().clone())
+            })
+            .unwrap();
+        Gateway { addr, handle, thread: Some(thread), log }
+    }
+
+    /// Waits for a log record of this gateway containing `needle`; returns it.
+    /// For waiting on an event that no client can observe yet.
+    pub fn expect_log(&self, needle: &str) -> String {
+        loop {
+            let line = self.log.recv_timeout(TIMEOUT).unwrap_or_else(|_| panic!("no log line with {needle:?}"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
     }
 
     pub fn connect(&self) -> Client {
@@ -61,8 +149,7 @@ impl Gateway {
     /// A connected client that has identified as `mac` and read its `OK`.
     pub fn device(&self, mac: &str) -> Client {
         let mut client = self.connect();
-        client.send(format!("IDENTIFY:{mac}\n").as_bytes());
-        client.expect(b"OK\n");
+        client.identify(mac);
         client
     }
 
@@ -73,10 +160,21 @@ impl Gateway {
         self.join()
     }
 
+    /// Stops gracefully and asserts the drain completed with every accepted
+    /// connection accounted for; returns the final counters.
+    pub fn stop_drained(self) -> Stats {
+        let (exit, stats) = self.stop();
+        assert_eq!(exit, Exit::Drained, "{stats:?}");
+        assert_all_closed(&stats);
+        stats
+    }
+
     fn join(&mut self) -> (Exit, Stats) {
         let thread = self.thread.take().expect("joined once");
         let (tx, rx) = mpsc::channel();
-        thread::spawn(move || tx.send(thread.join()));
+        thread::spawn(move || {
+            let _ = tx.send(thread.join());
+        });
         rx.recv_timeout(TIMEOUT).expect("gateway did not stop in time").expect("gateway thread panicked")
     }
 }
@@ -101,7 +199,20 @@ pub struct Client {
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).expect("connect");
+        Client::from_stream(TcpStream::connect(addr).expect("connect"))
+    }
+
+    /// Connects with `SO_RCVBUF` set to `bytes` before the handshake (so the
+    /// advertised window stays small), for a client that reads slowly.
+    pub fn connect_with_recv_buffer(addr: SocketAddr, bytes: usize) -> Client {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).unwrap();
+        socket.set_recv_buffer_size(bytes).unwrap();
+        socket.connect(&addr.into()).expect("connect");
+        Client::from_stream(socket.into())
+    }
+
+    fn from_stream(stream: TcpStream) -> Client {
         stream.set_read_timeout(Some(TIMEOUT)).unwrap();
         stream.set_nodelay(true).unwrap();
         Client { stream }
@@ -111,13 +222,93 @@ impl Client {
         self.stream.write_all(bytes).expect("send");
     }
 
+    /// Sends `IDENTIFY:<mac>` and expects `OK`.
+    pub fn identify(&mut self, mac: &str) {
+        self.send(format!("IDENTIFY:{mac}\n").as_bytes());
+        self.expect(b"OK\n");
+    }
+
     /// Reads exactly `expected.len()` bytes and asserts they are `expected`.
     pub fn expect(&mut self, expected: &[u8]) {
-        let mut got = vec![0; expected.len()];
-        if let Err(e) = self.stream.read_exact(&mut got) {
-            panic!("waiting for {:?}: {e}", String::from_utf8_lossy(expected));
+        let mut got = Vec::with_capacity(expected.len());
+        let mut buf = vec![0; expected.len()];
+        while got.len() < expected.len() {
+            match self.stream.read(&mut buf[..expected.len() - got.len()]) {
+                Ok(0) => panic!(
+                    "waiting for {:?}: end of file after {:?}",
+                    String::from_utf8_lossy(expected),
+                    String::from_utf8_lossy(&got)
+                ),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => panic!(
+                    "waiting for {:?}: {e} after {:?}",
+                    String::from_utf8_lossy(expected),
+                    String::from_utf8_lossy(&got)
+                ),
+            }
         }
         assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(expected));
+    }
+
+    /// Like [`Client::expect`], but fails unless all of `expected` has
+    /// arrived within `window` (for events that must not come late).
+    pub fn expect_within(&mut self, expected: &[u8], window: Duration) {
+        let deadline = Instant::now() + window;
+        let mut got = Vec::with_capacity(expected.len());
+        let mut buf = vec![0; expected.len()];
+        while got.len() < expected.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!(
+                    "waiting for {:?}: not there within {window:?}, got {:?}",
+                    String::from_utf8_lossy(expected),
+                    String::from_utf8_lossy(&got)
+                );
+            }
+            self.stream.set_read_timeout(Some(left)).unwrap();
+            match self.stream.read(&mut buf[..expected.len() - got.len()]) {
+                Ok(0) => panic!(
+                    "waiting for {:?}: end of file after {:?}",
+                    String::from_utf8_lossy(expected),
+                    String::from_utf8_lossy(&got)
+                ),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => panic!(
+                    "waiting for {:?}: {e} after {:?}",
+                    String::from_utf8_lossy(expected),
+                    String::from_utf8_lossy(&got)
+                ),
+            }
+        }
+        self.stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(expected));
+    }
+
+    /// Reads one line, terminator included.
+    pub fn read_line(&mut self) -> String {
+        let mut line = Vec::new();
+        let mut byte = [0u8];
+        while line.last() != Some(&b'\n') {
+            match self.stream.read(&mut byte) {
+                Ok(0) => panic!("end of file inside a line after {:?}", String::from_utf8_lossy(&line)),
+                Ok(_) => line.push(byte[0]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => panic!("reading a line: {e} after {:?}", String::from_utf8_lossy(&line)),
+            }
+        }
+        String::from_utf8_lossy(&line).into_owned()
+    }
+
+    /// Reads everything up to end of file (each read bounded by `TIMEOUT`).
+    pub fn read_to_eof(&mut self) -> Vec<u8> {
+        let mut all = Vec::new();
+        if let Err(e) = self.stream.read_to_end(&mut all) {
+            panic!("reading to end of file: {e} after {} bytes", all.len());
+        }
+        all
     }
 
     /// Asserts the gateway closed the connection: end of file (or a reset)
@@ -146,13 +337,34 @@ impl Client {
         }
         self.stream.set_read_timeout(Some(TIMEOUT)).unwrap();
     }
+
+    /// Asserts nothing has arrived so far and the connection is not closed
+    /// (a non-blocking read), without waiting.
+    pub fn expect_nothing_yet(&mut self) {
+        self.stream.set_nonblocking(true).unwrap();
+        let mut byte = [0u8; 64];
+        let result = self.stream.read(&mut byte);
+        self.stream.set_nonblocking(false).unwrap();
+        match result {
+            Ok(0) => panic!("expected nothing yet, the connection was closed"),
+            Ok(n) => panic!("expected nothing yet, got {:?}", String::from_utf8_lossy(&byte[..n])),
+            Err(e) => assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "expected nothing yet: {e}"),
+        }
+    }
+}
+
+/// The `tether` binary, for runs that are not a gateway (`--help`, bad flags).
+pub fn tether_command() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tether"))
 }
 
 /// The `tether` binary running as a child process.
 pub struct Process {
     pid: i32,
     pub addr: SocketAddr,
-    /// The log lines after the one naming the address, as they arrive.
+    /// The log line naming the address (it also gives the connection cap).
+    pub banner: String,
+    /// The log lines after the banner, as they arrive.
     pub log: mpsc::Receiver<String>,
     /// The exit status, sent by a thread that waits on the child.
     exit: mpsc::Receiver<ExitStatus>,
@@ -163,7 +375,7 @@ impl Process {
     /// Starts the binary with `args` (the device address is forced to a free
     /// loopback port). `limit` sets its RLIMIT_NOFILE, soft and hard.
     pub fn start(args: &[&str], limit: Option<u64>) -> Process {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_tether"));
+        let mut command = tether_command();
         command
             .args(["--device-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--stats-interval", "0"])
             .args(args)
@@ -198,17 +410,25 @@ impl Process {
                 }
             }
         });
-        let addr = loop {
+        let (addr, banner) = loop {
             let line = log.recv_timeout(TIMEOUT).expect("tether printed no listening address");
             if let Some(rest) = line.split("devices: listening on ").nth(1) {
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
+                break (rest.split_whitespace().next().unwrap().parse().unwrap(), line);
             }
         };
-        Process { pid, addr, log, exit, exited: false }
+        Process { pid, addr, banner, log, exit, exited: false }
     }
 
     pub fn connect(&self) -> Client {
         Client::connect(self.addr)
+    }
+
+    /// A connected client that has identified as `mac` and read its `OK`.
+    /// Once it returns, the event loop is running (and watching signals).
+    pub fn device(&self, mac: &str) -> Client {
+        let mut client = self.connect();
+        client.identify(mac);
+        client
     }
 
     pub fn signal(&self, signal: i32) {
@@ -232,6 +452,26 @@ impl Process {
                 return line;
             }
         }
+    }
+
+    /// The file descriptors the process has open, by number.
+    pub fn open_fds(&self) -> Vec<usize> {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid))
+            .expect("read /proc/<pid>/fd")
+            .map(|entry| entry.unwrap().file_name().to_str().unwrap().parse().unwrap())
+            .collect()
+    }
+
+    /// CPU time (user + system) the process has used so far.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).expect("read /proc/<pid>/stat");
+        // The fields after the command name (which may hold spaces) start
+        // with the state, field 3; utime and stime are fields 14 and 15.
+        let fields: Vec<&str> = stat.rsplit_once(')').expect("stat format").1.split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        Duration::from_millis(ticks * 1000 / per_second)
     }
 }
 

@@ -1,0 +1,212 @@
+//! The real binary: graceful shutdown on SIGTERM/SIGINT (`BYE shutdown`,
+//! listener closed, exit 0, drain timeout), a second signal forcing the
+//! exit (143 / 130), running out of file descriptors (EMFILE) without
+//! crashing, spinning or losing a connection, and the command line
+//! (`--help`, a bad duration).
+
+mod common;
+
+use std::io;
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::{Client, Process, mac, tether_command};
+
+#[test]
+fn sigterm_tells_every_device_bye_shutdown_and_exits_zero() {
+    let mut tether = Process::start(&[], None);
+    let mut devices: Vec<Client> = (0..3).map(|i| tether.device(&mac(i))).collect();
+    tether.signal(libc::SIGTERM);
+    for dev in &mut devices {
+        dev.expect(b"BYE shutdown\n");
+        dev.expect_eof();
+    }
+    drop(devices);
+    let status = tether.wait();
+    assert_eq!(status.code(), Some(0), "{status}");
+}
+
+#[test]
+fn after_the_first_signal_new_connections_are_refused() {
+    let mut tether = Process::start(&[], None);
+    let mut dev = tether.device(&mac(1));
+    tether.signal(libc::SIGTERM);
+    // The listener is closed before anyone is told BYE.
+    dev.expect(b"BYE shutdown\n");
+    let refused = TcpStream::connect(tether.addr).map(|_| ()).expect_err("connected after the stop signal");
+    assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused, "{refused}");
+    dev.expect_eof();
+    drop(dev);
+    assert_eq!(tether.wait().code(), Some(0));
+}
+
+#[test]
+fn sigint_drains_like_sigterm() {
+    let mut tether = Process::start(&[], None);
+    let mut dev = tether.device(&mac(1));
+    tether.signal(libc::SIGINT);
+    dev.expect(b"BYE shutdown\n");
+    dev.expect_eof();
+    drop(dev);
+    assert_eq!(tether.wait().code(), Some(0));
+}
+
+#[test]
+fn drain_timeout_exits_zero_even_if_a_device_never_closes() {
+    let mut tether = Process::start(&["--drain-timeout", "300ms", "--linger-timeout", "60s"], None);
+    let mut dev = tether.device(&mac(1));
+    tether.signal(libc::SIGTERM);
+    dev.expect(b"BYE shutdown\n");
+    dev.expect_eof();
+    // `dev` stays open.
+    let status = tether.wait();
+    assert_eq!(status.code(), Some(0), "{status}");
+    tether.expect_log("drain timeout");
+    drop(dev);
+}
+
+/// Starts a gateway that would drain for a minute, with one device that
+/// holds its connection open after the first `signal`.
+fn draining(signal: i32) -> (Process, Client) {
+    let tether = Process::start(&["--drain-timeout", "60s", "--linger-timeout", "60s"], None);
+    let mut dev = tether.device(&mac(1));
+    tether.signal(signal);
+    // The first signal has been handled: the drain is under way.
+    dev.expect(b"BYE shutdown\n");
+    dev.expect_eof();
+    (tether, dev)
+}
+
+#[test]
+fn a_second_sigterm_while_draining_exits_at_once_with_143() {
+    let (mut tether, _dev) = draining(libc::SIGTERM);
+    tether.signal(libc::SIGTERM);
+    let status = tether.wait();
+    assert_eq!(status.code(), Some(143), "{status}");
+}
+
+#[test]
+fn a_second_sigint_while_draining_exits_at_once_with_130() {
+    let (mut tether, _dev) = draining(libc::SIGINT);
+    tether.signal(libc::SIGINT);
+    let status = tether.wait();
+    assert_eq!(status.code(), Some(130), "{status}");
+}
+
+/// With RLIMIT_NOFILE 40 and no reserve, the cap is 40 connections but a
+/// few descriptors are already taken, so `accept` fails with EMFILE while
+/// connections wait in the backlog. The gateway must back off (no crash,
+/// no spin) and accept them once descriptors are freed.
+#[test]
+fn out_of_file_descriptors_the_waiting_connections_are_served_once_some_close() {
+    const LIMIT: usize = 40;
+    let mut tether = Process::start(&["--fd-reserve", "0"], Some(LIMIT as u64));
+    assert!(tether.banner.contains(&format!("at most {LIMIT} connections")), "{}", tether.banner);
+    // Once a first device is answered the event loop is running, with every
+    // descriptor of its own open (the signal pipe comes after the banner).
+    let first = tether.device(&mac(0));
+    // Descriptors are numbered from 0 and must stay below the limit; one
+    // inherited with a higher number does not take a place.
+    let in_use = tether.open_fds().iter().filter(|&&fd| fd < LIMIT).count() - 1;
+    assert!((4..20).contains(&in_use), "{in_use} descriptors open before any connection");
+    // Accepted in connect order, until no descriptor is left.
+    let served = LIMIT - in_use;
+
+    let mut clients = vec![first];
+    clients.extend((1..LIMIT as u32).map(|i| {
+        let mut client = tether.connect();
+        client.send(format!("IDENTIFY:{}\n", mac(i)).as_bytes());
+        client
+    }));
+    for client in &mut clients[1..served] {
+        client.expect(b"OK\n");
+    }
+    tether.expect_log("accept failed");
+
+    // The rest wait in the backlog: no answer while the gateway retries
+    // every 100 ms, and retrying costs next to no CPU.
+    let cpu_before = tether.cpu_time();
+    clients[served].expect_silence(Duration::from_millis(500));
+    let cpu = tether.cpu_time() - cpu_before;
+    assert!(cpu < Duration::from_millis(150), "{cpu:?} of CPU in 500 ms while out of descriptors");
+    for client in &mut clients[served + 1..] {
+        client.expect_nothing_yet();
+    }
+
+    // Closing identified devices frees descriptors: the waiting ones are
+    // accepted and answered.
+    let waiting = LIMIT - served;
+    let closing = waiting.max(10);
+    drop(clients.drain(..closing));
+    for client in &mut clients[served - closing..] {
+        client.expect(b"OK\n");
+    }
+    // None lost: every remaining device is online and answering.
+    for client in &mut clients {
+        client.send(b"PING\n");
+    }
+    for client in &mut clients {
+        client.expect(b"PONG\n");
+    }
+
+    tether.signal(libc::SIGTERM);
+    for client in &mut clients {
+        client.expect(b"BYE shutdown\n");
+        client.expect_eof();
+    }
+    drop(clients);
+    assert_eq!(tether.wait().code(), Some(0));
+}
+
+const FLAGS: [&str; 14] = [
+    "--device-listen",
+    "--max-line",
+    "--handshake-timeout",
+    "--heartbeat-interval",
+    "--heartbeat-timeout",
+    "--idle-timeout",
+    "--backlog",
+    "--tcp-keepalive",
+    "--max-connections",
+    "--fd-reserve",
+    "--max-output",
+    "--linger-timeout",
+    "--drain-timeout",
+    "--stats-interval",
+];
+
+#[test]
+fn help_lists_every_flag() {
+    let output = tether_command().arg("--help").output().unwrap();
+    assert!(output.status.success(), "{}", output.status);
+    let help = String::from_utf8(output.stdout).unwrap();
+    for flag in FLAGS {
+        assert!(help.contains(flag), "--help does not mention {flag}:\n{help}");
+    }
+}
+
+#[test]
+fn a_bad_duration_is_refused_with_a_clear_message() {
+    let output = tether_command().args(["--device-listen", "127.0.0.1:0", "--idle-timeout", "5x"]).output().unwrap();
+    assert!(!output.status.success(), "{}", output.status);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for needle in ["--idle-timeout", "5x", "duration"] {
+        assert!(stderr.contains(needle), "no {needle:?} in the error:\n{stderr}");
+    }
+}
+
+#[test]
+fn bad_values_for_other_flags_are_refused() {
+    for args in [
+        ["--max-output", "lots"],
+        ["--max-line", "0"],
+        ["--tcp-keepalive", "60s,10s"],
+        ["--drain-timeout", "1.5s"],
+        ["--device-listen", "nowhere"],
+    ] {
+        let output = tether_command().args(args).output().unwrap();
+        assert!(!output.status.success(), "{args:?}: {}", output.status);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(args[0]), "{args:?}: the error does not name the flag:\n{stderr}");
+    }
+}
