@@ -154,9 +154,14 @@ impl Reactor {
         }
     }
 
+    /// Files the open connection's next deadline (a closing one keeps its
+    /// linger deadline).
     pub(super) fn rearm_device(&mut self, key: usize) {
         let conn = &self.conns[key];
         let Role::Device(device) = &conn.role else { return };
+        if conn.phase != Phase::Open {
+            return;
+        }
         let at = device.session.next_deadline(conn.last_rx, &self.timeouts);
         self.set_timer(key, at);
     }

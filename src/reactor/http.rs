@@ -85,9 +85,7 @@ impl Reactor {
                 }
                 Err(e) => {
                     let body = json::error(e.message());
-                    let exchange = Exchange { keep_alive: false, head_only: false };
-                    self.respond(key, exchange, Response::json(e.status(), &body));
-                    return self.begin_close(key, CloseReason::BadRequest);
+                    return self.respond_closing(key, Response::json(e.status(), &body), CloseReason::BadRequest);
                 }
                 Ok(Parse::Complete { request, len }) => {
                     self.handle_request(key, &request);
@@ -104,6 +102,21 @@ impl Reactor {
     /// Writes a response, and starts closing the connection if the
     /// exchange does not keep it alive.
     pub(super) fn respond(&mut self, key: usize, exchange: Exchange, response: Response<'_>) {
+        self.write_response(key, exchange, response);
+        if !exchange.keep_alive && self.conns.contains(key) {
+            self.begin_close(key, CloseReason::Completed);
+        }
+    }
+
+    /// Writes a last response (`Connection: close`) and closes for `reason`.
+    pub(super) fn respond_closing(&mut self, key: usize, response: Response<'_>, reason: CloseReason) {
+        self.write_response(key, Exchange { keep_alive: false, head_only: false }, response);
+        if self.conns.contains(key) {
+            self.begin_close(key, reason);
+        }
+    }
+
+    fn write_response(&mut self, key: usize, exchange: Exchange, response: Response<'_>) {
         let mut buf = mem::take(&mut self.http_out);
         buf.clear();
         response.write(&mut buf, &self.config.cors_origin, exchange.keep_alive, exchange.head_only);
@@ -111,9 +124,6 @@ impl Reactor {
         debug!("#{key} -> HTTP {}", response.status);
         let _ = self.send(key, &buf);
         self.http_out = buf;
-        if !exchange.keep_alive && self.conns.contains(key) {
-            self.begin_close(key, CloseReason::Completed);
-        }
     }
 
     /// A JSON error response: `{"error": message}`.
@@ -161,8 +171,14 @@ impl Reactor {
         }
     }
 
+    /// Files the open connection's next deadline (a closing one keeps its
+    /// linger deadline).
     pub(super) fn rearm_http(&mut self, key: usize) {
-        let Role::Http(http) = &self.conns[key].role else { return };
+        let conn = &self.conns[key];
+        let Role::Http(http) = &conn.role else { return };
+        if conn.phase != Phase::Open {
+            return;
+        }
         let at = http.next_deadline(&self.http_timeouts);
         self.set_timer(key, at);
     }
@@ -173,9 +189,8 @@ impl Reactor {
         match http.on_deadline(self.now, &self.http_timeouts) {
             HttpDue::Nothing => self.rearm_http(key),
             HttpDue::RequestTimeout => {
-                let exchange = Exchange { keep_alive: false, head_only: false };
-                self.respond_error(key, exchange, 408, "request not received in time");
-                self.begin_close(key, CloseReason::RequestTimeout);
+                let body = json::error("request not received in time");
+                self.respond_closing(key, Response::json(408, &body), CloseReason::RequestTimeout);
             }
             HttpDue::Idle => self.begin_close(key, CloseReason::HttpIdle),
             HttpDue::WaitExpired(Wait::Location { device, .. }) => {
@@ -225,13 +240,11 @@ impl Reactor {
             State::Streaming { .. } => self.begin_close(key, CloseReason::Shutdown),
             State::Waiting { .. } => {
                 self.http_offline(key);
-                if let Role::Http(http) = &mut self.conns[key].role
-                    && let State::Waiting { keep_alive, .. } = &mut http.state
-                {
-                    *keep_alive = false;
+                if let Role::Http(http) = &mut self.conns[key].role {
+                    http.state = State::Ready;
                 }
                 let body = json::error("the gateway is shutting down");
-                self.finish_wait(key, Response::json(503, &body));
+                self.respond_closing(key, Response::json(503, &body), CloseReason::Shutdown);
             }
         }
     }
