@@ -1,8 +1,9 @@
 //! The real binary: graceful shutdown on SIGTERM/SIGINT (`BYE shutdown`,
-//! listener closed, exit 0, drain timeout), a second signal forcing the
-//! exit (143 / 130), running out of file descriptors (EMFILE) without
-//! crashing, spinning or losing a connection, and the command line
-//! (`--help`, a bad duration).
+//! device listener closed, HTTP listener open with `/health` draining,
+//! exit 0, drain timeout), a second signal forcing the exit (143 / 130),
+//! running out of file descriptors (EMFILE) without crashing, spinning or
+//! losing a connection (and counting it in `/metrics`), and the command
+//! line (`--help`, a bad duration, the API token from the environment).
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::io;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{Client, Process, mac, tether_command};
+use common::{Client, HttpClient, Process, json_response, mac, metric, tether_command};
 
 #[test]
 fn sigterm_tells_every_device_bye_shutdown_and_exits_zero() {
@@ -149,6 +150,21 @@ fn out_of_file_descriptors_the_waiting_connections_are_served_once_some_close() 
         client.expect(b"PONG\n");
     }
 
+    // /metrics counted the EMFILE failures. One more device leaves so the
+    // HTTP connection surely finds a descriptor (it waits in the backlog
+    // until then).
+    drop(clients.pop());
+    let mut http = HttpClient::connect(tether.http);
+    let metrics = http.get_closing("/metrics");
+    assert_eq!(metrics.status, 200, "{}", metrics.raw());
+    let text = metrics.text();
+    assert!(metric(text, r#"tether_rejected_total{reason="emfile"}"#) >= 1.0, "{text}");
+    assert_eq!(metric(text, r#"tether_accepted_total{kind="device"}"#), LIMIT as f64, "none lost");
+    assert_eq!(metric(text, r#"tether_rejected_total{reason="server-full"}"#), 0.0);
+    assert_eq!(metric(text, "tether_max_connections"), LIMIT as f64);
+    assert_eq!(metric(text, "tether_fd_limit"), LIMIT as f64);
+    drop(http);
+
     tether.signal(libc::SIGTERM);
     for client in &mut clients {
         client.expect(b"BYE shutdown\n");
@@ -209,4 +225,70 @@ fn bad_values_for_other_flags_are_refused() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(args[0]), "{args:?}: the error does not name the flag:\n{stderr}");
     }
+}
+
+const HTTP_FLAGS: [&str; 12] = [
+    "--http-listen",
+    "--max-http-connections",
+    "--http-request-timeout",
+    "--http-idle-timeout",
+    "--http-max-head",
+    "--http-max-body",
+    "--cors-origin",
+    "--api-token",
+    "--event-history",
+    "--sse-max-backlog",
+    "--sse-keepalive",
+    "--max-wait",
+];
+
+#[test]
+fn help_lists_the_http_flags_and_hides_the_token_from_the_environment() {
+    let output = tether_command().arg("--help").env("TETHER_API_TOKEN", "hunter2-secret").output().unwrap();
+    assert!(output.status.success(), "{}", output.status);
+    let help = String::from_utf8(output.stdout).unwrap();
+    for flag in HTTP_FLAGS {
+        assert!(help.contains(flag), "--help does not mention {flag}:\n{help}");
+    }
+    assert!(help.contains("TETHER_API_TOKEN"), "{help}");
+    assert!(!help.contains("hunter2-secret"), "--help shows the token:\n{help}");
+}
+
+#[test]
+fn the_api_token_can_come_from_the_environment() {
+    let tether = Process::start_with_env(&[], &[("TETHER_API_TOKEN", "s3cret")], None);
+    let mut http = HttpClient::connect(tether.http);
+    assert_eq!(http.get("/health").status, 200);
+    let response = http.get("/devices");
+    assert_eq!(response.status, 401, "{}", response.raw());
+    assert_eq!(response.header("WWW-Authenticate"), Some("Bearer"));
+    http.send(b"GET /devices HTTP/1.1\r\nAuthorization: Bearer s3cret\r\n\r\n");
+    assert_eq!(http.read_response().status, 200);
+    // The token is not on the command line.
+    assert!(!tether.cmdline().contains("s3cret"), "{}", tether.cmdline());
+}
+
+#[test]
+fn while_draining_the_http_listener_stays_open_and_health_says_draining() {
+    let mut tether = Process::start(&["--drain-timeout", "60s", "--linger-timeout", "60s"], None);
+    let mut dev = tether.device(&mac(1));
+    let mut http = HttpClient::connect(tether.http);
+    assert_eq!(http.get("/health").status, 200);
+    tether.signal(libc::SIGTERM);
+    dev.expect(b"BYE shutdown\n");
+    dev.expect_eof();
+    // The idle keep-alive connection is closed; new ones are served.
+    http.expect_eof();
+    for _ in 0..2 {
+        let mut http = HttpClient::connect(tether.http);
+        let response = http.get("/health");
+        assert_eq!(response.raw(), json_response("503 Service Unavailable", r#"{"status":"draining"}"#, &[], true));
+        http.expect_eof();
+    }
+    // The last connections closing end the drain; then the HTTP listener
+    // closes too.
+    drop((dev, http));
+    assert_eq!(tether.wait().code(), Some(0));
+    let refused = TcpStream::connect(tether.http).map(|_| ()).expect_err("connected after the exit");
+    assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused, "{refused}");
 }

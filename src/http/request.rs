@@ -132,9 +132,13 @@ pub fn parse(buf: &[u8], limits: Limits) -> Result<Parse<'_>, RequestError> {
     for header in req.headers.iter() {
         let name = header.name;
         if name.eq_ignore_ascii_case("content-length") {
-            let n = std::str::from_utf8(header.value)
+            // Digits only (RFC 9110): `parse` alone would also take `+4`, and
+            // a length two parsers read differently is how requests are smuggled.
+            let digits = header.value.trim_ascii();
+            let n = std::str::from_utf8(digits)
                 .ok()
-                .and_then(|v| v.trim().parse::<usize>().ok())
+                .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|d| d.parse::<usize>().ok())
                 .ok_or(RequestError::Malformed("invalid Content-Length"))?;
             if content_length.is_some_and(|m| m != n) {
                 return Err(RequestError::Malformed("conflicting Content-Length headers"));
@@ -262,6 +266,10 @@ mod tests {
         for bad in [
             &b"NOT HTTP AT ALL\r\n\r\n"[..],
             b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: +4\r\n\r\nbeep",
+            b"POST / HTTP/1.1\r\nContent-Length: -0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: \r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
             b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
             b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
             b"\x00\x01\x02\r\n\r\n",

@@ -125,6 +125,14 @@ impl HttpSession {
         self.inbuf.extend_from_slice(bytes);
     }
 
+    /// Ends a long poll: back to reading requests, with the keep-alive idle
+    /// clock (or the clock of a pipelined request) starting now rather
+    /// than when the poll began.
+    pub fn wait_over(&mut self, now: Millis) {
+        self.state = State::Ready;
+        self.mark = now;
+    }
+
     /// Drops a complete request of `len` bytes from the front of `inbuf`
     /// and readies for the next one.
     pub fn consumed(&mut self, len: usize, now: Millis) {
@@ -206,6 +214,16 @@ mod tests {
         s.consumed(3, 3);
         assert_eq!(s.inbuf.capacity(), 0);
         assert_eq!(s.served, 2);
+    }
+
+    #[test]
+    fn the_idle_clock_restarts_when_a_long_poll_ends() {
+        let mut s = HttpSession::new(0);
+        s.received(b"GET /events/poll HTTP/1.1\r\n\r\n", 1);
+        s.consumed(s.inbuf.len(), 2);
+        s.state = State::Waiting { wait: Wait::Events { since: 0, filter: None }, until: 5000, keep_alive: true };
+        s.wait_over(4000);
+        assert_eq!(s.next_deadline(&T), Some(5000), "idle from the answer, not from the request");
     }
 
     #[test]

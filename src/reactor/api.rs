@@ -251,7 +251,10 @@ impl Reactor {
             Ok(timeout) => timeout,
             Err(why) => return self.respond_error(key, ex, 400, &why),
         };
-        if self.poll_has_news(since, filter) || timeout.is_zero() || self.draining() {
+        if self.draining() {
+            return self.respond_error(key, ex, 503, "the gateway is shutting down");
+        }
+        if self.poll_has_news(since, filter) || timeout.is_zero() {
             let body = self.poll_body(since, filter);
             return self.respond(key, ex, Response::json(200, &body));
         }

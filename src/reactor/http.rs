@@ -137,7 +137,9 @@ impl Reactor {
     pub(super) fn finish_wait(&mut self, key: usize, response: Response<'_>) {
         let Role::Http(http) = &mut self.conns[key].role else { return };
         let State::Waiting { keep_alive, .. } = http.state else { return };
-        http.state = State::Ready;
+        http.wait_over(self.now);
+        // A poll parked before the drain began still closes after its answer.
+        let keep_alive = keep_alive && !self.draining();
         self.respond(key, Exchange { keep_alive, head_only: false }, response);
         if self.conns.get(key).is_some_and(|c| c.phase == Phase::Open) {
             self.rearm_http(key);

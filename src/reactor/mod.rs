@@ -432,10 +432,15 @@ impl Reactor {
         );
         self.listeners[Kind::Device as usize].close(self.poll.registry());
         self.drain_deadline = Some(self.now + millis(self.config.drain_timeout));
-        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
-        for key in keys {
-            if self.conns.contains(key) {
-                self.drain_conn(key);
+        // HTTP first: the devices' goodbyes publish `disconnected` events,
+        // which would otherwise answer parked polls as if nothing happened.
+        for kind in [Kind::Http, Kind::Device] {
+            let keys: Vec<usize> =
+                self.conns.iter().filter(|(_, c)| c.role.kind() == kind).map(|(key, _)| key).collect();
+            for key in keys {
+                if self.conns.contains(key) {
+                    self.drain_conn(key);
+                }
             }
         }
     }
