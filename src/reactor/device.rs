@@ -16,8 +16,7 @@ use super::Reactor;
 use crate::close::CloseReason;
 use crate::connection::{Phase, Role};
 use crate::device::{Due, Mac, Reply, Step, protocol};
-use crate::events::Kind;
-use crate::http::json;
+use crate::events::What;
 use crate::stats::LineKind;
 
 /// Replies are written once this many bytes are batched, so that a peer
@@ -104,9 +103,8 @@ impl Reactor {
             self.begin_close(old_key, CloseReason::Replaced);
         }
         debug!("#{key} identified as {mac}");
-        let mut fields = String::from("\"peer\":");
-        json::string(&mut fields, &self.conns[key].peer.to_string());
-        self.publish(mac, Kind::Connected, &fields);
+        let peer = self.conns[key].peer.clone();
+        self.publish(mac, What::Connected { peer });
         // The handshake deadline gives way to the heartbeat and idle ones.
         self.rearm_device(key);
     }
@@ -117,7 +115,7 @@ impl Reactor {
         let (Some(mac), Some(fix)) = (device.session.mac, device.session.location.as_deref().copied()) else {
             return;
         };
-        self.publish(mac, Kind::Location, &format!("\"lat\":{},\"lon\":{}", fix.lat, fix.lon));
+        self.publish(mac, What::Location { lat: fix.lat, lon: fix.lon });
         self.answer_location_waiters(key, mac, Some(fix));
     }
 
@@ -133,7 +131,7 @@ impl Reactor {
             self.devices.remove(&mac);
             debug!("{mac} offline");
         }
-        self.publish(mac, Kind::Disconnected, &format!("\"reason\":\"{}\"", reason.as_str()));
+        self.publish(mac, What::Disconnected { reason });
     }
 
     /// A device's timer fired: apply the deadlines, then re-file the timer

@@ -17,7 +17,7 @@ use mio::Token;
 use super::Reactor;
 use crate::connection::Role;
 use crate::device::{Fix, Mac};
-use crate::events::{self, Kind};
+use crate::events::What;
 use crate::http::{Response, State, Wait, json};
 use crate::time::write_rfc3339;
 
@@ -26,22 +26,18 @@ use crate::time::write_rfc3339;
 const POLL_BATCH: usize = 1000;
 
 impl Reactor {
-    /// Records an event (`{"mac":…, <fields>, "at":…}`) and delivers it to
-    /// every event stream and waiting long poll that it matches.
-    pub(super) fn publish(&mut self, mac: Mac, kind: Kind, fields: &str) {
-        let mut data = String::with_capacity(80 + fields.len());
-        let _ = write!(data, "{{\"mac\":\"{mac}\",{fields},\"at\":\"");
-        write_rfc3339(&mut data, self.clock.unix_ms(self.now));
-        data.push_str("\"}");
-        let event = self.events.publish(mac, kind, data);
+    /// Records an event and delivers it to every event stream and waiting
+    /// long poll that it matches.
+    pub(super) fn publish(&mut self, mac: Mac, what: What) {
+        let at = self.clock.unix_ms(self.now);
+        let event = self.events.publish(mac, what, at);
         self.stats.events_published += 1;
         if self.subscribers.is_empty() && self.pollers.is_empty() {
             return;
         }
-
-        let mut frame = mem::take(&mut self.http_out);
-        frame.clear();
-        events::write_sse(&mut frame, event);
+        // Rendered once, whatever the number of subscribers.
+        let mut frame = String::with_capacity(160);
+        event.write_sse(&mut frame);
         let mut targets = mem::take(&mut self.fanout);
         targets.extend(self.subscribers.iter().chain(self.pollers.iter()).copied());
         for token in targets.drain(..) {
@@ -50,7 +46,7 @@ impl Reactor {
             match &mut http.state {
                 State::Streaming { filter, last_sent } if filter.is_none_or(|f| f == mac) => {
                     *last_sent = self.now;
-                    let _ = self.send(key, &frame);
+                    let _ = self.send(key, frame.as_bytes());
                 }
                 &mut State::Waiting { wait: Wait::Events { since, filter }, .. } if filter.is_none_or(|f| f == mac) => {
                     self.pollers.remove(&token);
@@ -60,11 +56,6 @@ impl Reactor {
             }
         }
         self.fanout = targets;
-        // `answer_poll` may have used the buffer meanwhile; it is scratch.
-        frame.clear();
-        if self.http_out.capacity() < frame.capacity() {
-            self.http_out = frame;
-        }
     }
 
     /// Starts an event stream: the head, the reconnect delay, and the
@@ -77,16 +68,17 @@ impl Reactor {
         if let Some(id) = last_event_id {
             let since = self.events.since(id);
             let mut lost = since.lost;
-            let mut replay = Vec::new();
+            let mut replay = String::new();
             for event in since.events.filter(|e| filter.is_none_or(|f| f == e.mac)) {
-                events::write_sse(&mut replay, event);
+                event.write_sse(&mut replay);
             }
             // A replay larger than half the backlog a stream may hold would
             // only get the client dropped: send the newest part, and a reset.
             let budget = self.config.sse_max_backlog / 2;
             if replay.len() > budget {
                 let cut = replay.len() - budget;
-                let start = memchr::memmem::find(&replay[cut..], b"\n\nid: ").map_or(replay.len(), |i| cut + i + 2);
+                let start =
+                    memchr::memmem::find(&replay.as_bytes()[cut..], b"\n\nid: ").map_or(replay.len(), |i| cut + i + 2);
                 replay.drain(..start);
                 lost = true;
             }
@@ -94,7 +86,7 @@ impl Reactor {
                 let latest = self.events.last_id();
                 let _ = write!(buf, "event: reset\ndata: {{\"last_event_id\":{id},\"latest\":{latest}}}\n\n");
             }
-            buf.extend_from_slice(&replay);
+            buf.extend_from_slice(replay.as_bytes());
         }
         let Role::Http(http) = &mut self.conns[key].role else { return };
         http.state = State::Streaming { filter, last_sent: self.now };
@@ -129,8 +121,7 @@ impl Reactor {
             if count > 0 {
                 body.push(',');
             }
-            let _ =
-                write!(body, "{{\"id\":{},\"event\":\"{}\",\"data\":{}}}", event.id, event.kind.as_str(), event.data);
+            event.write_json(&mut body);
             count += 1;
             next = event.id;
         }
