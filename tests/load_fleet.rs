@@ -117,7 +117,7 @@ fn worker_processes_add_up() {
     let gateway = gateway();
     let (status, s) = load(
         gateway.addr,
-        &["-n", "200", "--processes", "2", "--duration", "1s", "--report-interval", "100ms", "--fail-on-loss"],
+        &["-n", "200", "--processes", "2", "--duration", "2s", "--report-interval", "100ms", "--fail-on-loss"],
     );
     assert!(status.success(), "{status}: {s:#}");
     assert_eq!(count(&s, "processes"), 2);
@@ -140,7 +140,7 @@ fn worker_processes_add_up() {
 #[test]
 fn collars_turned_away_by_a_full_gateway_are_losses() {
     let gateway = Gateway::start(tether::Config { max_connections: Some(50), ..common::config() });
-    let (status, s) = load(gateway.addr, &["-n", "100", "--duration", "1s", "--fail-on-loss"]);
+    let (status, s) = load(gateway.addr, &["-n", "100", "--duration", "2s", "--fail-on-loss"]);
     assert_eq!(status.code(), Some(2), "{s:#}");
     assert_eq!(count(&s, "connections.attempted"), 100);
     assert_eq!(count(&s, "connections.established"), 50);

@@ -17,8 +17,8 @@
 //! writes go straight to the socket and only what the kernel refuses is
 //! queued, with WRITABLE interest registered exactly while it is.
 //!
-//! Connecting is bounded twice: by `--connect-rate` and by
-//! `--max-in-flight` (connecting plus identifying), so that even "as fast as
+//! Connecting is bounded by `--connect-rate` and by `--max-in-flight`
+//! (connecting plus identifying; see [`pacing`]), so that even "as fast as
 //! possible" never has more half-open connections than the gateway's
 //! backlog can hold.
 
@@ -41,6 +41,7 @@ use crate::cli::Args;
 use crate::collar::{Behaviour, Collar, Flow, Micros, Phase};
 use crate::connect::{self, Status};
 use crate::outcome::Failure;
+use crate::pacing;
 use crate::stats::Stats;
 use crate::summary::Timing;
 
@@ -54,8 +55,6 @@ const SCRATCH: usize = 64 * 1024;
 const EVENTS: usize = 1024;
 /// Reads per connection per turn, so one chatty socket cannot starve the rest.
 const READS_PER_TURN: usize = 4;
-/// Connects started per turn, so a connect storm still lets the loop read.
-const CONNECTS_PER_TURN: u64 = 64;
 /// Longest line accepted from the gateway; its longest is far shorter.
 const MAX_LINE: usize = 1024;
 /// Unsent output a collar may queue before it is failed: the gateway is
@@ -239,31 +238,14 @@ impl Fleet {
         self.started == self.setup.collars && self.conns.is_empty()
     }
 
-    /// Starts the connects allowed now; returns when the next paced one is
-    /// due, if pacing (not the in-flight cap) is what holds it back.
+    /// Starts the connects allowed now (see [`pacing`]); returns when to
+    /// come back for more, if time is what holds them back.
     fn start_connects(&mut self) -> Option<Micros> {
         let left = self.setup.collars - self.started;
         let room = self.setup.max_in_flight.saturating_sub(self.stats.in_flight);
-        let mut allowed = left.min(room).min(CONNECTS_PER_TURN);
-        let mut next = None;
-        if self.setup.connect_rate > 0.0 {
-            // Connect k (from 0) is due k / rate seconds into the run.
-            let rate = self.setup.connect_rate;
-            let due = (self.now as f64 / 1e6 * rate).floor() as u64 + 1;
-            let paced = due.saturating_sub(self.started);
-            if paced <= allowed {
-                allowed = paced;
-                if allowed < left {
-                    next = Some(((self.started + allowed) as f64 / rate * 1e6).ceil() as Micros);
-                }
-            }
-        }
+        let (allowed, next) = pacing::allowed(self.now, self.started, left, room, self.setup.connect_rate);
         for _ in 0..allowed {
             self.start_one();
-        }
-        if allowed == CONNECTS_PER_TURN && self.started < self.setup.collars {
-            // Capped per turn, not by time: come straight back.
-            next = Some(self.now);
         }
         next
     }

@@ -24,6 +24,7 @@
 //! - `fleet`: the event loop: slab, tokens, timers, pacing, reads, writes.
 //! - `collar`: one collar's state machine (sans-IO).
 //! - `connect`: the non-blocking connect, bound to a source address.
+//! - `pacing`: how many connects may start now (sans-IO).
 //! - `outcome`: how a connection can end; error kinds.
 //! - `stats`: the counters and histograms of one process.
 //! - `summary`: the end-of-run summary, its JSON fields, merging.
@@ -45,6 +46,7 @@ mod collar;
 mod connect;
 mod fleet;
 mod outcome;
+mod pacing;
 mod plan;
 mod progress;
 mod random;
@@ -54,6 +56,7 @@ mod stats;
 mod summary;
 mod workers;
 
+use std::io::{self, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -111,16 +114,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if args.json {
-        match serde_json::to_string_pretty(&summary) {
-            Ok(json) => println!("{json}"),
-            Err(e) => {
-                eprintln!("tether-load: cannot write the summary: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
-    } else {
-        print!("{}", report::text(&summary));
+    if let Err(e) = print(&args, &summary) {
+        eprintln!("tether-load: cannot write the summary: {e}");
+        return ExitCode::FAILURE;
     }
     if args.fail_on_loss && summary.losses() > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS }
 }
@@ -131,9 +127,23 @@ fn run_alone(args: &Args) -> Result<Summary, String> {
     let mut printer = Printer::new(args.collars);
     let (stats, timing) = fleet
         .run(|at, stats| {
-            eprintln!("{}", printer.line(at, Progress::of(stats)));
+            // A progress line that cannot be shown is no reason to stop.
+            let _ = writeln!(io::stderr(), "{}", printer.line(at, Progress::of(stats)));
             Ok(())
         })
         .map_err(|e| format!("event loop failed: {e}"))?;
     Ok(Summary::new(&args.target.to_string(), args.collars, &stats, timing))
+}
+
+/// The summary on stdout: JSON with `--json`, else the text report. An
+/// error (stdout closed) is returned, not a panic as `println!` would.
+fn print(args: &Args, summary: &Summary) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, summary)?;
+        writeln!(out)?;
+    } else {
+        out.write_all(report::text(summary).as_bytes())?;
+    }
+    out.flush()
 }

@@ -193,7 +193,7 @@ fn collect(
             let mut sum = Progress::default();
             latest.iter().for_each(|p| sum.add(p));
             let at = u64::try_from((now - started).as_micros()).unwrap_or(u64::MAX);
-            eprintln!("{}", printer.line(at, sum));
+            let _ = writeln!(io::stderr(), "{}", printer.line(at, sum));
             fresh.fill(false);
             last_line = now;
         }
