@@ -18,7 +18,7 @@ use crate::sources::SourceIps;
 /// tether-load: simulates a fleet of collars against a tether gateway and
 /// reports connection counts, failures, latencies and throughput.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "tether-load", version, about, long_about = None, args_override_self = true)]
+#[command(name = "tether-load", version, args_override_self = true)]
 pub struct Args {
     /// The gateway's device address; the only address the tool connects to.
     #[arg(long, default_value = "127.0.0.1:3001", value_name = "ADDR")]
