@@ -1,0 +1,138 @@
+//! The collar protocol served with one OS thread per connection: the model
+//! that an event loop replaces, kept for the comparison in
+//! `scripts/models.sh`.
+//!
+//! It reuses tether's sans-IO core unchanged (the `LineFramer`, the
+//! protocol parser, the `Session` rules), so the only difference from the
+//! gateway is the concurrency model: `accept` in a loop, a thread per
+//! connection blocked in `read`, the next deadline as the read timeout.
+//! Each connection costs a thread (its stack, a kernel task) and a wake-up
+//! per read through the scheduler; a shared `Mutex` guards the MAC index.
+//!
+//! Run: `cargo run --release --example threaded -- 127.0.0.1:3101`
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Socket, Type};
+use tether::close::CloseReason;
+use tether::device::{Due, Mac, Reply, Session, Step, Timeouts, protocol};
+use tether::line::LineFramer;
+use tether::time::{Millis, millis};
+
+/// Online devices: MAC -> (connection id, a handle to tell it `BYE replaced`).
+type Online = Arc<Mutex<HashMap<Mac, (u64, TcpStream)>>>;
+
+const MAX_LINE: usize = 1024;
+
+fn main() -> io::Result<()> {
+    let addr: SocketAddr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:3101".into()).parse().unwrap();
+    tether::net::raise_fd_limit()?;
+    // The same backlog as the gateway, so connect storms compare fairly.
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    let listener: TcpListener = socket.into();
+    eprintln!("threaded: listening on {}", listener.local_addr()?);
+
+    let online: Online = Arc::default();
+    let ids = AtomicU64::new(0);
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        let (online, id) = (Arc::clone(&online), ids.fetch_add(1, Ordering::Relaxed));
+        // A thread that fails to start (out of memory or tasks) costs only
+        // its connection.
+        let spawned = std::thread::Builder::new().spawn(move || serve(stream, id, &online));
+        if let Err(e) = spawned {
+            eprintln!("threaded: cannot spawn a thread: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// One connection, start to end, on its own thread.
+fn serve(mut stream: TcpStream, id: u64, online: &Online) {
+    let _ = stream.set_nodelay(true);
+    let timeouts = Timeouts {
+        handshake: Duration::from_secs(10),
+        heartbeat_interval: Duration::from_secs(30),
+        heartbeat_timeout: Duration::from_secs(10),
+        idle: Duration::from_secs(300),
+    };
+    let start = Instant::now();
+    let now = || -> Millis { millis(start.elapsed()) };
+    let mut session = Session::new(now());
+    let mut last_rx = now();
+    let mut framer = LineFramer::default();
+    let mut buf = [0u8; 4096];
+    let mut replies = Vec::new();
+    loop {
+        let wait = session.next_deadline(last_rx, &timeouts).map(|at| at.saturating_sub(now()).max(1));
+        if stream.set_read_timeout(wait.map(Duration::from_millis)).is_err() {
+            break;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                last_rx = now();
+                replies.clear();
+                let framed = framer.feed(&buf[..n], MAX_LINE, |line| {
+                    match session.on_command(protocol::parse(line), last_rx) {
+                        Step::Reply(reply) => replies.extend_from_slice(reply.bytes()),
+                        Step::Identified(mac) => {
+                            take_over(online, mac, id, &stream);
+                            replies.extend_from_slice(Reply::Ok.bytes());
+                        }
+                        Step::Located | Step::Silent => {}
+                    }
+                    ControlFlow::Continue(())
+                });
+                if framed.is_err() {
+                    replies.extend_from_slice(CloseReason::LineTooLong.bye().unwrap_or_default());
+                }
+                if stream.write_all(&replies).is_err() || framed.is_err() {
+                    break;
+                }
+            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                match session.on_deadline(now(), last_rx, &timeouts) {
+                    Due::Nothing => {}
+                    Due::Ping => {
+                        if stream.write_all(Reply::Ping.bytes()).is_err() {
+                            break;
+                        }
+                    }
+                    Due::Close(reason) => {
+                        let _ = stream.write_all(reason.bye().unwrap_or_default());
+                        break;
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    if let Some(mac) = session.mac {
+        let mut online = online.lock().unwrap_or_else(|e| e.into_inner());
+        if online.get(&mac).is_some_and(|(owner, _)| *owner == id) {
+            online.remove(&mac);
+        }
+    }
+}
+
+/// Registers `mac` as this connection's; an older connection with the same
+/// MAC is told `BYE replaced` and shut down (its thread then sees EOF).
+fn take_over(online: &Online, mac: Mac, id: u64, stream: &TcpStream) {
+    let Ok(handle) = stream.try_clone() else { return };
+    let old = online.lock().unwrap_or_else(|e| e.into_inner()).insert(mac, (id, handle));
+    if let Some((_, mut old)) = old {
+        let _ = old.write_all(CloseReason::Replaced.bye().unwrap_or_default());
+        let _ = old.shutdown(Shutdown::Both);
+    }
+}
