@@ -8,6 +8,10 @@
 //! connection blocked in `read`, the next deadline as the read timeout.
 //! Each connection costs a thread (its stack, a kernel task) and a wake-up
 //! per read through the scheduler; a shared `Mutex` guards the MAC index.
+//! A takeover cannot simply write to another thread's socket while that
+//! thread may be writing too, so it flags the old connection and shuts
+//! down its read side; the old thread wakes with end of file, sees the
+//! flag, and says `BYE replaced` itself.
 //!
 //! Run: `cargo run --release --example threaded -- 127.0.0.1:3101`
 
@@ -15,18 +19,29 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use socket2::{Domain, Socket, Type};
+use socket2::{Domain, SockRef, Socket, Type};
 use tether::close::CloseReason;
 use tether::device::{Due, Mac, Reply, Session, Step, Timeouts, protocol};
 use tether::line::LineFramer;
 use tether::time::{Millis, millis};
 
-/// Online devices: MAC -> (connection id, a handle to tell it `BYE replaced`).
-type Online = Arc<Mutex<HashMap<Mac, (u64, TcpStream)>>>;
+/// Online devices by MAC.
+type Online = Arc<Mutex<HashMap<Mac, Owner>>>;
+
+/// The connection a MAC is online on.
+struct Owner {
+    id: u64,
+    /// Its socket. Valid while the entry exists: a thread removes its entry
+    /// (or finds it replaced) under the lock before it closes its socket.
+    fd: RawFd,
+    /// Set when another connection takes the MAC over.
+    replaced: Arc<AtomicBool>,
+}
 
 const MAX_LINE: usize = 1024;
 
@@ -44,7 +59,15 @@ fn main() -> io::Result<()> {
     let online: Online = Arc::default();
     let ids = AtomicU64::new(0);
     for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
+        let stream = match stream {
+            Ok(stream) => stream,
+            // Out of descriptors or similar: back off instead of spinning.
+            Err(e) => {
+                eprintln!("threaded: accept: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
         let (online, id) = (Arc::clone(&online), ids.fetch_add(1, Ordering::Relaxed));
         // A thread that fails to start (out of memory or tasks) costs only
         // its connection.
@@ -72,13 +95,19 @@ fn serve(mut stream: TcpStream, id: u64, online: &Online) {
     let mut framer = LineFramer::default();
     let mut buf = [0u8; 4096];
     let mut replies = Vec::new();
+    let replaced = Arc::new(AtomicBool::new(false));
     loop {
         let wait = session.next_deadline(last_rx, &timeouts).map(|at| at.saturating_sub(now()).max(1));
         if stream.set_read_timeout(wait.map(Duration::from_millis)).is_err() {
             break;
         }
         match stream.read(&mut buf) {
-            Ok(0) => break,
+            Ok(0) => {
+                if replaced.load(Ordering::Acquire) {
+                    let _ = stream.write_all(CloseReason::Replaced.bye().unwrap_or_default());
+                }
+                break;
+            }
             Ok(n) => {
                 last_rx = now();
                 replies.clear();
@@ -86,7 +115,7 @@ fn serve(mut stream: TcpStream, id: u64, online: &Online) {
                     match session.on_command(protocol::parse(line), last_rx) {
                         Step::Reply(reply) => replies.extend_from_slice(reply.bytes()),
                         Step::Identified(mac) => {
-                            take_over(online, mac, id, &stream);
+                            take_over(online, mac, id, &stream, &replaced);
                             replies.extend_from_slice(Reply::Ok.bytes());
                         }
                         Step::Located | Step::Silent => {}
@@ -120,19 +149,23 @@ fn serve(mut stream: TcpStream, id: u64, online: &Online) {
     }
     if let Some(mac) = session.mac {
         let mut online = online.lock().unwrap_or_else(|e| e.into_inner());
-        if online.get(&mac).is_some_and(|(owner, _)| *owner == id) {
+        if online.get(&mac).is_some_and(|owner| owner.id == id) {
             online.remove(&mac);
         }
     }
 }
 
 /// Registers `mac` as this connection's; an older connection with the same
-/// MAC is told `BYE replaced` and shut down (its thread then sees EOF).
-fn take_over(online: &Online, mac: Mac, id: u64, stream: &TcpStream) {
-    let Ok(handle) = stream.try_clone() else { return };
-    let old = online.lock().unwrap_or_else(|e| e.into_inner()).insert(mac, (id, handle));
-    if let Some((_, mut old)) = old {
-        let _ = old.write_all(CloseReason::Replaced.bye().unwrap_or_default());
-        let _ = old.shutdown(Shutdown::Both);
+/// MAC is flagged and its read side shut down, so its thread wakes up and
+/// says `BYE replaced`.
+fn take_over(online: &Online, mac: Mac, id: u64, stream: &TcpStream, replaced: &Arc<AtomicBool>) {
+    let owner = Owner { id, fd: stream.as_raw_fd(), replaced: Arc::clone(replaced) };
+    let mut online = online.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(old) = online.insert(mac, owner) {
+        old.replaced.store(true, Ordering::Release);
+        // SAFETY: the lock is held and the entry existed, so the old thread
+        // has not closed its socket yet (see `Owner::fd`).
+        let fd = unsafe { BorrowedFd::borrow_raw(old.fd) };
+        let _ = SockRef::from(&fd).shutdown(Shutdown::Read);
     }
 }

@@ -351,13 +351,7 @@ impl Client {
     /// Asserts the gateway closed the connection: end of file (or a reset)
     /// with no further bytes.
     pub fn expect_eof(&mut self) {
-        let mut byte = [0u8; 64];
-        match self.stream.read(&mut byte) {
-            Ok(0) => {}
-            Ok(n) => panic!("expected end of file, got {:?}", String::from_utf8_lossy(&byte[..n])),
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
-            Err(e) => panic!("expected end of file: {e}"),
-        }
+        assert_eof(&mut self.stream);
     }
 
     /// Asserts nothing arrives for `window` (a read that times out).
@@ -729,13 +723,7 @@ impl HttpClient {
     /// Asserts the gateway closed the connection with nothing more to say.
     pub fn expect_eof(&mut self) {
         assert!(self.buf.is_empty(), "expected end of file, got {:?}", String::from_utf8_lossy(&self.buf));
-        let mut byte = [0u8; 256];
-        match self.stream.read(&mut byte) {
-            Ok(0) => {}
-            Ok(n) => panic!("expected end of file, got {:?}", String::from_utf8_lossy(&byte[..n])),
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
-            Err(e) => panic!("expected end of file: {e}"),
-        }
+        assert_eof(&mut self.stream);
     }
 
     /// Asserts nothing arrives for `window` and the connection stays open.
@@ -880,4 +868,16 @@ fn check_time(text: &str) -> Result<usize, String> {
         return Err(format!("{} is not close to now", String::from_utf8_lossy(t)));
     }
     Ok(24)
+}
+
+/// Asserts the peer closed `stream`: end of file (or a reset) with no
+/// further bytes.
+fn assert_eof(stream: &mut TcpStream) {
+    let mut byte = [0u8; 256];
+    match stream.read(&mut byte) {
+        Ok(0) => {}
+        Ok(n) => panic!("expected end of file, got {:?}", String::from_utf8_lossy(&byte[..n])),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("expected end of file: {e}"),
+    }
 }

@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# Hold N collar connections on one tether gateway, measure it, and check
+# that no collar was lost.
+#
+# Usage: scripts/loadtest.sh [N]          (default 100000)
+#
+# Builds release, starts `tether` on loopback, opens N-ACTIVE idle collars
+# with `tether-load` (as many processes and source IPs as the host needs),
+# holds them for HOLD seconds (longer than the heartbeat interval, so every
+# collar is PINGed and answers), then runs an RTT phase with ACTIVE more
+# collars in a closed PING/PONG loop. It samples the gateway's RSS and CPU
+# time, prints one summary table, and exits non-zero if any collar failed
+# or was closed by the gateway. Where the host's limits make N impossible
+# it says why and runs the largest N the host allows.
+#
+# Environment: HOLD (s, default 35), RTT_SECS (default 10), ACTIVE
+# (default 100), HEARTBEAT (default 30s). Traffic stays on 127.0.0.0/8.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want=${1:-100000}
+hold=${HOLD:-35}
+rtt_secs=${RTT_SECS:-10}
+active=${ACTIVE:-100}
+heartbeat=${HEARTBEAT:-30s}
+
+# --- What this host allows ---------------------------------------------
+hard=$(ulimit -Hn)
+ulimit -n "$hard"
+# The gateway keeps 32 descriptors in reserve (--fd-reserve) and this
+# script talks HTTP to it; one process holds the rest.
+gateway_max=$((hard - 64))
+n=$want
+if (( n > gateway_max )); then
+    echo "N=$want is impossible on this host: one gateway process may open $hard files" \
+         "(hard RLIMIT_NOFILE), and this process cannot raise that (see scripts/tune-host.sh)."
+    echo "Running the largest N this host allows: $gateway_max. Where the hard limit is higher," \
+         "the same script reaches N=$want."
+    n=$gateway_max
+fi
+(( active > n / 2 )) && active=$(( n / 2 > 0 ? n / 2 : 1 ))
+idle=$((n - active))
+read -r port_lo port_hi < /proc/sys/net/ipv4/ip_local_port_range
+usable_ports=$(( (port_hi - port_lo + 1) * 9 / 10 ))
+ips=$(( (n + usable_ports - 1) / usable_ports ))
+sources="127.0.0.2-127.0.0.$((1 + ips))"
+per_process=$((hard - 128))
+procs=$(( (idle + per_process - 1) / per_process ))
+# Two cores or more: at least two load processes for a large fleet.
+(( idle >= 10000 && procs < 2 )) && procs=2
+
+work=$(mktemp -d)
+gateway=""; fleet=""
+cleanup() {
+    [[ -n "$fleet" ]] && kill "$fleet" 2>/dev/null || true
+    [[ -n "$gateway" ]] && kill "$gateway" 2>/dev/null || true
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "building release binaries..."
+cargo build --release --quiet --bin tether --bin tether-load
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+http_get() { python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' "http://$http_addr$1"; }
+
+# --- The gateway ---------------------------------------------------------
+RUST_LOG=info target/release/tether --device-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
+    --heartbeat-interval "$heartbeat" --stats-interval 10s 2>"$work/gateway.log" &
+gateway=$!
+for _ in $(seq 100); do
+    grep -q "http: listening on" "$work/gateway.log" && break
+    sleep 0.1
+done
+device_addr=$(sed -n 's/.*devices: listening on \([^ ]*\).*/\1/p' "$work/gateway.log")
+http_addr=$(sed -n 's/.*http: listening on \([^ ,]*\).*/\1/p' "$work/gateway.log")
+[[ -n "$device_addr" && -n "$http_addr" ]] || { cat "$work/gateway.log"; echo "the gateway did not start" >&2; exit 1; }
+http_get /health >/dev/null
+base_rss=$(rss_kib "$gateway")
+echo "gateway pid $gateway on $device_addr (http $http_addr), RSS $base_rss KiB"
+echo "fleet: $idle idle collars in $procs process(es) from $sources, then $active in an RTT loop"
+
+# --- Phase 1: connect and hold -------------------------------------------
+target/release/tether-load --target "$device_addr" -n "$idle" --processes "$procs" \
+    --source-ips "$sources" --duration 900s --json --fail-on-loss \
+    --mac-base 02:4C:00:00:00:00 >"$work/fleet.json" 2>"$work/fleet.log" &
+fleet=$!
+online=0
+for _ in $(seq 600); do
+    online=$(http_get /health | python3 -c 'import json,sys; print(json.load(sys.stdin)["devices_online"])')
+    (( online >= idle )) && break
+    kill -0 "$fleet" 2>/dev/null || break
+    sleep 0.5
+done
+if (( online < idle )); then
+    echo "only $online of $idle collars came online" >&2
+    tail -5 "$work/fleet.log" >&2
+    exit 1
+fi
+sleep 2
+held_rss=$(rss_kib "$gateway")
+echo "all $idle collars online; holding them ${hold}s (heartbeat every $heartbeat)..."
+sleep "$hold"
+
+# --- Phase 2: round trips ------------------------------------------------
+cpu_before=$(cpu_ticks "$gateway")
+rtt_status=0
+target/release/tether-load --target "$device_addr" -n "$active" --rtt --active "$active" \
+    --duration "${rtt_secs}s" --json --fail-on-loss --mac-base 02:4D:00:00:00:00 \
+    >"$work/rtt.json" 2>"$work/rtt.log" || rtt_status=$?
+cpu_after=$(cpu_ticks "$gateway")
+still_online=$(http_get /health | python3 -c 'import json,sys; print(json.load(sys.stdin)["devices_online"])')
+http_get /metrics >"$work/metrics.txt"
+rss_end=$(rss_kib "$gateway")
+
+kill -INT "$fleet"
+fleet_status=0
+wait "$fleet" || fleet_status=$?
+fleet=""
+kill -TERM "$gateway"
+wait "$gateway" || true
+gateway=""
+
+# --- Report --------------------------------------------------------------
+hz=$(getconf CLK_TCK)
+python3 - "$work" "$n" "$idle" "$active" "$base_rss" "$held_rss" "$rss_end" "$cpu_before" "$cpu_after" \
+    "$hz" "$still_online" "$fleet_status" "$rtt_status" <<'EOF'
+import json, sys
+work, n, idle, active, base, held, end, cpu0, cpu1, hz, still, fs, rs = sys.argv[1:]
+n, idle, active, base, held, end = map(int, (n, idle, active, base, held, end))
+cpu_s = (int(cpu1) - int(cpu0)) / int(hz)
+fleet = json.load(open(f"{work}/fleet.json"))
+rtt = json.load(open(f"{work}/rtt.json"))
+closes = {}
+for line in open(f"{work}/metrics.txt"):
+    if line.startswith('tether_closed_total{kind="device"'):
+        reason = line.split('reason="')[1].split('"')[0]
+        count = int(float(line.split()[-1]))
+        if count:
+            closes[reason] = count
+trips = rtt["rtt_us"]["count"]
+lost = sum(s["connections"]["failed"] + s["connections"]["closed_by_server"] for s in (fleet, rtt))
+rows = [
+    ("connections held", f"{idle + active} ({idle} idle + {active} in the RTT loop)"),
+    ("gateway RSS", f"{base} KiB at start, {held} KiB holding {idle}, {end} KiB at the end"),
+    ("server bytes per connection", f"{(held - base) * 1024 / idle:.0f}"),
+    ("connect rate", f"{fleet['connects_per_s']:.0f} connections/s ({fleet['connect_phase_s']:.2f} s for {idle})"),
+    ("connect latency p50 / p99", f"{fleet['connect_latency_us']['p50']} / {fleet['connect_latency_us']['p99']} us"),
+    ("handshake (IDENTIFY->OK) p50 / p99", f"{fleet['handshake_latency_us']['p50']} / {fleet['handshake_latency_us']['p99']} us"),
+    ("heartbeats received / answered", f"{fleet['heartbeats']['received']} / {fleet['heartbeats']['answered']}"),
+    ("round trips", f"{trips} in {rtt['rtt']['phase_s']:.1f} s = {rtt['rtt']['per_s']:.0f}/s"),
+    ("RTT p50 / p99 / p99.9", f"{rtt['rtt_us']['p50']} / {rtt['rtt_us']['p99']} / {rtt['rtt_us']['p999']} us"),
+    ("server CPU per round trip", f"{cpu_s * 1e6 / trips:.1f} us ({cpu_s:.2f} s CPU)" if trips else "n/a"),
+    ("devices online after the RTT phase", f"{still} of {idle}"),
+    ("closes by reason (gateway)", ", ".join(f"{k}={v}" for k, v in closes.items()) or "none"),
+    ("collars failed or lost", str(lost)),
+]
+width = max(len(k) for k, _ in rows)
+print()
+print(f"loadtest N={n}")
+for key, value in rows:
+    print(f"  {key:<{width}}  {value}")
+ok = lost == 0 and int(still) == idle and fs == "0" and rs == "0"
+print("  result:", "every collar held, none lost" if ok else "COLLARS LOST")
+sys.exit(0 if ok else 1)
+EOF
