@@ -79,7 +79,7 @@ for n in "${sizes[@]}"; do
         base_rss=$(rss_kib "$server")
         base_sockets=$(sockets "$server")
         target/release/tether-load --target "$addr" -n "$idle" --duration 600s --json \
-            --mac-base 02:4C:00:00:00:00 >"$work/fleet.json" 2>/dev/null &
+            --source-ips 127.0.0.2-127.0.0.3 --mac-base 02:4C:00:00:00:00 >"$work/fleet.json" 2>/dev/null &
         fleet=$!
         for _ in $(seq 600); do
             (( $(sockets "$server") - base_sockets >= idle )) && break
