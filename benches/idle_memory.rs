@@ -1,7 +1,8 @@
 //! Memory per idle identified connection, and CPU while idle.
 //!
 //! Starts the real `tether` binary, opens N collar connections from this
-//! process (each identifies with its own MAC and reads its `OK`), and
+//! process (each identifies with its own MAC and reports a location, as a
+//! real collar does), and
 //! reads the gateway's resident memory from `/proc/<pid>/status` before
 //! and after. The difference divided by N is what one idle device costs
 //! the process: slab entry, MAC index, timer node and allocator overhead.
@@ -89,12 +90,15 @@ fn main() {
     let _ = child.wait();
 }
 
-/// Connects and identifies as a MAC derived from `i`.
+/// Connects, identifies as a MAC derived from `i`, and reports a location
+/// as a real collar does, so the gateway holds a stored fix for it too. The
+/// PING makes sure the LOCATION line (which has no answer) was handled.
 fn connect(addr: SocketAddr, i: u32) -> TcpStream {
     let mut s = TcpStream::connect(addr).expect("connect");
     let [a, b, c, d] = i.to_be_bytes();
-    writeln!(s, "IDENTIFY:02:00:{a:02X}:{b:02X}:{c:02X}:{d:02X}").unwrap();
-    expect(&mut s, b"OK\n");
+    let lat = f64::from(i % 180_000) / 1000.0 - 90.0;
+    write!(s, "IDENTIFY:02:00:{a:02X}:{b:02X}:{c:02X}:{d:02X}\nLOCATION:{lat:.4},2.3522\nPING\n").unwrap();
+    expect(&mut s, b"OK\nPONG\n");
     s
 }
 

@@ -91,7 +91,7 @@ fn wheel(c: &mut Criterion) {
             for _ in 0..6000 {
                 now += 10;
                 wheel.expire(now, &mut fired);
-                for &i in &fired {
+                for &(_, i) in &fired {
                     wheel.insert(now + 60_000, i);
                 }
                 fired.clear();

@@ -120,8 +120,9 @@ if (( port_lo > 1024 )); then
     sysctl -qw net.ipv4.ip_local_port_range="1024 65535" && echo "  net.ipv4.ip_local_port_range: $port_lo-$port_hi -> 1024-65535"
 fi
 if (( hard < need_fds )); then
-    if cap_sys_resource && ulimit -Hn "$need_fds" 2>/dev/null; then
-        echo "  RLIMIT_NOFILE hard: raised to $need_fds for this shell only; start the gateway from it"
+    if cap_sys_resource; then
+        echo "  RLIMIT_NOFILE hard: a process limit, not a sysctl; raise it where the gateway starts:"
+        echo "    ulimit -Hn $need_fds in its shell, LimitNOFILE=$need_fds in its systemd unit"
     else
         echo "  RLIMIT_NOFILE hard: stays $hard (no CAP_SYS_RESOURCE); see above for what to do instead"
     fi

@@ -11,7 +11,7 @@
 //! Events are stored as typed fields, about 56 bytes each with no heap
 //! allocation, and rendered to JSON when they are sent: 10,000 of them
 //! cost about half a megabyte, which matters next to collars that cost
-//! under 200 bytes each. A live event is rendered once for all its
+//! about 200 bytes each. A live event is rendered once for all its
 //! subscribers.
 
 use std::collections::VecDeque;

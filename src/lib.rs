@@ -10,7 +10,8 @@
 //! # Layout
 //!
 //! - [`reactor`]: the event loop: owns the poller, the slab of connections,
-//!   the timing wheel and the listener; accepts, reads, writes, closes.
+//!   the timing wheel and the two listeners (collars, HTTP); accepts,
+//!   reads, writes, closes, and serves the app API and its pushes.
 //! - [`connection`]: what the slab holds per connection: socket, output
 //!   buffer, deadline, phase (open, closing, lingering) and protocol state.
 //! - [`device`]: the collar protocol, sans-IO: MAC parsing, line parsing,

@@ -1,8 +1,8 @@
 //! Counters for everything the gateway does, in one struct.
 //!
 //! The reactor owns one [`Stats`] and bumps plain integers (it is single
-//! threaded, so no atomics). The periodic report line and, later, the HTTP
-//! metrics endpoint read the same struct. Counters only grow; rates are
+//! threaded, so no atomics). The periodic report line and the `/metrics`
+//! endpoint read the same struct. Counters only grow; rates are
 //! differences between two snapshots.
 //!
 //! One invariant ties them together, per kind of connection: `accepted ==
@@ -31,13 +31,12 @@ pub enum LineKind {
     Ping,
     Pong,
     Location,
-    Empty,
     Invalid,
 }
 
 impl LineKind {
-    pub const ALL: [LineKind; 6] =
-        [LineKind::Identify, LineKind::Ping, LineKind::Pong, LineKind::Location, LineKind::Empty, LineKind::Invalid];
+    pub const ALL: [LineKind; 5] =
+        [LineKind::Identify, LineKind::Ping, LineKind::Pong, LineKind::Location, LineKind::Invalid];
 
     pub fn of(command: &Command) -> LineKind {
         match command {
@@ -45,7 +44,6 @@ impl LineKind {
             Command::Ping => LineKind::Ping,
             Command::Pong => LineKind::Pong,
             Command::Location { .. } => LineKind::Location,
-            Command::Empty => LineKind::Empty,
             Command::Invalid(_) => LineKind::Invalid,
         }
     }
@@ -56,7 +54,6 @@ impl LineKind {
             LineKind::Ping => "ping",
             LineKind::Pong => "pong",
             LineKind::Location => "location",
-            LineKind::Empty => "empty",
             LineKind::Invalid => "invalid",
         }
     }

@@ -156,9 +156,12 @@ impl<T: Copy> Wheel<T> {
         Some((self.next_tick + distance as u64).saturating_mul(self.tick_ms))
     }
 
-    /// Removes every timer due at or before `now` and appends its payload
-    /// to `expired` (not in deadline order).
-    pub fn expire(&mut self, now: Millis, expired: &mut Vec<T>) {
+    /// Removes every timer due at or before `now` and appends its handle and
+    /// payload to `expired` (not in deadline order). The handle lets the
+    /// caller tell a timer it still wants from one it has replaced since:
+    /// handling one expiry may re-arm another owner's timer within the same
+    /// batch.
+    pub fn expire(&mut self, now: Millis, expired: &mut Vec<(TimerId, T)>) {
         let now_tick = now / self.tick_ms;
         if now_tick < self.next_tick {
             return;
@@ -181,13 +184,13 @@ impl<T: Copy> Wheel<T> {
         self.next_tick = now_tick + 1;
     }
 
-    fn expire_slot(&mut self, slot: usize, now_tick: u64, expired: &mut Vec<T>) {
+    fn expire_slot(&mut self, slot: usize, now_tick: u64, expired: &mut Vec<(TimerId, T)>) {
         let mut index = self.heads[slot];
         while index != NIL {
             let node = &self.nodes[index as usize];
             let next = node.next;
             if node.tick <= now_tick {
-                expired.push(node.payload);
+                expired.push((TimerId { index, generation: node.generation }, node.payload));
                 self.unlink(index);
             }
             index = next;
@@ -253,10 +256,22 @@ mod tests {
     }
 
     fn expire(w: &mut Wheel<u32>, now: Millis) -> Vec<u32> {
-        let mut out = Vec::new();
-        w.expire(now, &mut out);
+        let mut fired = Vec::new();
+        w.expire(now, &mut fired);
+        let mut out: Vec<u32> = fired.into_iter().map(|(_, payload)| payload).collect();
         out.sort_unstable();
         out
+    }
+
+    #[test]
+    fn expiry_hands_back_the_handle_it_was_filed_under() {
+        let mut w = wheel();
+        let a = w.insert(20, 1);
+        let b = w.insert(20, 2);
+        let mut fired = Vec::new();
+        w.expire(20, &mut fired);
+        fired.sort_by_key(|&(_, p)| p);
+        assert_eq!(fired, vec![(a, 1), (b, 2)]);
     }
 
     #[test]

@@ -206,7 +206,7 @@ fn lines_keep_a_device_from_going_idle() {
         thread::sleep(ms(80));
         dev.send(line);
     }
-    dev.expect(b"ERR unknown-command\n");
+    dev.expect(b"ERR unknown-command\nERR unknown-command\n");
     dev.send(b"PING\n");
     dev.expect(b"PONG\n");
     // And once it falls silent, the idle timeout still applies.

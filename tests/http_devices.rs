@@ -143,7 +143,7 @@ fn metrics_are_prometheus_text_that_moves_with_what_happens() {
     a.send(b"PING\n");
     a.expect(b"PONG\n");
     a.send(b"LOCATION:1.5,2\nHELLO\n\nPING\n");
-    a.expect(b"ERR unknown-command\nPONG\n");
+    a.expect(b"ERR unknown-command\nERR unknown-command\nPONG\n");
     // Takeover: `a` is replaced by `c`, and lingers until it closes.
     let mut c = gw.device(&mac(1));
     a.expect(b"BYE replaced\n");
@@ -173,10 +173,9 @@ fn metrics_are_prometheus_text_that_moves_with_what_happens() {
         (r#"tether_lines_received_total{type="ping"}"#, 3.0),
         (r#"tether_lines_received_total{type="pong"}"#, 0.0),
         (r#"tether_lines_received_total{type="location"}"#, 1.0),
-        (r#"tether_lines_received_total{type="empty"}"#, 1.0),
-        (r#"tether_lines_received_total{type="invalid"}"#, 1.0),
-        // OK x3, PONG x3, ERR, BYE replaced.
-        ("tether_lines_sent_total", 8.0),
+        (r#"tether_lines_received_total{type="invalid"}"#, 2.0),
+        // OK x3, PONG x3, ERR x2, BYE replaced.
+        ("tether_lines_sent_total", 9.0),
         ("tether_takeovers_total", 1.0),
         ("tether_heartbeat_pings_total", 0.0),
         ("tether_heartbeat_timeouts_total", 0.0),

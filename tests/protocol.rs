@@ -1,5 +1,5 @@
 //! The device protocol over real sockets, with exact bytes: every command and
-//! its reply before and after `IDENTIFY`, MAC spellings, empty lines and
+//! its reply before and after `IDENTIFY` (empty lines included), MAC spellings and
 //! `\r\n`, line framing however TCP splits or joins the bytes, and takeover
 //! of a MAC that is already online.
 
@@ -159,16 +159,14 @@ fn other_lines_from_an_identified_device_are_unknown_commands() {
 }
 
 #[test]
-fn empty_lines_get_no_reply() {
+fn an_empty_line_is_a_line_like_any_other() {
     let gw = Gateway::start(config());
     let mut client = gw.connect();
-    client.send(b"\n\r\n\n");
-    client.send(b"PING\n");
-    client.expect(b"PONG\n");
+    client.send(b"\n\r\nPING\n");
+    client.expect(b"ERR not-identified\nERR not-identified\nPONG\n");
     client.identify(&mac(1));
-    client.send(b"\n\r\n\n");
-    client.send(b"PING\n");
-    client.expect(b"PONG\n");
+    client.send(b"\n\r\nPING\n");
+    client.expect(b"ERR unknown-command\nERR unknown-command\nPONG\n");
     client.expect_silence(NO_REPLY);
 }
 
@@ -181,7 +179,7 @@ fn carriage_return_before_the_newline_is_stripped() {
     client.send(format!("IDENTIFY:{}\r\n", mac(1)).as_bytes());
     client.expect(b"OK\n");
     client.send(b"LOCATION:1.5,2.5\r\nPONG\r\n\r\nPING\r\n");
-    client.expect(b"PONG\n");
+    client.expect(b"ERR unknown-command\nPONG\n");
     // Only the `\r` right before the `\n` is a terminator.
     client.send(b"PING\r\r\n");
     client.expect(b"ERR unknown-command\n");
@@ -200,7 +198,8 @@ fn many_lines_in_one_write_are_answered_in_order() {
         .as_bytes(),
     );
     client.expect(
-        b"PONG\nERR not-identified\nOK\nPONG\nERR unknown-command\nERR bad-location\nERR already-identified\nPONG\n",
+        b"PONG\nERR not-identified\nOK\nPONG\nERR unknown-command\nERR bad-location\nERR unknown-command\n\
+          ERR already-identified\nPONG\n",
     );
     client.expect_silence(NO_REPLY);
 }
@@ -233,7 +232,7 @@ fn one_byte_per_write_frames_the_same_lines() {
     for byte in stream.as_bytes() {
         client.send(&[*byte]);
     }
-    client.expect(b"PONG\nOK\nERR unknown-command\nPONG\n");
+    client.expect(b"PONG\nOK\nERR unknown-command\nERR unknown-command\nPONG\n");
     client.expect_silence(NO_REPLY);
 }
 
@@ -245,7 +244,7 @@ fn every_split_of_a_stream_into_two_writes_frames_the_same_lines() {
     for cut in 0..=stream.len() {
         client.send(&stream[..cut]);
         client.send(&stream[cut..]);
-        client.expect(b"PONG\nERR unknown-command\nPONG\n");
+        client.expect(b"PONG\nERR unknown-command\nERR unknown-command\nPONG\n");
     }
     client.expect_silence(NO_REPLY);
 }

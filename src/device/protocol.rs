@@ -18,8 +18,6 @@ pub enum Command {
     Pong,
     /// `LOCATION:<lat>,<lon>` in range.
     Location { lat: f64, lon: f64 },
-    /// An empty line. Counts as liveness, needs no answer.
-    Empty,
     /// A line that cannot be accepted as it stands.
     Invalid(ErrorCode),
 }
@@ -64,10 +62,10 @@ impl Reply {
 }
 
 /// Parses one line (terminator already removed). Commands are upper-case
-/// and exact: `ping` is an unknown command, as is anything not ASCII.
+/// and exact: `ping` is an unknown command, as is an empty line or
+/// anything not ASCII.
 pub fn parse(line: &[u8]) -> Command {
     match line {
-        b"" => Command::Empty,
         b"PING" => Command::Ping,
         b"PONG" => Command::Pong,
         b"IDENTIFY" => Command::Invalid(ErrorCode::BadMac),
@@ -129,7 +127,7 @@ mod tests {
         let cases: &[(&[u8], Command)] = &[
             (b"PING", Command::Ping),
             (b"PONG", Command::Pong),
-            (b"", Command::Empty),
+            (b"", Command::Invalid(ErrorCode::UnknownCommand)),
             (b"IDENTIFY:ce-96-c2-78-27-fc", Command::Identify(mac)),
             (b"IDENTIFY:CE:96:C2:78:27:FC", Command::Identify(mac)),
             (b"IDENTIFY:CE:96:C2:78:27", Command::Invalid(ErrorCode::BadMac)),

@@ -88,7 +88,6 @@ impl Session {
     /// Applies one command received at `now`.
     pub fn on_command(&mut self, command: Command, now: Millis) -> Step {
         match (self.mac, command) {
-            (_, Command::Empty) => Step::Silent,
             (_, Command::Ping) => Step::Reply(Reply::Pong),
             (None, Command::Identify(mac)) => {
                 self.mac = Some(mac);
@@ -120,32 +119,31 @@ impl Session {
     /// The next moment [`Session::on_deadline`] may have work, given the
     /// time the last byte arrived; `None` when every deadline is disabled.
     pub fn next_deadline(&self, last_rx: Millis, t: &Timeouts) -> Option<Millis> {
+        let idle = deadline(last_rx, t.idle);
         if self.mac.is_none() {
-            return deadline(self.connected_at, t.handshake);
+            // The idle deadline applies during the handshake too, so a
+            // silent socket is dropped even with the handshake timeout off.
+            return earliest(deadline(self.connected_at, t.handshake), idle);
         }
         let heartbeat = if self.awaiting_pong(last_rx) {
             deadline(self.ping_sent_at, t.heartbeat_timeout)
         } else {
             deadline(last_rx, t.heartbeat_interval)
         };
-        let idle = deadline(last_rx, t.idle);
-        match (heartbeat, idle) {
-            (Some(a), Some(b)) => Some(min(a, b)),
-            (a, b) => a.or(b),
-        }
+        earliest(heartbeat, idle)
     }
 
     /// Applies the deadlines at `now`.
     pub fn on_deadline(&mut self, now: Millis, last_rx: Millis, t: &Timeouts) -> Due {
         let passed = |at: Option<Millis>| at.is_some_and(|at| now >= at);
-        if self.mac.is_none() {
-            if passed(deadline(self.connected_at, t.handshake)) {
-                return Due::Close(CloseReason::HandshakeTimeout);
-            }
-            return Due::Nothing;
+        if self.mac.is_none() && passed(deadline(self.connected_at, t.handshake)) {
+            return Due::Close(CloseReason::HandshakeTimeout);
         }
         if passed(deadline(last_rx, t.idle)) {
             return Due::Close(CloseReason::Idle);
+        }
+        if self.mac.is_none() {
+            return Due::Nothing;
         }
         if self.awaiting_pong(last_rx) {
             if passed(deadline(self.ping_sent_at, t.heartbeat_timeout)) {
@@ -156,6 +154,14 @@ impl Session {
             return Due::Ping;
         }
         Due::Nothing
+    }
+}
+
+/// The earlier of two optional deadlines.
+fn earliest(a: Option<Millis>, b: Option<Millis>) -> Option<Millis> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(min(a, b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -199,7 +205,6 @@ mod tests {
         );
         assert_eq!(s.on_command(Command::Invalid(ErrorCode::BadMac), 1), Step::Reply(Reply::Err(ErrorCode::BadMac)));
         assert_eq!(s.mac, None, "a bad MAC leaves the session in the handshake");
-        assert_eq!(s.on_command(Command::Empty, 1), Step::Silent);
         assert_eq!(s.on_command(Command::Identify(MAC), 2), Step::Identified(MAC));
         assert_eq!(s.mac, Some(MAC));
     }
@@ -234,6 +239,15 @@ mod tests {
         assert_eq!(s.next_deadline(10, &t), Some(110));
         assert_eq!(s.on_deadline(109, 50, &t), Due::Nothing, "bytes do not extend the handshake");
         assert_eq!(s.on_deadline(110, 50, &t), Due::Close(CloseReason::HandshakeTimeout));
+    }
+
+    #[test]
+    fn without_a_handshake_timeout_the_idle_timeout_still_applies() {
+        let t = Timeouts { handshake: Duration::ZERO, ..timeouts() };
+        let mut s = Session::new(0);
+        assert_eq!(s.next_deadline(200, &t), Some(1200));
+        assert_eq!(s.on_deadline(1199, 200, &t), Due::Nothing);
+        assert_eq!(s.on_deadline(1200, 200, &t), Due::Close(CloseReason::Idle));
     }
 
     #[test]

@@ -23,8 +23,8 @@ use crate::time::{Millis, deadline};
 /// The HTTP deadlines.
 #[derive(Debug, Clone, Copy)]
 pub struct HttpTimeouts {
-    /// A request's head must be complete this long after its first byte
-    /// (or after the connection opened, for the first request).
+    /// A request (head and body) must be complete this long after its first
+    /// byte (or after the connection opened, for the first request).
     pub request: Duration,
     /// A keep-alive connection with no request in progress is closed after
     /// this long.

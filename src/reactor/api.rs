@@ -35,7 +35,9 @@ const PREFLIGHT_MAX_AGE: &str = "86400";
 
 impl Reactor {
     pub(super) fn handle_request(&mut self, key: usize, req: &Request<'_>) {
-        debug!("#{key} HTTP {:?} {}{}{}", req.method, req.path, if req.query.is_empty() { "" } else { "?" }, req.query);
+        if log::log_enabled!(log::Level::Debug) {
+            debug!("#{key} HTTP {:?} {}{}", req.method, req.path, redacted_query(req.query));
+        }
         let ex = Exchange { keep_alive: req.keep_alive && !self.draining(), head_only: req.method == Method::Head };
         let route = match router::resolve(req.path) {
             Ok(route) => route,
@@ -185,7 +187,7 @@ impl Reactor {
         let Some(device) = self.online(mac) else { return self.respond_error(key, ex, 404, "device not online") };
         let device_token = self.token_of(device);
         let Role::Http(http) = &mut self.conns[key].role else { return };
-        let until = self.now + millis(timeout);
+        let until = self.now.saturating_add(millis(timeout));
         http.state =
             State::Waiting { wait: Wait::Location { device: device_token, mac }, until, keep_alive: ex.keep_alive };
         self.set_timer(key, Some(until));
@@ -258,7 +260,7 @@ impl Reactor {
             let body = self.poll_body(since, filter);
             return self.respond(key, ex, Response::json(200, &body));
         }
-        let until = self.now + millis(timeout);
+        let until = self.now.saturating_add(millis(timeout));
         let Role::Http(http) = &mut self.conns[key].role else { return };
         http.state = State::Waiting { wait: Wait::Events { since, filter }, until, keep_alive: ex.keep_alive };
         let token = self.token_of(key);
@@ -274,6 +276,18 @@ impl Reactor {
             Err(_) => Err("badly encoded query".into()),
         }
     }
+}
+
+/// `?query` for the log, with the value of `access_token` hidden.
+fn redacted_query(query: &str) -> String {
+    if query.is_empty() {
+        return String::new();
+    }
+    let pairs: Vec<&str> = query
+        .split('&')
+        .map(|pair| if pair.starts_with("access_token=") { "access_token=<redacted>" } else { pair })
+        .collect();
+    format!("?{}", pairs.join("&"))
 }
 
 /// A non-negative integer query parameter.
@@ -301,4 +315,16 @@ fn resident_memory() -> Option<u64> {
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     Some(pages * u64::try_from(page).ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted_query;
+
+    #[test]
+    fn the_token_never_reaches_the_log() {
+        assert_eq!(redacted_query(""), "");
+        assert_eq!(redacted_query("limit=5"), "?limit=5");
+        assert_eq!(redacted_query("mac=x&access_token=s3cret&since=4"), "?mac=x&access_token=<redacted>&since=4");
+    }
 }

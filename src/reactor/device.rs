@@ -155,7 +155,7 @@ impl Reactor {
     /// Files the open connection's next deadline (a closing one keeps its
     /// linger deadline).
     pub(super) fn rearm_device(&mut self, key: usize) {
-        let conn = &self.conns[key];
+        let Some(conn) = self.conns.get(key) else { return };
         let Role::Device(device) = &conn.role else { return };
         if conn.phase != Phase::Open {
             return;

@@ -6,6 +6,9 @@
 //! long poll parks the connection (`State::Waiting`) and the requests
 //! behind it wait in `inbuf` until it is answered.
 //!
+//! Fairness: at most [`REQUESTS_PER_TURN`] requests of one connection are
+//! answered before the loop moves on; the rest follow in the next turn.
+//!
 //! Back-pressure: no further request is read while the connection's unsent
 //! output is above [`HIGH_WATER`]; parsing resumes when it drains. A client
 //! that keeps sending requests without reading the answers is dropped as a
@@ -24,6 +27,9 @@ use crate::http::{HttpDue, Parse, Request, Response, State, Wait, json, request}
 
 /// Requests are not read while more than this much output is unsent.
 const HIGH_WATER: usize = 64 * 1024;
+/// Requests answered per connection before the others get a turn, so a
+/// client pipelining costly requests cannot hold the loop.
+const REQUESTS_PER_TURN: usize = 16;
 
 /// How one request is to be answered.
 #[derive(Debug, Clone, Copy)]
@@ -57,7 +63,13 @@ impl Reactor {
     /// incomplete, the connection starts waiting or streaming, or its
     /// output is above the high-water mark.
     pub(super) fn http_process(&mut self, key: usize) {
-        loop {
+        for answered in 0.. {
+            if answered == REQUESTS_PER_TURN {
+                // More may be waiting: go on after the other connections.
+                let token = self.token_of(key);
+                self.resume.push(token);
+                break;
+            }
             let Some(conn) = self.conns.get_mut(key) else { return };
             let out_len = conn.out.len();
             let Role::Http(http) = &mut conn.role else { return };
@@ -78,8 +90,11 @@ impl Reactor {
                 Ok(Parse::PartialBody { total, expects_continue }) => {
                     http.inbuf = inbuf;
                     http.awaiting = Some(total);
-                    if expects_continue && !mem::replace(&mut http.continue_sent, true) {
-                        let _ = self.send(key, CONTINUE);
+                    if expects_continue
+                        && !mem::replace(&mut http.continue_sent, true)
+                        && self.send(key, CONTINUE).is_break()
+                    {
+                        return;
                     }
                     break;
                 }
@@ -176,7 +191,7 @@ impl Reactor {
     /// Files the open connection's next deadline (a closing one keeps its
     /// linger deadline).
     pub(super) fn rearm_http(&mut self, key: usize) {
-        let conn = &self.conns[key];
+        let Some(conn) = self.conns.get(key) else { return };
         let Role::Http(http) = &conn.role else { return };
         if conn.phase != Phase::Open {
             return;

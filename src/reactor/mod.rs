@@ -50,7 +50,7 @@ use crate::http::{HttpTimeouts, Limits};
 use crate::net::{self, ListenOptions};
 use crate::stats::{Gauges, Stats, Throttle};
 use crate::time::{Clock, Millis, deadline, millis};
-use crate::wheel::Wheel;
+use crate::wheel::{TimerId, Wheel};
 
 use accept::Listener;
 
@@ -117,8 +117,8 @@ pub struct Reactor {
     /// Identified devices that are online (phase `Open`), by MAC.
     devices: BTreeMap<Mac, Token>,
     wheel: Wheel<Token>,
-    /// Tokens of timers that fired this turn (kept to reuse its allocation).
-    expired: Vec<Token>,
+    /// Timers that fired this turn (kept to reuse its allocation).
+    expired: Vec<(TimerId, Token)>,
     /// The device and HTTP listeners, indexed by [`Kind`].
     listeners: [Listener; 2],
     /// Connections whose read budget ran out with input left; read again
@@ -355,12 +355,17 @@ impl Reactor {
     fn fire_timers(&mut self) {
         let mut expired = std::mem::take(&mut self.expired);
         self.wheel.expire(self.now, &mut expired);
-        for token in expired.drain(..) {
-            let Some(key) = self.live_key(token) else {
-                debug_assert!(false, "timers are cancelled when their connection is freed");
-                continue;
-            };
+        #[cfg(debug_assertions)]
+        let fired = !expired.is_empty();
+        for (id, token) in expired.drain(..) {
+            // Handling one connection's deadline can free another connection
+            // or re-arm its timer (a device's close answers HTTP waiters);
+            // either way, that connection's expiry in this batch is void.
+            let Some(key) = self.live_key(token) else { continue };
             let conn = &mut self.conns[key];
+            if conn.timer != Some(id) {
+                continue;
+            }
             conn.timer = None;
             match (conn.phase, &conn.role) {
                 (Phase::Open, Role::Device(_)) => self.device_deadline(key),
@@ -370,6 +375,11 @@ impl Reactor {
             }
         }
         self.expired = expired;
+        #[cfg(debug_assertions)]
+        if fired {
+            let armed = self.conns.iter().filter(|(_, c)| c.timer.is_some()).count();
+            debug_assert_eq!(self.wheel.len(), armed, "a timer is filed that no connection holds");
+        }
     }
 
     fn gauges(&self) -> Gauges {
@@ -431,7 +441,7 @@ impl Reactor {
             self.config.drain_timeout
         );
         self.listeners[Kind::Device as usize].close(self.poll.registry());
-        self.drain_deadline = Some(self.now + millis(self.config.drain_timeout));
+        self.drain_deadline = Some(self.now.saturating_add(millis(self.config.drain_timeout)));
         // HTTP first: the devices' goodbyes publish `disconnected` events,
         // which would otherwise answer parked polls as if nothing happened.
         for kind in [Kind::Http, Kind::Device] {

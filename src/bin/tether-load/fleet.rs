@@ -132,7 +132,7 @@ pub struct Fleet {
     /// The generation given to the most recent connection.
     generation: u32,
     wheel: Wheel<Token>,
-    expired: Vec<Token>,
+    expired: Vec<(TimerId, Token)>,
     /// Connections whose read budget ran out with input left.
     ready: Vec<Token>,
     scratch: Vec<u8>,
@@ -510,11 +510,15 @@ impl Fleet {
         self.tick();
         let mut expired = mem::take(&mut self.expired);
         self.wheel.expire(self.now / 1000, &mut expired);
-        for token in expired.drain(..) {
+        for (id, token) in expired.drain(..) {
             let Some(key) = self.live_key(token) else {
                 continue;
             };
             let conn = &mut self.conns[key];
+            // A timer replaced since it was filed is void.
+            if conn.timer.is_none_or(|(current, _)| current != id) {
+                continue;
+            }
             conn.timer = None;
             let flow = conn.collar.on_deadline(self.now, &self.setup.behaviour, &mut self.batch, &mut self.stats);
             if flow == Flow::Close {

@@ -147,7 +147,8 @@ fn collect(
 ) -> Vec<Option<Summary>> {
     let n = workers.len();
     let started = Instant::now();
-    let give_up = started + args.duration + GRACE;
+    // `None`: a run so long that its end is past what an Instant can hold.
+    let give_up = started.checked_add(args.duration.saturating_add(GRACE));
     let mut latest = vec![Progress::default(); n];
     // Which workers sent a snapshot since the last line.
     let mut fresh = vec![false; n];
@@ -158,12 +159,13 @@ fn collect(
     let mut passed_on = false;
     while open > 0 {
         let now = Instant::now();
-        if now >= give_up {
+        if give_up.is_some_and(|give_up| now >= give_up) {
             eprintln!("tether-load: workers did not report within {GRACE:?} of the end of the run");
             break;
         }
         let overdue = last_line + LATE_LINE;
-        match rx.recv_timeout(overdue.max(now).min(give_up) - now) {
+        let wake = give_up.map_or(overdue.max(now), |give_up| overdue.max(now).min(give_up));
+        match rx.recv_timeout(wake - now) {
             Ok((w, Some(line))) => match serde_json::from_str(&line) {
                 Ok(Message::Progress(p)) => {
                     latest[w] = p;

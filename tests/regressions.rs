@@ -1,0 +1,73 @@
+//! Regression tests for bugs found in review, each named for what went
+//! wrong. The gateway runs in a debug build here, where the reactor also
+//! checks after every expiry batch that the wheel holds exactly one timer
+//! per connection that has one; a broken invariant panics the reactor
+//! thread, and `Gateway::stop` then fails the test.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Gateway, HttpClient, config, mac};
+use socket2::SockRef;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// A `100 Continue` that could not be written (the client had reset the
+/// connection) freed the connection, and the gateway then touched it again:
+/// a panic any HTTP client could cause, before any token check.
+#[test]
+fn a_reset_before_100_continue_does_not_crash_the_gateway() {
+    let gw = Gateway::start(config());
+    for _ in 0..20 {
+        let mut client = HttpClient::connect(gw.http);
+        client.send(
+            b"POST /devices/02-00-00-00-00-01/commands HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+        );
+        // Close with a reset (linger 0) right behind the request.
+        SockRef::from(&client.stream).set_linger(Some(Duration::ZERO)).unwrap();
+        drop(client);
+    }
+    let mut client = HttpClient::connect(gw.http);
+    assert_eq!(client.get("/health").status, 200);
+    drop(client);
+    gw.stop();
+}
+
+/// A device closing on its heartbeat timeout answers the location queries
+/// waiting on it (502), which re-arms their timers; when such a query's own
+/// timer had expired in the same batch, it used to be handled anyway and
+/// the connection ended up with two timers in the wheel.
+#[test]
+fn location_waits_that_expire_with_their_device_keep_one_timer_each() {
+    let mut config = config();
+    config.heartbeat_interval = ms(100);
+    config.heartbeat_timeout = ms(100);
+    config.http_idle_timeout = ms(150);
+    let gw = Gateway::start(config);
+    for round in 0..3u32 {
+        let mut device = gw.device(&mac(round));
+        // Waits whose deadlines are staggered 2 ms apart across the moment
+        // the silent device is dropped (about 200 ms after it identified).
+        let mut waiters: Vec<HttpClient> = (0..60u64)
+            .map(|i| {
+                let mut client = HttpClient::connect(gw.http);
+                let path = format!("/devices/{}/location?timeout={}ms", mac(round), 140 + 2 * i);
+                client.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+                client
+            })
+            .collect();
+        device.expect(b"location\nPING\n");
+        for waiter in &mut waiters {
+            let status = waiter.read_response().status;
+            assert!(status == 502 || status == 504, "status {status}");
+        }
+        // Their idle deadlines pass too, with the gateway checking the wheel.
+        for waiter in &mut waiters {
+            waiter.expect_eof();
+        }
+    }
+    gw.stop();
+}
