@@ -35,6 +35,9 @@ fn main() {
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
         .args(["--device-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--stats-interval", "0"])
+        // This client does not answer heartbeats; without these off, a slow
+        // run would see its collars dropped while it measures them.
+        .args(["--heartbeat-interval", "0", "--idle-timeout", "0"])
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -95,9 +98,12 @@ fn main() {
 /// PING makes sure the LOCATION line (which has no answer) was handled.
 fn connect(addr: SocketAddr, i: u32) -> TcpStream {
     let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_nodelay(true).unwrap();
     let [a, b, c, d] = i.to_be_bytes();
     let lat = f64::from(i % 180_000) / 1000.0 - 90.0;
-    write!(s, "IDENTIFY:02:00:{a:02X}:{b:02X}:{c:02X}:{d:02X}\nLOCATION:{lat:.4},2.3522\nPING\n").unwrap();
+    // One write: `write!` would issue one per formatted piece.
+    let lines = format!("IDENTIFY:02:00:{a:02X}:{b:02X}:{c:02X}:{d:02X}\nLOCATION:{lat:.4},2.3522\nPING\n");
+    s.write_all(lines.as_bytes()).unwrap();
     expect(&mut s, b"OK\nPONG\n");
     s
 }
