@@ -16,9 +16,10 @@
 //! `TETHER_IDLE_CONNS=5000 cargo bench --bench idle_memory`.
 //! The gateway and this process each need N file descriptors.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Connection counts at which memory is sampled; the last is the target.
@@ -33,33 +34,17 @@ fn main() {
     let n: usize = std::env::var("TETHER_IDLE_CONNS").ok().and_then(|v| v.parse().ok()).unwrap_or(19_000);
     tether::net::raise_fd_limit().expect("raise fd limit");
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["--device-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--stats-interval", "0"])
-        // This client does not answer heartbeats; without these off, a slow
-        // run would see its collars dropped while it measures them.
-        .args(["--heartbeat-interval", "0", "--idle-timeout", "0"])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tether");
-    let pid = child.id();
-    let mut log = BufReader::new(child.stderr.take().unwrap());
-    let addr: SocketAddr = loop {
-        let mut line = String::new();
-        assert!(log.read_line(&mut line).unwrap() > 0, "tether exited");
-        if let Some(rest) = line.split("devices: listening on ").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
+    // This client does not answer heartbeats; without these off, a slow run
+    // would see its collars dropped while it measures them.
+    let gateway = common::Gateway::start(&["--heartbeat-interval", "0", "--idle-timeout", "0"]);
+    let (pid, addr) = (gateway.pid, gateway.devices);
 
     // Warm up: one connection touches the shared buffers, so the baseline
     // is a gateway that has served, not a blank one.
     let mut warm = connect(addr, 0xFFFF_FFFF);
     warm.write_all(b"PING\n").unwrap();
-    expect(&mut warm, b"PONG\n");
-    let base = rss_bytes(pid);
+    common::expect(&mut warm, b"PONG\n");
+    let base = gateway.rss_bytes();
     println!("tether pid {pid} on {addr}: baseline RSS {} KiB", base / 1024);
     println!("{:>12} {:>12} {:>16} {:>18}", "connections", "RSS KiB", "bytes/conn", "marginal bytes/conn");
 
@@ -70,7 +55,7 @@ fn main() {
         while clients.len() < step {
             clients.push(connect(addr, clients.len() as u32));
         }
-        let rss = rss_bytes(pid);
+        let rss = gateway.rss_bytes();
         let per = (rss.saturating_sub(base)) as f64 / step as f64;
         let marginal = (rss.saturating_sub(last.1)) as f64 / (step - last.0) as f64;
         println!("{step:>12} {:>12} {per:>16.1} {marginal:>18.1}", rss / 1024);
@@ -79,9 +64,9 @@ fn main() {
     println!("opened and identified {n} connections in {:.2?}", started.elapsed());
 
     let window = Duration::from_secs(5);
-    let cpu_before = cpu_ticks(pid);
+    let cpu_before = gateway.cpu_ticks();
     std::thread::sleep(window);
-    let cpu = cpu_ticks(pid) - cpu_before;
+    let cpu = gateway.cpu_ticks() - cpu_before;
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     println!(
         "idle for {window:?} holding {n} connections: gateway CPU {:.0} ms ({cpu} ticks)",
@@ -89,8 +74,6 @@ fn main() {
     );
 
     drop(clients);
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// Connects, identifies as a MAC derived from `i`, and reports a location
@@ -104,29 +87,6 @@ fn connect(addr: SocketAddr, i: u32) -> TcpStream {
     // One write: `write!` would issue one per formatted piece.
     let lines = format!("IDENTIFY:02:00:{a:02X}:{b:02X}:{c:02X}:{d:02X}\nLOCATION:{lat:.4},2.3522\nPING\n");
     s.write_all(lines.as_bytes()).unwrap();
-    expect(&mut s, b"OK\nPONG\n");
+    common::expect(&mut s, b"OK\nPONG\n");
     s
-}
-
-fn expect(s: &mut TcpStream, want: &[u8]) {
-    let mut got = vec![0; want.len()];
-    s.read_exact(&mut got).expect("read reply");
-    assert_eq!(got, want);
-}
-
-/// Resident set size of `pid`, from `/proc/<pid>/status` (kB granularity).
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
-}
-
-/// User + system CPU time of `pid` in clock ticks, from `/proc/<pid>/stat`.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the parenthesised command name; utime and stime are
-    // the 14th and 15th fields of the whole line.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }

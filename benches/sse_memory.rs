@@ -9,51 +9,32 @@
 //! Run: `cargo bench --bench sse_memory` (1,000 subscribers), or
 //! `TETHER_SSE_SUBSCRIBERS=5000 cargo bench --bench sse_memory`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 fn main() {
     let n: usize = std::env::var("TETHER_SSE_SUBSCRIBERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
     tether::net::raise_fd_limit().expect("raise fd limit");
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["--device-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--stats-interval", "0"])
-        .args(["--max-http-connections", &(n + 16).to_string()])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tether");
-    let pid = child.id();
-    let mut log = BufReader::new(child.stderr.take().unwrap());
-    let (mut devices, mut http) = (None, None);
-    while devices.is_none() || http.is_none() {
-        let mut line = String::new();
-        assert!(log.read_line(&mut line).unwrap() > 0, "tether exited");
-        let addr = |prefix: &str| -> Option<SocketAddr> {
-            line.split(prefix).nth(1)?.split([' ', ',']).next()?.trim().parse().ok()
-        };
-        devices = devices.or(addr("devices: listening on "));
-        http = http.or(addr("http: listening on "));
-    }
-    let (devices, http) = (devices.unwrap(), http.unwrap());
-    std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
+    let gateway = common::Gateway::start(&["--max-http-connections", &(n + 16).to_string()]);
+    let (pid, devices, http) = (gateway.pid, gateway.devices, gateway.http);
 
     // Warm up with one stream and one event, so the baseline has touched
     // the shared buffers.
     let mut collar = TcpStream::connect(devices).unwrap();
     collar.write_all(b"IDENTIFY:02:00:00:00:00:01\n").unwrap();
-    expect(&mut collar, b"OK\n");
+    common::expect(&mut collar, b"OK\n");
     let warm = subscribe(http);
     drop(warm);
-    let base = rss_bytes(pid);
+    let base = gateway.rss_bytes();
 
     let started = Instant::now();
     let mut streams: Vec<TcpStream> = (0..n).map(|_| subscribe(http)).collect();
     let opened = started.elapsed();
-    let rss = rss_bytes(pid);
+    let rss = gateway.rss_bytes();
     println!("tether pid {pid}: baseline RSS {} KiB", base / 1024);
     println!(
         "{n} event streams open (in {opened:.2?}): RSS {} KiB, {:.0} bytes per subscriber",
@@ -73,8 +54,6 @@ fn main() {
     println!("one location event reached all {n} subscribers in {:.2?}", sent.elapsed());
 
     drop(streams);
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// Opens `GET /events` and reads up to the `retry:` line.
@@ -88,17 +67,4 @@ fn subscribe(http: SocketAddr) -> TcpStream {
         got.push(byte[0]);
     }
     s
-}
-
-fn expect(s: &mut TcpStream, want: &[u8]) {
-    let mut got = vec![0; want.len()];
-    s.read_exact(&mut got).unwrap();
-    assert_eq!(got, want);
-}
-
-/// Resident set size of `pid`, from `/proc/<pid>/status` (kB granularity).
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
 }

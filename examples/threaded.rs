@@ -56,6 +56,8 @@ fn main() -> io::Result<()> {
     let listener: TcpListener = socket.into();
     eprintln!("threaded: listening on {}", listener.local_addr()?);
 
+    // The gateway's own defaults (handshake 10s, heartbeat 30s + 10s, idle 5m).
+    let timeouts = tether::Config::default().timeouts();
     let online: Online = Arc::default();
     let ids = AtomicU64::new(0);
     for stream in listener.incoming() {
@@ -71,7 +73,7 @@ fn main() -> io::Result<()> {
         let (online, id) = (Arc::clone(&online), ids.fetch_add(1, Ordering::Relaxed));
         // A thread that fails to start (out of memory or tasks) costs only
         // its connection.
-        let spawned = std::thread::Builder::new().spawn(move || serve(stream, id, &online));
+        let spawned = std::thread::Builder::new().spawn(move || serve(stream, id, &online, &timeouts));
         if let Err(e) = spawned {
             eprintln!("threaded: cannot spawn a thread: {e}");
         }
@@ -80,14 +82,8 @@ fn main() -> io::Result<()> {
 }
 
 /// One connection, start to end, on its own thread.
-fn serve(mut stream: TcpStream, id: u64, online: &Online) {
+fn serve(mut stream: TcpStream, id: u64, online: &Online, timeouts: &Timeouts) {
     let _ = stream.set_nodelay(true);
-    let timeouts = Timeouts {
-        handshake: Duration::from_secs(10),
-        heartbeat_interval: Duration::from_secs(30),
-        heartbeat_timeout: Duration::from_secs(10),
-        idle: Duration::from_secs(300),
-    };
     let start = Instant::now();
     let now = || -> Millis { millis(start.elapsed()) };
     let mut session = Session::new(now());
@@ -97,7 +93,7 @@ fn serve(mut stream: TcpStream, id: u64, online: &Online) {
     let mut replies = Vec::new();
     let replaced = Arc::new(AtomicBool::new(false));
     loop {
-        let wait = session.next_deadline(last_rx, &timeouts).map(|at| at.saturating_sub(now()).max(1));
+        let wait = session.next_deadline(last_rx, timeouts).map(|at| at.saturating_sub(now()).max(1));
         if stream.set_read_timeout(wait.map(Duration::from_millis)).is_err() {
             break;
         }
@@ -130,7 +126,7 @@ fn serve(mut stream: TcpStream, id: u64, online: &Online) {
                 }
             }
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                match session.on_deadline(now(), last_rx, &timeouts) {
+                match session.on_deadline(now(), last_rx, timeouts) {
                     Due::Nothing => {}
                     Due::Ping => {
                         if stream.write_all(Reply::Ping.bytes()).is_err() {

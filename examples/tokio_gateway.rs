@@ -42,13 +42,15 @@ async fn main() -> std::io::Result<()> {
     let listener: TcpListener = socket.listen(4096)?;
     eprintln!("tokio: listening on {}", listener.local_addr()?);
 
+    // The gateway's own defaults (handshake 10s, heartbeat 30s + 10s, idle 5m).
+    let timeouts = tether::Config::default().timeouts();
     let online: Online = Arc::default();
     let ids = AtomicU64::new(0);
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let (online, id) = (Arc::clone(&online), ids.fetch_add(1, Ordering::Relaxed));
-                tokio::spawn(async move { serve(stream, id, online).await });
+                tokio::spawn(async move { serve(stream, id, online, timeouts).await });
             }
             // Out of descriptors or similar: back off instead of spinning.
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -57,14 +59,8 @@ async fn main() -> std::io::Result<()> {
 }
 
 /// One connection, start to end, as one task.
-async fn serve(mut stream: TcpStream, id: u64, online: Online) {
+async fn serve(mut stream: TcpStream, id: u64, online: Online, timeouts: Timeouts) {
     let _ = stream.set_nodelay(true);
-    let timeouts = Timeouts {
-        handshake: Duration::from_secs(10),
-        heartbeat_interval: Duration::from_secs(30),
-        heartbeat_timeout: Duration::from_secs(10),
-        idle: Duration::from_secs(300),
-    };
     let start = Instant::now();
     let now = || -> Millis { millis(start.elapsed()) };
     let replaced = Arc::new(Notify::new());

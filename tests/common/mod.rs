@@ -267,25 +267,7 @@ impl Client {
 
     /// Reads exactly `expected.len()` bytes and asserts they are `expected`.
     pub fn expect(&mut self, expected: &[u8]) {
-        let mut got = Vec::with_capacity(expected.len());
-        let mut buf = vec![0; expected.len()];
-        while got.len() < expected.len() {
-            match self.stream.read(&mut buf[..expected.len() - got.len()]) {
-                Ok(0) => panic!(
-                    "waiting for {:?}: end of file after {:?}",
-                    String::from_utf8_lossy(expected),
-                    String::from_utf8_lossy(&got)
-                ),
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => panic!(
-                    "waiting for {:?}: {e} after {:?}",
-                    String::from_utf8_lossy(expected),
-                    String::from_utf8_lossy(&got)
-                ),
-            }
-        }
-        assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(expected));
+        self.expect_within(expected, TIMEOUT);
     }
 
     /// Like [`Client::expect`], but fails unless all of `expected` has

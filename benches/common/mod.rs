@@ -1,0 +1,76 @@
+//! What the memory benches share: the real `tether` binary on loopback
+//! ports, and the process figures read from `/proc`.
+
+#![allow(dead_code)] // each bench uses a different subset
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+
+/// The gateway binary, running with both listeners on free loopback ports.
+pub struct Gateway {
+    pub child: Child,
+    pub pid: u32,
+    pub devices: SocketAddr,
+    pub http: SocketAddr,
+}
+
+impl Gateway {
+    /// Starts `tether` with `args` after the loopback listeners, and waits
+    /// until it logs both addresses (it is serving from then on).
+    pub fn start(args: &[&str]) -> Gateway {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+            .args(["--device-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--stats-interval", "0"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tether");
+        let mut log = BufReader::new(child.stderr.take().unwrap());
+        let (mut devices, mut http) = (None, None);
+        while devices.is_none() || http.is_none() {
+            let mut line = String::new();
+            assert!(log.read_line(&mut line).unwrap() > 0, "tether exited");
+            let addr = |prefix: &str| -> Option<SocketAddr> {
+                line.split(prefix).nth(1)?.split([' ', ',']).next()?.trim().parse().ok()
+            };
+            devices = devices.or(addr("devices: listening on "));
+            http = http.or(addr("http: listening on "));
+        }
+        // Keep draining the log so the gateway never blocks on stderr.
+        std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
+        Gateway { pid: child.id(), child, devices: devices.unwrap(), http: http.unwrap() }
+    }
+
+    /// Resident set size, from `/proc/<pid>/status` (kB granularity).
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+    }
+
+    /// User + system CPU time in clock ticks, from `/proc/<pid>/stat`.
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap();
+        // Fields after the parenthesised command name; utime and stime are
+        // the 14th and 15th fields of the whole line.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads exactly `want.len()` bytes and asserts they are `want`.
+pub fn expect(s: &mut TcpStream, want: &[u8]) {
+    let mut got = vec![0; want.len()];
+    s.read_exact(&mut got).expect("read reply");
+    assert_eq!(got, want);
+}
