@@ -8,7 +8,7 @@ use std::hint::black_box;
 use std::ops::ControlFlow;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use tether::line::LineFramer;
+use tether::device::LineFramer;
 
 /// About 1 MiB of mixed device lines, as a fleet would send them.
 fn traffic() -> Vec<u8> {

@@ -3,7 +3,7 @@
 //! `scripts/models.sh`.
 //!
 //! It reuses tether's sans-IO core unchanged (the `LineFramer`, the
-//! protocol parser, the `Session` rules), so the only difference from the
+//! protocol parser, the `Collar` rules), so the only difference from the
 //! gateway is the concurrency model: `accept` in a loop, a thread per
 //! connection blocked in `read`, the next deadline as the read timeout.
 //! Each connection costs a thread (its stack, a kernel task) and a wake-up
@@ -26,8 +26,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, SockRef, Socket, Type};
 use tether::close::CloseReason;
-use tether::device::{Due, Mac, Reply, Session, Step, Timeouts, protocol};
-use tether::line::LineFramer;
+use tether::device::{Collar, Due, Line, LineFramer, Mac, Step, Timeouts, protocol};
 use tether::time::{Millis, millis};
 
 /// Online devices by MAC.
@@ -86,7 +85,7 @@ fn serve(mut stream: TcpStream, id: u64, online: &Online, timeouts: &Timeouts) {
     let _ = stream.set_nodelay(true);
     let start = Instant::now();
     let now = || -> Millis { millis(start.elapsed()) };
-    let mut session = Session::new(now());
+    let mut session = Collar::new(now());
     let mut last_rx = now();
     let mut framer = LineFramer::default();
     let mut buf = [0u8; 4096];
@@ -112,7 +111,7 @@ fn serve(mut stream: TcpStream, id: u64, online: &Online, timeouts: &Timeouts) {
                         Step::Reply(reply) => replies.extend_from_slice(reply.bytes()),
                         Step::Identified(mac) => {
                             take_over(online, mac, id, &stream, &replaced);
-                            replies.extend_from_slice(Reply::Ok.bytes());
+                            replies.extend_from_slice(Line::Ok.bytes());
                         }
                         Step::Located | Step::Silent => {}
                     }
@@ -129,7 +128,7 @@ fn serve(mut stream: TcpStream, id: u64, online: &Online, timeouts: &Timeouts) {
                 match session.on_deadline(now(), last_rx, timeouts) {
                     Due::Nothing => {}
                     Due::Ping => {
-                        if stream.write_all(Reply::Ping.bytes()).is_err() {
+                        if stream.write_all(Line::Ping.bytes()).is_err() {
                             break;
                         }
                     }

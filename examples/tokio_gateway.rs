@@ -3,7 +3,7 @@
 //! for this example only; the gateway itself has no async runtime.
 //!
 //! It reuses tether's sans-IO core unchanged (the `LineFramer`, the
-//! protocol parser, the `Session` rules); each connection is a task on a
+//! protocol parser, the `Collar` rules); each connection is a task on a
 //! single-threaded runtime (the same one core the gateway uses), written
 //! the way async code usually is: a per-task read buffer, `timeout` around
 //! each read for the deadlines, and a shared `Mutex` for the MAC index.
@@ -18,8 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tether::close::CloseReason;
-use tether::device::{Due, Mac, Reply, Session, Step, Timeouts, protocol};
-use tether::line::LineFramer;
+use tether::device::{Collar, Due, Line, LineFramer, Mac, Step, Timeouts, protocol};
 use tether::time::{Millis, millis};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -64,7 +63,7 @@ async fn serve(mut stream: TcpStream, id: u64, online: Online, timeouts: Timeout
     let start = Instant::now();
     let now = || -> Millis { millis(start.elapsed()) };
     let replaced = Arc::new(Notify::new());
-    let mut session = Session::new(now());
+    let mut session = Collar::new(now());
     let mut last_rx = now();
     let mut framer = LineFramer::default();
     let mut buf = vec![0u8; 4096];
@@ -84,7 +83,7 @@ async fn serve(mut stream: TcpStream, id: u64, online: Online, timeouts: Timeout
                             Step::Reply(reply) => replies.extend_from_slice(reply.bytes()),
                             Step::Identified(mac) => {
                                 identified = Some(mac);
-                                replies.extend_from_slice(Reply::Ok.bytes());
+                                replies.extend_from_slice(Line::Ok.bytes());
                             }
                             Step::Located | Step::Silent => {}
                         }
@@ -103,7 +102,7 @@ async fn serve(mut stream: TcpStream, id: u64, online: Online, timeouts: Timeout
                 Err(_elapsed) => match session.on_deadline(now(), last_rx, &timeouts) {
                     Due::Nothing => {}
                     Due::Ping => {
-                        if stream.write_all(Reply::Ping.bytes()).await.is_err() {
+                        if stream.write_all(Line::Ping.bytes()).await.is_err() {
                             break;
                         }
                     }

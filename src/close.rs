@@ -36,12 +36,18 @@ pub enum CloseReason {
     HttpIdle,
     /// HTTP: a request not complete within `--http-request-timeout` (408).
     RequestTimeout,
-    /// HTTP: a request that cannot be read on from (400, 411, 413, 431).
+    /// HTTP: a request that cannot be read on from (400, 413, 431, 501).
     BadRequest,
+    /// HTTP: an idle keep-alive connection closed to make room for a new
+    /// one at `--max-http-connections`.
+    Evicted,
+    /// Turned away: its address already held `--http-max-per-ip`
+    /// connections.
+    PeerLimit,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 14] = [
+    pub const ALL: [CloseReason; 16] = [
         CloseReason::PeerClosed,
         CloseReason::IoError,
         CloseReason::Replaced,
@@ -56,6 +62,8 @@ impl CloseReason {
         CloseReason::HttpIdle,
         CloseReason::RequestTimeout,
         CloseReason::BadRequest,
+        CloseReason::Evicted,
+        CloseReason::PeerLimit,
     ];
 
     /// The reason's name in logs, stats and `BYE` lines.
@@ -75,14 +83,20 @@ impl CloseReason {
             CloseReason::HttpIdle => "http-idle",
             CloseReason::RequestTimeout => "request-timeout",
             CloseReason::BadRequest => "bad-request",
+            CloseReason::Evicted => "evicted",
+            CloseReason::PeerLimit => "per-ip-limit",
         }
     }
 
     /// Whether the connection lingers after this decision (flush, then shut
     /// down the write side and wait for the peer's FIN). Not when the peer
-    /// is already gone or presumed dead.
+    /// is already gone or presumed dead, nor for an idle connection closed
+    /// to free its descriptor at once.
     pub fn lingers(self) -> bool {
-        !matches!(self, CloseReason::PeerClosed | CloseReason::IoError | CloseReason::HeartbeatTimeout)
+        !matches!(
+            self,
+            CloseReason::PeerClosed | CloseReason::IoError | CloseReason::HeartbeatTimeout | CloseReason::Evicted
+        )
     }
 
     /// The line sent to a device just before the gateway closes it on
@@ -96,7 +110,8 @@ impl CloseReason {
             | CloseReason::Completed
             | CloseReason::HttpIdle
             | CloseReason::RequestTimeout
-            | CloseReason::BadRequest => return None,
+            | CloseReason::BadRequest
+            | CloseReason::Evicted => return None,
             CloseReason::Replaced => b"BYE replaced\n",
             CloseReason::Idle => b"BYE idle\n",
             CloseReason::HandshakeTimeout => b"BYE handshake-timeout\n",
@@ -104,6 +119,7 @@ impl CloseReason {
             CloseReason::ServerFull => b"BYE server-full\n",
             CloseReason::Shutdown => b"BYE shutdown\n",
             CloseReason::SlowConsumer => b"BYE slow-consumer\n",
+            CloseReason::PeerLimit => b"BYE per-ip-limit\n",
         })
     }
 

@@ -2,22 +2,26 @@
 //!
 //! [`Config`] is both the library's configuration and the binary's CLI
 //! (through clap's derive), so each default is written exactly once, in the
-//! attribute beside its field. `Config::default()` is the CLI with no flags.
+//! attribute beside its field. `Config::default()` is the CLI with no flags
+//! and reads nothing else: the binary alone looks at the environment
+//! (`TETHER_API_TOKEN`).
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use clap::Parser;
 
-use crate::device::Timeouts;
-use crate::http::{HttpTimeouts, Limits};
+use crate::device::{DeviceSettings, Timeouts};
+use crate::http::{HttpSettings, HttpTimeouts, Limits};
+use crate::proto::Settings;
+use crate::reactor::Budgets;
 
 /// tether: a single-threaded TCP gateway for connected pet collars.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "tether", version, about, long_about = None)]
 pub struct Config {
-    /// Address the collars connect to.
-    #[arg(long, default_value = "0.0.0.0:3001", value_name = "ADDR")]
+    /// Address the collars connect to (a host name is resolved).
+    #[arg(long, default_value = "0.0.0.0:3001", value_name = "ADDR", value_parser = parse_addr)]
     pub device_listen: SocketAddr,
 
     /// Longest accepted device line in bytes, `\n` included.
@@ -49,12 +53,13 @@ pub struct Config {
     #[arg(long, default_value = "60s,10s,3", value_name = "IDLE,INTERVAL,PROBES", value_parser = parse_keepalive)]
     pub tcp_keepalive: TcpKeepalive,
 
-    /// Most connections held at once; more are told `BYE server-full`.
-    /// Default: the file-descriptor limit minus --fd-reserve. Capped there.
+    /// Most collar connections held at once; more are told `BYE
+    /// server-full`. Default: the file-descriptor limit minus --fd-reserve
+    /// minus --max-http-connections. Capped there.
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
 
-    /// File descriptors kept back from --max-connections for listeners,
+    /// File descriptors kept back from the connection caps for listeners,
     /// the poller and files the gateway opens itself.
     #[arg(long, default_value = "32", value_name = "N")]
     pub fd_reserve: usize,
@@ -78,14 +83,21 @@ pub struct Config {
     #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
     pub stats_interval: Duration,
 
-    /// Address of the HTTP API for the phone app.
-    #[arg(long, default_value = "127.0.0.1:3000", value_name = "ADDR", help_heading = "App API (HTTP)")]
+    /// Address of the HTTP API for the phone app (a host name is resolved).
+    #[arg(long, default_value = "127.0.0.1:3000", value_name = "ADDR", value_parser = parse_addr, help_heading = "App API (HTTP)")]
     pub http_listen: SocketAddr,
 
-    /// Most HTTP connections (event streams included) held at once, within
-    /// --max-connections; more are answered 503.
+    /// Most HTTP connections (event streams included) held at once, a share
+    /// of the descriptors of their own that collars cannot take. When full,
+    /// the longest-idle keep-alive connection is closed to admit a new one;
+    /// with none idle, the new one is answered 503.
     #[arg(long, default_value = "1024", value_name = "N", help_heading = "App API (HTTP)")]
     pub max_http_connections: usize,
+
+    /// Most HTTP connections from one IP address (0: no limit); more are
+    /// answered 429.
+    #[arg(long, default_value = "64", value_name = "N", help_heading = "App API (HTTP)")]
+    pub http_max_per_ip: usize,
 
     /// Time for a request's head and body to arrive, from its first byte
     /// (408 after).
@@ -109,22 +121,18 @@ pub struct Config {
     pub cors_origin: String,
 
     /// Require `Authorization: Bearer <token>` (or `?access_token=`) on every
-    /// endpoint but /health. Also read from TETHER_API_TOKEN, which keeps it
-    /// out of the process list.
-    #[arg(
-        long,
-        env = "TETHER_API_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true,
-        help_heading = "App API (HTTP)"
-    )]
+    /// endpoint but /health. The binary also reads it from TETHER_API_TOKEN,
+    /// which keeps it out of the process list.
+    #[arg(long, value_name = "TOKEN", help_heading = "App API (HTTP)")]
     pub api_token: Option<String>,
 
     /// Recent device events kept for replay (Last-Event-ID, since=).
     #[arg(long, default_value = "10000", value_name = "N", help_heading = "App API (HTTP)")]
     pub event_history: usize,
 
-    /// Unsent bytes an event-stream subscriber may fall behind before it is
+    /// Most memory an HTTP client that does not read may cost: the kernel's
+    /// send buffer (SO_SNDBUF is set to fit) and one turn's output. An
+    /// event stream that falls behind further than --event-history is
     /// dropped as a slow consumer.
     #[arg(long, default_value = "1MiB", value_name = "BYTES", value_parser = parse_size, help_heading = "App API (HTTP)")]
     pub sse_max_backlog: usize,
@@ -136,6 +144,30 @@ pub struct Config {
     /// Longest `timeout=` a long poll may ask for; longer ones are capped.
     #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration, help_heading = "App API (HTTP)")]
     pub max_wait: Duration,
+
+    /// Reads of 64 KiB per connection per turn of the loop.
+    #[arg(long, default_value = "2", value_name = "N", value_parser = parse_count, help_heading = "Loop budgets (per turn)")]
+    pub budget_reads: usize,
+
+    /// HTTP requests answered per connection per turn.
+    #[arg(long, default_value = "16", value_name = "N", value_parser = parse_count, help_heading = "Loop budgets (per turn)")]
+    pub budget_requests: usize,
+
+    /// Connections accepted per listener per turn.
+    #[arg(long, default_value = "256", value_name = "N", value_parser = parse_count, help_heading = "Loop budgets (per turn)")]
+    pub budget_accepts: usize,
+
+    /// Deadlines handled per turn.
+    #[arg(long, default_value = "1024", value_name = "N", value_parser = parse_count, help_heading = "Loop budgets (per turn)")]
+    pub budget_timers: usize,
+
+    /// Bytes written to one connection per turn.
+    #[arg(long, default_value = "64KiB", value_name = "BYTES", value_parser = parse_size, help_heading = "Loop budgets (per turn)")]
+    pub budget_write: usize,
+
+    /// Bytes written to all connections together per turn.
+    #[arg(long, default_value = "1MiB", value_name = "BYTES", value_parser = parse_size, help_heading = "Loop budgets (per turn)")]
+    pub budget_turn_write: usize,
 }
 
 impl Default for Config {
@@ -168,7 +200,47 @@ impl Config {
     pub fn http_limits(&self) -> Limits {
         Limits { max_head: self.http_max_head, max_body: self.http_max_body }
     }
+
+    /// The per-turn budgets of the loop.
+    pub fn budgets(&self) -> Budgets {
+        Budgets {
+            reads: self.budget_reads,
+            requests: self.budget_requests,
+            accepts: self.budget_accepts,
+            timers: self.budget_timers,
+            write_bytes: self.budget_write,
+            turn_write_bytes: self.budget_turn_write,
+        }
+    }
+
+    /// What the protocols read.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            device: DeviceSettings { max_line: self.max_line, max_output: self.max_output, timeouts: self.timeouts() },
+            http: HttpSettings {
+                limits: self.http_limits(),
+                timeouts: self.http_timeouts(),
+                cors_origin: self.cors_origin.clone(),
+                api_token: self.api_token.clone(),
+                max_wait: self.max_wait,
+                max_command: self.max_line.saturating_sub(1),
+                pause_above: self.budget_write,
+            },
+        }
+    }
+
+    /// `SO_SNDBUF` for HTTP sockets: the kernel doubles the value for its
+    /// bookkeeping, and a turn's output (`--budget-write`) waits in user
+    /// space, so that a client that does not read costs at most
+    /// `--sse-max-backlog` in all.
+    pub fn http_send_buffer(&self) -> usize {
+        (self.sse_max_backlog.saturating_sub(self.budget_write) / 2).max(MIN_SEND_BUFFER)
+    }
 }
+
+/// The smallest `SO_SNDBUF` set on HTTP sockets (the kernel's own floor is
+/// about 4.5 KiB).
+const MIN_SEND_BUFFER: usize = 8 * 1024;
 
 /// Kernel keepalive probes for accepted sockets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,6 +291,24 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
     match n.checked_mul(factor) {
         Some(0) | None => Err(err()),
         Some(bytes) => Ok(bytes),
+    }
+}
+
+/// Parses a listening address: `IP:PORT` or `HOST:PORT` (resolved, the
+/// first address wins).
+pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let mut addrs = text.to_socket_addrs().map_err(|e| format!("{text:?} is not HOST:PORT ({e})"))?;
+    addrs.next().ok_or_else(|| format!("{text:?} resolves to no address"))
+}
+
+/// Parses a count of at least 1.
+pub fn parse_count(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) | Err(_) => Err(format!("{text:?} is not a count of at least 1")),
+        Ok(n) => Ok(n),
     }
 }
 
@@ -273,6 +363,30 @@ mod tests {
         assert_eq!(c.event_history, 10_000);
         assert_eq!(c.sse_max_backlog, 1 << 20);
         assert_eq!(c.sse_keepalive, Duration::from_secs(15));
+        assert_eq!(c.http_max_per_ip, 64);
+        assert_eq!(c.budgets(), Budgets::default());
+        assert_eq!(c.http_send_buffer(), (1024 - 64) * 1024 / 2);
+    }
+
+    #[test]
+    fn no_setting_is_read_from_the_environment() {
+        // So `Config::default()` is the same whatever the environment holds
+        // (`TETHER_API_TOKEN=s3cret cargo test` once failed): only the
+        // binary reads it.
+        use clap::CommandFactory;
+        for arg in Config::command().get_arguments() {
+            assert_eq!(arg.get_env(), None, "--{} reads the environment", arg.get_id());
+        }
+    }
+
+    #[test]
+    fn addresses_may_name_a_host() {
+        assert_eq!(parse_addr("127.0.0.1:3001"), Ok("127.0.0.1:3001".parse().unwrap()));
+        let local = parse_addr("localhost:3001").unwrap();
+        assert!(local.ip().is_loopback() && local.port() == 3001, "{local}");
+        assert!(parse_addr("localhost").is_err(), "a port is needed");
+        assert!(parse_count("0").is_err() && parse_count("x").is_err());
+        assert_eq!(parse_count("3"), Ok(3));
     }
 
     #[test]

@@ -8,36 +8,39 @@
 //! `since=` (long polling) gets what it missed. Ids are contiguous, so
 //! finding where a client left off is an index computation, not a search.
 //!
-//! Events are stored as typed fields, about 56 bytes each with no heap
-//! allocation, and rendered to JSON when they are sent: 10,000 of them
-//! cost about half a megabyte, which matters next to collars that cost
-//! about 200 bytes each. A live event is rendered once for all its
-//! subscribers.
+//! Events are stored as typed fields, 56 bytes each with no heap
+//! allocation, and rendered (JSON through `serde_json`) when they are sent:
+//! 10,000 of them cost about half a megabyte, which matters next to collars
+//! that cost about 200 bytes each. While event streams are open the hub
+//! also keeps each event's rendered frame, so that a live event is
+//! rendered once for all its subscribers (`crate::hub::frames`).
 
 use std::collections::VecDeque;
-use std::fmt::Write as _;
+use std::fmt;
+
+use serde::Serialize;
+use serde::ser::{SerializeStruct, Serializer};
 
 use crate::close::CloseReason;
-use crate::connection::Peer;
 use crate::device::Mac;
-use crate::http::json;
+use crate::reactor::Peer;
 use crate::time::write_rfc3339;
 
 /// What happened, with its details.
 #[derive(Debug, Clone, PartialEq)]
-pub enum What {
+pub enum EventKind {
     Connected { peer: Peer },
     Disconnected { reason: CloseReason },
     Location { lat: f64, lon: f64 },
 }
 
-impl What {
+impl EventKind {
     /// The SSE `event:` name and the long-poll `event` field.
     pub fn name(&self) -> &'static str {
         match self {
-            What::Connected { .. } => "connected",
-            What::Disconnected { .. } => "disconnected",
-            What::Location { .. } => "location",
+            EventKind::Connected { .. } => "connected",
+            EventKind::Disconnected { .. } => "disconnected",
+            EventKind::Location { .. } => "location",
         }
     }
 }
@@ -50,43 +53,67 @@ pub struct Event {
     /// When it happened, as Unix time in milliseconds.
     pub at_unix_ms: u64,
     pub mac: Mac,
-    pub what: What,
+    pub kind: EventKind,
+}
+
+/// A Unix time in milliseconds, serialized as an RFC 3339 string.
+#[derive(Debug, Clone, Copy)]
+pub struct Rfc3339(pub u64);
+
+impl fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = String::with_capacity(24);
+        write_rfc3339(&mut text, self.0);
+        f.write_str(&text)
+    }
+}
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// The event's payload: `{"mac":…, <details>, "at":…}`.
+pub struct Data<'a>(pub &'a Event);
+
+impl Serialize for Data<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let event = self.0;
+        let mut s = serializer.serialize_struct("Data", 4)?;
+        s.serialize_field("mac", &event.mac)?;
+        match &event.kind {
+            EventKind::Connected { peer } => s.serialize_field("peer", &peer.to_string())?,
+            EventKind::Disconnected { reason } => s.serialize_field("reason", reason.as_str())?,
+            EventKind::Location { lat, lon } => {
+                s.serialize_field("lat", lat)?;
+                s.serialize_field("lon", lon)?;
+            }
+        }
+        s.serialize_field("at", &Rfc3339(event.at_unix_ms))?;
+        s.end()
+    }
+}
+
+/// The event as a long-poll list entry: `{"id":…,"event":…,"data":{…}}`.
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("Event", 3)?;
+        s.serialize_field("id", &self.id)?;
+        s.serialize_field("event", self.kind.name())?;
+        s.serialize_field("data", &Data(self))?;
+        s.end()
+    }
 }
 
 impl Event {
-    /// Appends the payload: `{"mac":…, <details>, "at":…}`.
-    pub fn write_data(&self, out: &mut String) {
-        let _ = write!(out, "{{\"mac\":\"{}\",", self.mac);
-        match &self.what {
-            What::Connected { peer } => {
-                out.push_str("\"peer\":");
-                json::string(out, &peer.to_string());
-            }
-            What::Disconnected { reason } => {
-                let _ = write!(out, "\"reason\":\"{}\"", reason.as_str());
-            }
-            What::Location { lat, lon } => {
-                let _ = write!(out, "\"lat\":{lat},\"lon\":{lon}");
-            }
-        }
-        out.push_str(",\"at\":\"");
-        write_rfc3339(out, self.at_unix_ms);
-        out.push_str("\"}");
-    }
-
     /// Appends the event in Server-Sent Events framing.
-    pub fn write_sse(&self, out: &mut String) {
-        let _ = write!(out, "id: {}\nevent: {}\ndata: ", self.id, self.what.name());
-        self.write_data(out);
-        out.push_str("\n\n");
-    }
-
-    /// Appends the event as a long-poll list entry:
-    /// `{"id":…,"event":…,"data":{…}}`.
-    pub fn write_json(&self, out: &mut String) {
-        let _ = write!(out, "{{\"id\":{},\"event\":\"{}\",\"data\":", self.id, self.what.name());
-        self.write_data(out);
-        out.push('}');
+    pub fn write_sse(&self, out: &mut Vec<u8>) {
+        use std::io::Write as _;
+        let _ = write!(out, "id: {}\nevent: {}\ndata: ", self.id, self.kind.name());
+        // Serializing plain fields into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, &Data(self));
+        out.extend_from_slice(b"\n\n");
     }
 }
 
@@ -120,6 +147,11 @@ impl EventLog {
         self.last_id
     }
 
+    /// The id of the oldest event held (the next one to come when none is).
+    pub fn first_id(&self) -> u64 {
+        self.ring.front().map_or(self.last_id + 1, |e| e.id)
+    }
+
     /// Events still held in the ring.
     pub fn len(&self) -> usize {
         self.ring.len()
@@ -129,14 +161,31 @@ impl EventLog {
         self.ring.is_empty()
     }
 
+    /// The most recent event, if any is held.
+    pub fn latest(&self) -> Option<&Event> {
+        self.ring.back()
+    }
+
+    /// The event with this id, if still held.
+    pub fn get(&self, id: u64) -> Option<&Event> {
+        let index = id.checked_sub(self.first_id())?;
+        self.ring.get(usize::try_from(index).ok()?)
+    }
+
     /// Appends an event, dropping the oldest if the ring is full.
-    pub fn publish(&mut self, mac: Mac, what: What, at_unix_ms: u64) -> &Event {
+    pub fn publish(&mut self, mac: Mac, kind: EventKind, at_unix_ms: u64) -> &Event {
         self.last_id += 1;
         if self.ring.len() == self.capacity {
             self.ring.pop_front();
         }
-        self.ring.push_back(Event { id: self.last_id, at_unix_ms, mac, what });
+        self.ring.push_back(Event { id: self.last_id, at_unix_ms, mac, kind });
         self.ring.back().expect("just pushed")
+    }
+
+    /// The events held from `id` on, oldest first (`id` itself included).
+    pub fn from(&self, id: u64) -> std::collections::vec_deque::Iter<'_, Event> {
+        let skip = usize::try_from(id.saturating_sub(self.first_id())).unwrap_or(usize::MAX);
+        self.ring.range(skip.min(self.ring.len())..)
     }
 
     /// The events with an id greater than `id`, oldest first. An id the log
@@ -146,10 +195,7 @@ impl EventLog {
         if id > self.last_id {
             return Since { lost: true, events: self.ring.range(..) };
         }
-        // The first id still held (or the next one, if the ring is empty).
-        let oldest = self.ring.front().map_or(self.last_id + 1, |e| e.id);
-        let skip = usize::try_from((id + 1).saturating_sub(oldest)).unwrap_or(usize::MAX);
-        Since { lost: id + 1 < oldest, events: self.ring.range(skip.min(self.ring.len())..) }
+        Since { lost: id + 1 < self.first_id(), events: self.from(id + 1) }
     }
 }
 
@@ -158,7 +204,7 @@ mod tests {
     use super::*;
 
     const MAC: Mac = Mac([1, 2, 3, 4, 5, 6]);
-    const HERE: What = What::Location { lat: 1.5, lon: -2.25 };
+    const HERE: EventKind = EventKind::Location { lat: 1.5, lon: -2.25 };
 
     fn ids(since: Since<'_>) -> (bool, Vec<u64>) {
         (since.lost, since.events.map(|e| e.id).collect())
@@ -167,7 +213,7 @@ mod tests {
     #[test]
     fn ids_start_at_one_and_are_contiguous() {
         let mut log = EventLog::new(10);
-        assert_eq!(log.last_id(), 0);
+        assert_eq!((log.last_id(), log.first_id()), (0, 1));
         assert_eq!(log.publish(MAC, HERE, 0).id, 1);
         assert_eq!(log.publish(MAC, HERE, 0).id, 2);
         assert_eq!(log.last_id(), 2);
@@ -175,6 +221,9 @@ mod tests {
         assert_eq!(ids(log.since(1)), (false, vec![2]));
         assert_eq!(ids(log.since(2)), (false, vec![]));
         assert_eq!(ids(log.since(99)), (true, vec![1, 2]), "an id from before a restart: start over");
+        assert_eq!(log.get(2).map(|e| e.id), Some(2));
+        assert_eq!(log.get(3), None);
+        assert_eq!(log.from(2).map(|e| e.id).collect::<Vec<_>>(), vec![2]);
     }
 
     #[test]
@@ -183,11 +232,12 @@ mod tests {
         for _ in 0..5 {
             log.publish(MAC, HERE, 0);
         }
-        assert_eq!(log.len(), 3);
+        assert_eq!((log.len(), log.first_id()), (3, 3));
         assert_eq!(ids(log.since(0)), (true, vec![3, 4, 5]));
         assert_eq!(ids(log.since(1)), (true, vec![3, 4, 5]));
         assert_eq!(ids(log.since(2)), (false, vec![3, 4, 5]), "2 seen, 3 onwards held: nothing lost");
         assert_eq!(ids(log.since(4)), (false, vec![5]));
+        assert_eq!(log.get(2), None, "gone");
     }
 
     #[test]
@@ -209,32 +259,34 @@ mod tests {
         let peer = Peer::from("10.0.0.7:4242".parse::<std::net::SocketAddr>().unwrap());
         let cases = [
             (
-                What::Connected { peer },
+                EventKind::Connected { peer },
                 r#"{"mac":"01:02:03:04:05:06","peer":"10.0.0.7:4242","at":"1970-01-01T00:00:01.500Z"}"#,
             ),
             (
-                What::Disconnected { reason: CloseReason::Idle },
+                EventKind::Disconnected { reason: CloseReason::Idle },
                 r#"{"mac":"01:02:03:04:05:06","reason":"idle","at":"1970-01-01T00:00:01.500Z"}"#,
             ),
             (HERE, r#"{"mac":"01:02:03:04:05:06","lat":1.5,"lon":-2.25,"at":"1970-01-01T00:00:01.500Z"}"#),
+            (
+                EventKind::Location { lat: 90.0, lon: -180.0 },
+                r#"{"mac":"01:02:03:04:05:06","lat":90.0,"lon":-180.0,"at":"1970-01-01T00:00:01.500Z"}"#,
+            ),
         ];
-        for (what, data) in cases {
-            let event = Event { id: 7, at_unix_ms: 1500, mac: MAC, what };
-            let mut out = String::new();
-            event.write_data(&mut out);
-            assert_eq!(out, data);
+        for (kind, data) in cases {
+            let event = Event { id: 7, at_unix_ms: 1500, mac: MAC, kind };
+            assert_eq!(serde_json::to_string(&Data(&event)).unwrap(), data);
         }
     }
 
     #[test]
     fn sse_and_json_framing() {
-        let event = Event { id: 7, at_unix_ms: 0, mac: MAC, what: What::Disconnected { reason: CloseReason::Idle } };
+        let event =
+            Event { id: 7, at_unix_ms: 0, mac: MAC, kind: EventKind::Disconnected { reason: CloseReason::Idle } };
         let data = r#"{"mac":"01:02:03:04:05:06","reason":"idle","at":"1970-01-01T00:00:00.000Z"}"#;
-        let mut sse = String::new();
+        let mut sse = Vec::new();
         event.write_sse(&mut sse);
-        assert_eq!(sse, format!("id: 7\nevent: disconnected\ndata: {data}\n\n"));
-        let mut json = String::new();
-        event.write_json(&mut json);
+        assert_eq!(String::from_utf8(sse).unwrap(), format!("id: 7\nevent: disconnected\ndata: {data}\n\n"));
+        let json = serde_json::to_string(&event).unwrap();
         assert_eq!(json, format!(r#"{{"id":7,"event":"disconnected","data":{data}}}"#));
     }
 }

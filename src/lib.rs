@@ -9,40 +9,46 @@
 //!
 //! # Layout
 //!
-//! - [`reactor`]: the event loop: owns the poller, the slab of connections,
-//!   the timing wheel and the two listeners (collars, HTTP); accepts,
-//!   reads, writes, closes, and serves the app API and its pushes.
-//! - [`connection`]: what the slab holds per connection: socket, output
-//!   buffer, deadline, phase (open, closing, lingering) and protocol state.
-//! - [`device`]: the collar protocol, sans-IO: MAC parsing, line parsing,
-//!   replies, and the session rules (handshake, heartbeat, idle).
-//! - [`http`]: the app side's HTTP/1.1, sans-IO: request parsing (on
-//!   `httparse`), routing, responses, JSON, the per-connection state.
-//! - [`events`]: the ring of device events behind SSE and long polling.
-//! - [`line`]: the line framer, sans-IO: bytes in, lines out.
+//! - [`reactor`]: the event loop, which knows no protocol: the poller, the
+//!   slab of connections and their tokens, reads, output buffers and the
+//!   flush phase, the timing wheel, closing and lingering, the per-turn
+//!   budgets; and the two traits the rest plugs in with, [`reactor::Session`]
+//!   (a protocol) and [`reactor::App`] (what connections share).
+//! - [`device`]: the collar protocol, sans-IO: framing, parsing, the rules
+//!   (handshake, heartbeat, idle), and its session.
+//! - [`http`]: the app's HTTP/1.1, sans-IO: request heads (on `httparse`),
+//!   chunked bodies, routing and the API's decisions, responses, and its
+//!   session (pipelining, long polls, streams).
+//! - [`proto`]: the two protocols as the one session type of the reactor.
+//! - [`effect`]: what sessions ask of the hub, and its replies.
+//! - [`hub`]: the shared state (collars online, the event log and its
+//!   subscribers, waiting location queries) and what effects do to it.
+//! - [`events`]: the event log, and the JSON of an event.
+//! - [`gateway`]: the reactor serving the hub, set up from the [`Config`].
 //! - [`wheel`]: the hashed timing wheel behind every deadline.
-//! - [`io`]: the one place that calls `read`/`write` and names the outcome.
 //! - [`net`]: listener setup with socket2, socket options, fd limits.
 //! - [`close`]: why a connection ended, and the `BYE` line that says so.
-//! - [`stats`]: every counter, and the periodic report line.
-//! - [`metrics`]: the counters in Prometheus text format.
+//! - [`stats`], [`metrics`]: every counter, the periodic report line, and
+//!   `/metrics` in Prometheus text format.
 //! - [`config`]: every setting, which is also the command line.
 //! - [`time`]: the reactor's millisecond clock.
 
 pub mod close;
 pub mod config;
-pub mod connection;
 pub mod device;
+pub mod effect;
 pub mod events;
+pub mod gateway;
 pub mod http;
-pub mod io;
-pub mod line;
+pub mod hub;
 pub mod metrics;
 pub mod net;
+pub mod proto;
 pub mod reactor;
 pub mod stats;
 pub mod time;
 pub mod wheel;
 
 pub use config::Config;
-pub use reactor::{Exit, Handle, Reactor};
+pub use gateway::Gateway;
+pub use reactor::{Exit, Handle};

@@ -1,43 +1,47 @@
 //! `/metrics` in the Prometheus text exposition format (version 0.0.4).
 //!
-//! Renders the reactor's [`Stats`] counters and a few current levels. Every
-//! label combination is always present (zero until it happens), so series
-//! do not appear out of nowhere.
+//! Renders the [`Stats`] counters and the current levels of the reactor
+//! ([`Levels`]) and of the hub ([`HubLevels`]). Every label combination is
+//! always present (zero until it happens), so series do not appear out of
+//! nowhere.
 
 use std::fmt::Write as _;
 
 use crate::close::CloseReason;
-use crate::connection::Kind;
+use crate::reactor::{Budget, Kind, Levels};
 use crate::stats::{LOOP_BUCKETS, LineKind, Stats};
 
-/// Current levels, read from the reactor when the page is rendered.
+/// The hub's current levels, read when the page is rendered.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Levels {
-    /// Connections held, by [`Kind`].
-    pub connections: [usize; 2],
+pub struct HubLevels {
     pub devices_online: usize,
     pub sse_subscribers: usize,
     pub long_polls: usize,
     pub events_held: usize,
-    pub fd_limit: u64,
-    pub max_connections: usize,
-    pub max_http_connections: usize,
-    pub resident_memory_bytes: Option<u64>,
+    /// Bytes held by the rendered frames of recent events.
+    pub frame_cache_bytes: usize,
     pub uptime_seconds: f64,
 }
 
 /// Appends the whole exposition to `out`.
-pub fn render(out: &mut String, stats: &Stats, levels: &Levels) {
+pub fn render(out: &mut String, stats: &Stats, levels: &Levels, hub: &HubLevels) {
     let mut m = Writer { out };
 
-    m.family("tether_connections", "gauge", "Connections held, by kind.");
+    m.family("tether_connections", "gauge", "Connections held (open or closing), by kind.");
     for kind in Kind::ALL {
-        m.sample("tether_connections", &[("kind", kind.as_str())], levels.connections[kind as usize] as u64);
+        m.sample("tether_connections", &[("kind", kind.as_str())], levels.held[kind as usize] as u64);
     }
-    m.single("tether_devices_online", "gauge", "Identified devices online.", levels.devices_online as u64);
-    m.single("tether_sse_subscribers", "gauge", "Open Server-Sent Events streams.", levels.sse_subscribers as u64);
-    m.single("tether_long_polls", "gauge", "Long-poll requests waiting for an answer.", levels.long_polls as u64);
-    m.single("tether_events_held", "gauge", "Events held in the replay ring.", levels.events_held as u64);
+    m.single("tether_devices_online", "gauge", "Identified devices online.", hub.devices_online as u64);
+    m.single("tether_sse_subscribers", "gauge", "Open Server-Sent Events streams.", hub.sse_subscribers as u64);
+    m.single("tether_long_polls", "gauge", "Long-poll requests waiting for an answer.", hub.long_polls as u64);
+    m.single("tether_events_held", "gauge", "Events held in the replay ring.", hub.events_held as u64);
+    m.single(
+        "tether_event_frame_bytes",
+        "gauge",
+        "Bytes of rendered event frames kept while streams are open.",
+        hub.frame_cache_bytes as u64,
+    );
+    m.single("tether_events_delivered_total", "counter", "Events sent on event streams.", stats.events_delivered);
 
     m.family("tether_accepted_total", "counter", "Connections accepted, by kind (server-full rejections included).");
     for kind in Kind::ALL {
@@ -63,6 +67,8 @@ pub fn render(out: &mut String, stats: &Stats, levels: &Levels) {
     m.single("tether_lines_sent_total", "counter", "Lines sent to devices.", stats.lines_out);
     m.single("tether_bytes_received_total", "counter", "Bytes read from all connections.", stats.bytes_in);
     m.single("tether_bytes_sent_total", "counter", "Bytes written to all connections.", stats.bytes_out);
+    m.single("tether_socket_reads_total", "counter", "read calls that returned bytes.", stats.reads);
+    m.single("tether_socket_writes_total", "counter", "write calls that wrote bytes.", stats.writes);
     m.single("tether_takeovers_total", "counter", "Identifications that replaced a connection.", stats.takeovers);
     m.single("tether_heartbeat_pings_total", "counter", "Heartbeat PINGs sent.", stats.heartbeat_pings);
     let timeouts = stats.closed(Kind::Device, CloseReason::HeartbeatTimeout);
@@ -87,6 +93,16 @@ pub fn render(out: &mut String, stats: &Stats, levels: &Levels) {
         "Time spent waiting in poll.",
         stats.loop_wait.as_secs_f64(),
     );
+    m.single_f(
+        "tether_loop_longest_turn_seconds",
+        "gauge",
+        "The longest busy time of one loop turn since the start.",
+        stats.longest_turn_ever.as_secs_f64(),
+    );
+    m.family("tether_budget_spent_total", "counter", "Turns in which a per-turn budget ran out with work left.");
+    for budget in Budget::ALL {
+        m.sample("tether_budget_spent_total", &[("budget", budget.as_str())], stats.budget_spent[budget as usize]);
+    }
     m.family("tether_loop_iteration_seconds", "histogram", "Busy time of each loop turn.");
     let mut cumulative = 0;
     for (i, le) in LOOP_BUCKETS.iter().enumerate() {
@@ -99,17 +115,32 @@ pub fn render(out: &mut String, stats: &Stats, levels: &Levels) {
     m.sample("tether_loop_iteration_seconds_count", &[], cumulative);
 
     m.single("tether_fd_limit", "gauge", "Soft RLIMIT_NOFILE.", levels.fd_limit);
-    m.single("tether_max_connections", "gauge", "Connection cap in force.", levels.max_connections as u64);
+    m.single(
+        "tether_max_connections",
+        "gauge",
+        "Device connection cap in force.",
+        levels.caps[Kind::Device as usize] as u64,
+    );
     m.single(
         "tether_max_http_connections",
         "gauge",
         "HTTP connection cap in force.",
-        levels.max_http_connections as u64,
+        levels.caps[Kind::Http as usize] as u64,
     );
-    if let Some(rss) = levels.resident_memory_bytes {
+    m.single("tether_pooled_buffers", "gauge", "Output buffers kept for reuse.", levels.pooled_buffers as u64);
+    if let Some(rss) = resident_memory() {
         m.single("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", rss);
     }
-    m.single_f("tether_uptime_seconds", "gauge", "Seconds since the gateway started.", levels.uptime_seconds);
+    m.single_f("tether_uptime_seconds", "gauge", "Seconds since the gateway started.", hub.uptime_seconds);
+}
+
+/// The process's resident memory, from `/proc/self/statm`.
+fn resident_memory() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
 }
 
 struct Writer<'a> {
@@ -165,10 +196,11 @@ mod tests {
         stats.http_response(200);
         stats.loop_turn(Duration::from_micros(3));
         stats.loop_turn(Duration::from_millis(2));
-        let levels =
-            Levels { connections: [2, 1], devices_online: 2, resident_memory_bytes: Some(4096), ..Levels::default() };
+        stats.budget_spent(Budget::Timers);
+        let levels = Levels { held: [2, 1], ..Levels::default() };
+        let hub = HubLevels { devices_online: 2, ..HubLevels::default() };
         let mut out = String::new();
-        render(&mut out, &stats, &levels);
+        render(&mut out, &stats, &levels, &hub);
         for line in [
             "# TYPE tether_connections gauge",
             "tether_connections{kind=\"device\"} 2",
@@ -182,7 +214,9 @@ mod tests {
             "tether_loop_iteration_seconds_bucket{le=\"0.005\"} 2",
             "tether_loop_iteration_seconds_bucket{le=\"+Inf\"} 2",
             "tether_loop_iteration_seconds_count 2",
-            "process_resident_memory_bytes 4096",
+            "tether_budget_spent_total{budget=\"timers\"} 1",
+            "tether_budget_spent_total{budget=\"reads\"} 0",
+            "tether_loop_longest_turn_seconds 0.002",
         ] {
             assert!(out.lines().any(|l| l == line), "missing {line:?} in\n{out}");
         }

@@ -20,17 +20,24 @@ use crate::config::TcpKeepalive;
 pub struct ListenOptions {
     pub backlog: u32,
     pub keepalive: TcpKeepalive,
+    /// `SO_SNDBUF` for accepted sockets (`None`: the kernel's autotuning).
+    pub send_buffer: Option<usize>,
 }
 
 /// Binds a non-blocking listener with `SO_REUSEADDR` (so a restart does not
-/// wait for old connections in TIME_WAIT), `TCP_NODELAY` and the keepalive
-/// settings, all inherited by accepted sockets.
+/// wait for old connections in TIME_WAIT), `TCP_NODELAY`, the keepalive
+/// settings and the send buffer, all inherited by accepted sockets.
 pub fn listen(addr: SocketAddr, options: ListenOptions) -> io::Result<mio::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
     socket.set_tcp_nodelay(true)?;
     set_keepalive(&socket, options.keepalive)?;
+    if let Some(bytes) = options.send_buffer {
+        // Fixing it also turns off the kernel's autotuning, which would
+        // otherwise grow a stuck client's buffer to tcp_wmem's maximum.
+        socket.set_send_buffer_size(bytes)?;
+    }
     socket.bind(&addr.into())?;
     let backlog = i32::try_from(options.backlog).unwrap_or(i32::MAX);
     socket.listen(backlog)?;
@@ -80,7 +87,7 @@ pub fn fd_limit() -> io::Result<FdLimit> {
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit (the most an
 /// unprivileged process may ask for) and returns the limit before and
-/// after. Raising the hard limit itself needs `CAP_SYS_RESOURCE`; that is
+/// after (the same when it was there already). Raising the hard limit itself needs `CAP_SYS_RESOURCE`; that is
 /// the operator's job (see the README).
 pub fn raise_fd_limit() -> io::Result<(FdLimit, FdLimit)> {
     let before = fd_limit()?;
@@ -135,8 +142,11 @@ mod tests {
     fn accepted_sockets_inherit_the_listener_options() {
         let keepalive =
             TcpKeepalive::On { idle: Duration::from_secs(61), interval: Duration::from_secs(11), probes: 4 };
-        let (accepted, _client) = accept_one(ListenOptions { backlog: 16, keepalive });
+        let options = ListenOptions { backlog: 16, keepalive, send_buffer: Some(64 * 1024) };
+        let (accepted, _client) = accept_one(options);
         let sock = SockRef::from(&accepted);
+        // Linux reports twice the value set (its bookkeeping overhead).
+        assert_eq!(sock.send_buffer_size().unwrap(), 128 * 1024);
         assert!(sock.tcp_nodelay().unwrap());
         assert!(sock.keepalive().unwrap());
         assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(61));
@@ -146,7 +156,8 @@ mod tests {
 
     #[test]
     fn keepalive_off_is_inherited_too() {
-        let (accepted, _client) = accept_one(ListenOptions { backlog: 16, keepalive: TcpKeepalive::Off });
+        let (accepted, _client) =
+            accept_one(ListenOptions { backlog: 16, keepalive: TcpKeepalive::Off, send_buffer: None });
         assert!(!SockRef::from(&accepted).keepalive().unwrap());
     }
 

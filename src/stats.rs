@@ -16,8 +16,8 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::close::CloseReason;
-use crate::connection::Kind;
 use crate::device::Command;
+use crate::reactor::{Budget, Kind};
 use crate::time::Millis;
 
 /// Upper bounds (seconds) of the loop-iteration histogram buckets; one more
@@ -87,8 +87,19 @@ pub struct Stats {
     pub loop_busy: Duration,
     /// Time spent waiting in `poll`.
     pub loop_wait: Duration,
-    /// The longest single event handler since the last report.
-    pub slowest_handler: Duration,
+    /// The longest turn of the loop since the last report.
+    pub longest_turn: Duration,
+    /// The longest turn of the loop since the start.
+    pub longest_turn_ever: Duration,
+    /// `read` calls that returned bytes.
+    pub reads: u64,
+    /// `write` calls that wrote bytes.
+    pub writes: u64,
+    /// Times each per-turn budget ran out with work left, indexed like
+    /// [`Budget::ALL`].
+    pub budget_spent: [u64; Budget::ALL.len()],
+    /// Events sent on event streams (one per event per subscriber).
+    pub events_delivered: u64,
     /// Busy time of each loop turn, bucketed by [`LOOP_BUCKETS`] (the last
     /// bucket counts the slower ones).
     pub loop_histogram: [u64; LOOP_BUCKETS.len() + 1],
@@ -116,13 +127,16 @@ impl Stats {
         self.closed[kind as usize].iter().sum()
     }
 
-    pub fn handler_took(&mut self, took: Duration) {
-        self.slowest_handler = self.slowest_handler.max(took);
+    /// Counts a budget that ran out with work left.
+    pub fn budget_spent(&mut self, budget: Budget) {
+        self.budget_spent[budget as usize] += 1;
     }
 
     /// Records one loop turn's busy time.
     pub fn loop_turn(&mut self, busy: Duration) {
         self.loop_busy += busy;
+        self.longest_turn = self.longest_turn.max(busy);
+        self.longest_turn_ever = self.longest_turn_ever.max(busy);
         let secs = busy.as_secs_f64();
         let bucket = LOOP_BUCKETS.iter().position(|&le| secs <= le).unwrap_or(LOOP_BUCKETS.len());
         self.loop_histogram[bucket] += 1;
@@ -132,8 +146,9 @@ impl Stats {
         *self.http_responses.entry(status).or_default() += 1;
     }
 
-    /// The periodic info line: what happened since `prev`, `elapsed` ago.
-    pub fn report(&self, prev: &Stats, elapsed: Duration, gauges: Gauges) -> String {
+    /// The periodic info line: what happened since `prev`, `elapsed` ago,
+    /// with `held` connections by [`Kind`].
+    pub fn report(&self, prev: &Stats, elapsed: Duration, held: [usize; 2]) -> String {
         let secs = elapsed.as_secs_f64().max(1e-3);
         let rate = |now: u64, then: u64| (now - then) as f64 / secs;
         let busy = self.loop_busy - prev.loop_busy;
@@ -141,17 +156,17 @@ impl Stats {
         let busy_pct = 100.0 * busy.as_secs_f64() / (busy + wait).as_secs_f64().max(1e-9);
         let accepted = |s: &Stats| s.accepted.iter().sum::<u64>();
         let mut line = format!(
-            "connections={} devices={} http={} accepts/s={:.1} lines_in/s={:.1} lines_out/s={:.1} \
-             in={}B out={}B loop_busy={busy_pct:.1}% slowest_handler={:?} iterations={}",
-            gauges.connections,
-            gauges.devices,
-            gauges.http,
+            "connections={} http={} accepts/s={:.1} lines_in/s={:.1} lines_out/s={:.1} \
+             in={}B out={}B writes={} loop_busy={busy_pct:.1}% longest_turn={:?} iterations={}",
+            held.iter().sum::<usize>(),
+            held[Kind::Http as usize],
             rate(accepted(self), accepted(prev)),
             rate(self.lines_in.iter().sum(), prev.lines_in.iter().sum()),
             rate(self.lines_out, prev.lines_out),
             self.bytes_in - prev.bytes_in,
             self.bytes_out - prev.bytes_out,
-            self.slowest_handler,
+            self.writes - prev.writes,
+            self.longest_turn,
             self.loop_iterations - prev.loop_iterations,
         );
         let mut closes = String::new();
@@ -166,16 +181,18 @@ impl Stats {
         if fd > 0 {
             let _ = write!(line, " accept_emfile={fd}");
         }
+        let mut spent = String::new();
+        for budget in Budget::ALL {
+            let n = self.budget_spent[budget as usize] - prev.budget_spent[budget as usize];
+            if n > 0 {
+                let _ = write!(spent, "{}{}={n}", if spent.is_empty() { "" } else { "," }, budget.as_str());
+            }
+        }
+        if !spent.is_empty() {
+            let _ = write!(line, " budgets_spent={{{spent}}}");
+        }
         line
     }
-}
-
-/// Current levels that are not counters, for the report.
-#[derive(Debug, Clone, Copy)]
-pub struct Gauges {
-    pub connections: usize,
-    pub devices: usize,
-    pub http: usize,
 }
 
 /// Lets a warning through at most once per interval and counts the rest,
@@ -219,13 +236,13 @@ mod tests {
         now.lines_out = 20;
         now.loop_busy = Duration::from_millis(250);
         now.loop_wait = Duration::from_millis(750);
-        let line = now.report(&prev, Duration::from_secs(10), Gauges { connections: 47, devices: 40, http: 5 });
-        assert!(
-            line.starts_with("connections=47 devices=40 http=5 accepts/s=5.0 lines_in/s=2.0 lines_out/s=2.0"),
-            "{line}"
-        );
-        assert!(line.contains("loop_busy=25.0%"), "{line}");
-        assert!(line.ends_with("closes={replaced=1,idle=2}"), "{line}");
+        now.budget_spent(Budget::Requests);
+        now.loop_turn(Duration::from_millis(3));
+        let line = now.report(&prev, Duration::from_secs(10), [42, 5]);
+        assert!(line.starts_with("connections=47 http=5 accepts/s=5.0 lines_in/s=2.0 lines_out/s=2.0"), "{line}");
+        assert!(line.contains("loop_busy=25.2%"), "{line}");
+        assert!(line.contains("longest_turn=3ms"), "{line}");
+        assert!(line.ends_with("closes={replaced=1,idle=2} budgets_spent={requests=1}"), "{line}");
     }
 
     #[test]
@@ -237,6 +254,7 @@ mod tests {
         stats.loop_turn(Duration::from_secs(2));
         assert_eq!(stats.loop_histogram, [2, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1]);
         assert_eq!(stats.loop_busy, Duration::from_micros(2_003_015));
+        assert_eq!(stats.longest_turn_ever, Duration::from_secs(2));
     }
 
     #[test]

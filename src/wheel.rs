@@ -145,6 +145,14 @@ impl<T: Copy> Wheel<T> {
         Some(payload)
     }
 
+    /// When a pending timer fires: the start of its tick, which is at or
+    /// after the deadline it was filed with and less than one tick later.
+    /// `None` when the handle is stale.
+    pub fn due_at(&self, id: TimerId) -> Option<Millis> {
+        let node = self.nodes.get(id.index as usize)?;
+        (node.live && node.generation == id.generation).then(|| node.tick.saturating_mul(self.tick_ms))
+    }
+
     /// The earliest time at which [`Wheel::expire`] may have work: the start
     /// of the next non-empty slot's tick. It can be early (that slot may hold
     /// only timers for a later revolution) but never late.
@@ -318,6 +326,17 @@ mod tests {
         assert_eq!(w.cancel(b), None, "handle of a fired timer");
         assert_eq!(w.cancel(c), Some(3));
         assert!(w.is_empty());
+    }
+
+    #[test]
+    fn due_at_rounds_up_to_the_tick_and_forgets_stale_handles() {
+        let mut w = wheel();
+        let a = w.insert(45, 1);
+        assert_eq!(w.due_at(a), Some(50), "10 ms ticks: 45 fires at the start of tick 5");
+        let b = w.insert(60, 2);
+        assert_eq!(w.due_at(b), Some(60));
+        w.cancel(a);
+        assert_eq!(w.due_at(a), None);
     }
 
     #[test]

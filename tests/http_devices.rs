@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use common::{Client, Gateway, assert_like, config, json_response, mac, metric};
 use tether::Exit;
 use tether::close::CloseReason;
-use tether::connection::Kind;
+use tether::reactor::Kind;
 
 const MAC: &str = "CE:96:C2:78:27:FC";
 
@@ -29,6 +29,7 @@ fn device_json(mac: &str, peer: SocketAddr, location: Option<&str>) -> String {
     let location = match location {
         Some(fix) => {
             let (lat, lon) = fix.split_once(',').unwrap();
+            let (lat, lon) = (common::num(lat), common::num(lon));
             format!(r#"{{"lat":{lat},"lon":{lon},"at":"<TIME>"}}"#)
         }
         None => "null".into(),
@@ -420,7 +421,7 @@ fn a_location_query_the_collar_does_not_answer_in_time_is_504_and_the_next_asks_
     dev.send(b"LOCATION:3,4\n");
     let response = client.read_response();
     assert_eq!(response.status, 200);
-    assert_like(response.text(), r#"{"mac":"CE:96:C2:78:27:FC","location":{"lat":3,"lon":4,"at":"<TIME>"}}"#);
+    assert_like(response.text(), r#"{"mac":"CE:96:C2:78:27:FC","location":{"lat":3.0,"lon":4.0,"at":"<TIME>"}}"#);
 }
 
 #[test]

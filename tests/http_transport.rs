@@ -13,10 +13,10 @@ use std::io::Write;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Api, Gateway, HttpClient, STREAM_START, config, json_head, json_response, mac, metric};
+use common::{Gateway, STREAM_START, config, json_head, json_response, mac, metric};
 use tether::Config;
 use tether::close::CloseReason;
-use tether::connection::Kind;
+use tether::reactor::Kind;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -157,23 +157,36 @@ fn header_names_are_case_insensitive() {
 }
 
 #[test]
-fn a_chunked_request_body_is_refused_with_411_and_the_connection_closed() {
+fn a_chunked_request_body_is_decoded() {
     let gw = Gateway::start(config());
     let mut dev = gw.device(&mac(1));
     let mut client = gw.http_client();
-    client.send(
-        b"POST /devices/02:00:00:00:00:01/commands HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
-          4\r\nbeep\r\n0\r\n\r\n",
-    );
-    let body = r#"{"error":"chunked request bodies are not supported: send Content-Length"}"#;
-    client.expect(json_response("411 Length Required", body, &[], true).as_bytes());
+    client.send(b"POST /devices/02:00:00:00:00:01/commands HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nbe");
+    client.send(b"\r\n2;note=x\r\nep\r\n0\r\nX-Trailer: 1\r\n\r\n");
+    let body = r#"{"mac":"02:00:00:00:00:01","accepted":true,"bytes":5}"#;
+    client.expect(json_response("202 Accepted", body, &[], false).as_bytes());
+    dev.expect(b"beep\n");
+    // The connection goes on with the next request.
+    assert_eq!(client.get("/health").status, 200);
+}
+
+#[test]
+fn a_transfer_coding_other_than_chunked_is_501_and_a_chunked_body_over_the_limit_413() {
+    let gw = Gateway::start(Config { http_max_body: 8, ..config() });
+    let mut client = gw.http_client();
+    client.send(b"POST /devices/02:00:00:00:00:01/commands HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+    let body = r#"{"error":"only the chunked transfer coding is supported"}"#;
+    client.expect(json_response("501 Not Implemented", body, &[], true).as_bytes());
     client.expect_eof();
-    // Nothing reached the collar.
-    dev.send(b"PING\n");
-    dev.expect(b"PONG\n");
-    drop((client, dev));
+    let mut client = gw.http_client();
+    client.send(
+        b"POST /devices/02:00:00:00:00:01/commands HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n12345\r\n5\r\n",
+    );
+    client
+        .expect(json_response("413 Content Too Large", r#"{"error":"request body too large"}"#, &[], true).as_bytes());
+    client.expect_eof();
     let stats = gw.stop_drained();
-    assert_eq!(stats.closed(Kind::Http, CloseReason::BadRequest), 1);
+    assert_eq!(stats.closed(Kind::Http, CloseReason::BadRequest), 2);
 }
 
 /// `GET /devices` with an `X-Pad` header making the head exactly `len`
@@ -638,48 +651,56 @@ fn expect_100_continue_gets_an_interim_response_before_the_body() {
 }
 
 #[test]
-fn a_connection_over_max_http_connections_gets_503_and_is_closed() {
+fn at_the_http_cap_the_longest_idle_keep_alive_connection_makes_room() {
     let mut config = config();
     config.max_http_connections = 2;
     let gw = Gateway::start(config);
     let mut a = gw.http_client();
     let mut b = gw.http_client();
-    // Served, so both are held.
+    // Served, so both are held and idle; `a` the longer.
     assert_eq!(a.get("/devices").status, 200);
     assert_eq!(b.get("/devices").status, 200);
     let mut c = gw.http_client();
-    c.expect(json_response("503 Service Unavailable", r#"{"error":"server full"}"#, &[], true).as_bytes());
-    c.expect_eof();
-    // Devices do not count against the HTTP cap.
-    let mut dev = gw.device(&mac(1));
-    dev.send(b"PING\n");
-    dev.expect(b"PONG\n");
-    // Once one closes, there is room again.
-    drop(a);
-    gw.expect_log("closing: peer-closed");
-    let mut d = gw.http_client();
-    assert_eq!(d.get("/devices").status, 200);
-    assert_eq!(b.get("/devices").status, 200);
-    drop((b, c, d, dev));
+    assert_eq!(c.get("/devices").status, 200);
+    a.expect_eof();
+    assert_eq!(b.get("/devices").status, 200, "the one idle for less time stays");
+    drop((a, b, c));
     let stats = gw.stop_drained();
-    assert_eq!(stats.accepted, [1, 4]);
-    assert_eq!(stats.closed(Kind::Http, CloseReason::ServerFull), 1);
-    assert_eq!(stats.http_responses.get(&503), Some(&1));
+    assert_eq!(stats.accepted, [0, 3]);
+    assert_eq!(stats.closed(Kind::Http, CloseReason::Evicted), 1);
+    assert_eq!(stats.closed(Kind::Http, CloseReason::ServerFull), 0);
 }
 
 #[test]
-fn the_server_full_rejection_counts_in_metrics() {
+fn at_the_http_cap_with_none_idle_a_new_connection_gets_503_and_is_closed() {
     let mut config = config();
-    config.max_http_connections = 1;
+    config.max_http_connections = 2;
     let gw = Gateway::start(config);
-    let api = Api::new(gw.http);
-    assert_eq!(api.get("/health").status, 200);
-    let mut rejected = HttpClient::connect(gw.http);
-    assert_eq!(rejected.read_response().status, 503);
-    rejected.expect_eof();
-    let metrics = api.get("/metrics").body;
-    assert_eq!(metric(&metrics, r#"tether_rejected_total{reason="server-full"}"#), 1.0);
-    assert_eq!(metric(&metrics, r#"tether_closed_total{kind="http",reason="server-full"}"#), 1.0);
-    assert_eq!(metric(&metrics, r#"tether_http_responses_total{status="503"}"#), 1.0);
-    assert_eq!(metric(&metrics, "tether_max_http_connections"), 1.0);
+    let mut a = gw.http_client();
+    let mut b = gw.http_client();
+    // Each is in the middle of a request: neither may be closed for room.
+    a.send(b"GET /devices HTTP/1.1\r\n");
+    b.send(b"GET /health HTTP/1.1\r\n");
+    let mut c = gw.http_client();
+    c.expect(json_response("503 Service Unavailable", r#"{"error":"server full"}"#, &[], true).as_bytes());
+    c.expect_eof();
+    // Devices do not count against the HTTP cap, nor HTTP against theirs.
+    let mut dev = gw.device(&mac(1));
+    dev.send(b"PING\n");
+    dev.expect(b"PONG\n");
+    a.send(b"\r\n");
+    assert_eq!(a.read_response().status, 200);
+    b.send(b"\r\n");
+    assert_eq!(b.read_response().status, 200);
+    let metrics = b.get("/metrics");
+    let text = String::from_utf8(metrics.body).unwrap();
+    assert_eq!(metric(&text, r#"tether_rejected_total{reason="server-full"}"#), 1.0);
+    assert_eq!(metric(&text, r#"tether_closed_total{kind="http",reason="server-full"}"#), 1.0);
+    assert_eq!(metric(&text, r#"tether_http_responses_total{status="503"}"#), 1.0);
+    assert_eq!(metric(&text, "tether_max_http_connections"), 2.0);
+    drop((a, b, c, dev));
+    let stats = gw.stop_drained();
+    assert_eq!(stats.accepted, [1, 3]);
+    assert_eq!(stats.closed(Kind::Http, CloseReason::ServerFull), 1);
+    assert_eq!(stats.http_responses.get(&503), Some(&1));
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use common::Gateway;
 use serde_json::Value;
-use tether::connection::Kind;
+use tether::reactor::Kind;
 
 /// Longest a run may take beyond its own `--duration` before the test fails.
 const SLACK: Duration = Duration::from_secs(20);

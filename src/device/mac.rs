@@ -54,6 +54,13 @@ impl fmt::Display for Mac {
     }
 }
 
+impl serde::Serialize for Mac {
+    /// As its printed form, `"CE:96:C2:78:27:FC"`.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 impl FromStr for Mac {
     type Err = BadMac;
 

@@ -1,13 +1,18 @@
-//! The collar side: identity, protocol and per-connection session rules.
+//! The collar side: identity, framing, protocol and per-connection rules.
 //!
-//! Everything here is sans-IO: it turns lines into decisions and never
-//! touches a socket. The reactor (`crate::reactor::device`) does the I/O
-//! and applies those decisions.
+//! Everything here is sans-IO: bytes and times in, lines and effects out.
+//! [`DeviceSession`] is the collar protocol as the reactor drives it: it
+//! frames input into lines ([`line`]), parses them ([`protocol`]), applies
+//! the rules ([`rules`]), and answers on its own output.
 
+pub mod line;
 pub mod mac;
 pub mod protocol;
+pub mod rules;
 pub mod session;
 
+pub use line::{LineFramer, LineTooLong};
 pub use mac::Mac;
-pub use protocol::{Command, ErrorCode, Reply};
-pub use session::{Due, Fix, Session, Step, Timeouts};
+pub use protocol::{Command, ErrorCode, Line};
+pub use rules::{Collar, Due, Fix, Step, Timeouts};
+pub use session::{DeviceSession, DeviceSettings};

@@ -2,8 +2,9 @@
 //! gateway answers (sans-IO).
 //!
 //! [`parse`] turns one framed line into a [`Command`]; it knows nothing of
-//! connection state. [`Reply`] holds every line the gateway sends, each a
-//! static byte string, so answering costs no formatting and no allocation.
+//! connection state. [`Line`] holds every line the gateway sends (answers,
+//! the heartbeat probe, the location query), each a static byte string, so
+//! sending one costs no formatting and no allocation.
 
 use super::mac::Mac;
 
@@ -32,9 +33,10 @@ pub enum ErrorCode {
     AlreadyIdentified,
 }
 
-/// Every line the gateway sends to a device.
+/// Every line the gateway sends to a device, but `BYE` (see
+/// [`crate::close::CloseReason::bye`]) and the app's commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reply {
+pub enum Line {
     Ok,
     Pong,
     /// The heartbeat probe.
@@ -44,19 +46,19 @@ pub enum Reply {
     Err(ErrorCode),
 }
 
-impl Reply {
-    /// The reply as it goes on the wire, terminator included.
+impl Line {
+    /// The line as it goes on the wire, terminator included.
     pub fn bytes(self) -> &'static [u8] {
         match self {
-            Reply::Ok => b"OK\n",
-            Reply::Pong => b"PONG\n",
-            Reply::Ping => b"PING\n",
-            Reply::LocationQuery => b"location\n",
-            Reply::Err(ErrorCode::BadMac) => b"ERR bad-mac\n",
-            Reply::Err(ErrorCode::BadLocation) => b"ERR bad-location\n",
-            Reply::Err(ErrorCode::UnknownCommand) => b"ERR unknown-command\n",
-            Reply::Err(ErrorCode::NotIdentified) => b"ERR not-identified\n",
-            Reply::Err(ErrorCode::AlreadyIdentified) => b"ERR already-identified\n",
+            Line::Ok => b"OK\n",
+            Line::Pong => b"PONG\n",
+            Line::Ping => b"PING\n",
+            Line::LocationQuery => b"location\n",
+            Line::Err(ErrorCode::BadMac) => b"ERR bad-mac\n",
+            Line::Err(ErrorCode::BadLocation) => b"ERR bad-location\n",
+            Line::Err(ErrorCode::UnknownCommand) => b"ERR unknown-command\n",
+            Line::Err(ErrorCode::NotIdentified) => b"ERR not-identified\n",
+            Line::Err(ErrorCode::AlreadyIdentified) => b"ERR already-identified\n",
         }
     }
 }
@@ -161,10 +163,10 @@ mod tests {
     }
 
     #[test]
-    fn replies_are_exact_lines() {
-        assert_eq!(Reply::Ok.bytes(), b"OK\n");
-        assert_eq!(Reply::LocationQuery.bytes(), b"location\n");
-        assert_eq!(Reply::Err(ErrorCode::NotIdentified).bytes(), b"ERR not-identified\n");
-        assert_eq!(Reply::Err(ErrorCode::AlreadyIdentified).bytes(), b"ERR already-identified\n");
+    fn lines_are_exact() {
+        assert_eq!(Line::Ok.bytes(), b"OK\n");
+        assert_eq!(Line::LocationQuery.bytes(), b"location\n");
+        assert_eq!(Line::Err(ErrorCode::NotIdentified).bytes(), b"ERR not-identified\n");
+        assert_eq!(Line::Err(ErrorCode::AlreadyIdentified).bytes(), b"ERR already-identified\n");
     }
 }

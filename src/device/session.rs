@@ -1,306 +1,257 @@
-//! The state of one collar connection and its rules (sans-IO).
+//! The collar protocol as the reactor drives it (sans-IO).
 //!
-//! A session starts in the handshake (no MAC yet) and becomes identified
-//! after a valid `IDENTIFY`. [`Session::on_command`] applies one parsed line
-//! and says what the reactor must do; [`Session::on_deadline`] applies the
-//! handshake, heartbeat and idle rules at a given `now`. Neither touches a
-//! socket or a clock, so both are tested with plain values.
-//!
-//! Liveness is the connection's `last_rx`: the time any byte last arrived,
-//! which the reactor stores on every read. The session never re-arms a timer
-//! itself; [`Session::next_deadline`] derives the next deadline from
-//! `last_rx`, so resetting the idle and heartbeat clocks costs one store.
+//! A [`DeviceSession`] takes whatever bytes a read returned, frames them
+//! into lines, applies each to the collar's rules, and appends the answers
+//! to its output: many lines in one read get their answers in one write
+//! at the end of the turn. What the rest of the gateway must hear of (the
+//! collar identified, reported a fix, went away) is returned as an
+//! [`Effect`]. Deadlines come from the rules; the heartbeat `PING` is sent
+//! from here, and a close is announced with `BYE <reason>`.
 
-use std::cmp::min;
-use std::time::Duration;
-
-use super::mac::Mac;
-use super::protocol::{Command, ErrorCode, Reply};
 use crate::close::CloseReason;
-use crate::time::{Millis, deadline};
+use crate::effect::{Effect, Reply};
+use crate::reactor::{CxOf, Next, OutputLimit, Session};
+use crate::stats::LineKind;
+use crate::time::Millis;
 
-/// The device deadlines. A zero duration disables that deadline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    /// From connect to a successful IDENTIFY.
-    pub handshake: Duration,
-    /// Silence after which the gateway sends a heartbeat `PING`.
-    pub heartbeat_interval: Duration,
-    /// Further silence after that `PING` before the peer is presumed dead.
-    pub heartbeat_timeout: Duration,
-    /// Silence after which the device is told `BYE idle`.
-    pub idle: Duration,
+use super::line::LineFramer;
+use super::protocol::{self, Line};
+use super::rules::{Collar, Due, Step, Timeouts};
+
+/// The collar protocol's settings.
+#[derive(Debug, Clone)]
+pub struct DeviceSettings {
+    /// Longest line, terminator included.
+    pub max_line: usize,
+    /// Most unsent output before the collar is dropped as a slow consumer.
+    pub max_output: usize,
+    pub timeouts: Timeouts,
 }
 
-/// A device's last reported position.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Fix {
-    pub lat: f64,
-    pub lon: f64,
-    /// When the report arrived.
-    pub at: Millis,
-}
-
-/// One collar's session.
+/// One collar connection: its unfinished line and its state.
 #[derive(Debug)]
-pub struct Session {
-    /// `None` during the handshake; set once by a valid IDENTIFY.
-    pub mac: Option<Mac>,
-    pub connected_at: Millis,
-    /// When the last heartbeat PING went out (0: never). A PING is
-    /// outstanding exactly while this is later than the connection's
-    /// `last_rx`, so receiving anything answers it without a store here.
-    ping_sent_at: Millis,
-    /// Boxed: most of a session's life is spent idle, and a box keeps the
-    /// slab entry of a device that never reported a fix small.
-    pub location: Option<Box<Fix>>,
+pub struct DeviceSession {
+    framer: LineFramer,
+    pub collar: Collar,
 }
 
-/// What the reactor must do after a command.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Step {
-    /// Send this line back.
-    Reply(Reply),
-    /// The device just identified: resolve any takeover, then answer `OK`.
-    Identified(Mac),
-    /// A new fix is stored in [`Session::location`]; no answer.
-    Located,
-    /// Nothing to send.
-    Silent,
-}
-
-/// What a deadline check found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Due {
-    /// Nothing is due yet (the deadline moved because bytes arrived).
-    Nothing,
-    /// Send a heartbeat `PING`.
-    Ping,
-    /// Close the connection.
-    Close(CloseReason),
-}
-
-impl Session {
-    pub fn new(connected_at: Millis) -> Session {
-        Session { mac: None, connected_at, ping_sent_at: 0, location: None }
-    }
-
-    /// Applies one command received at `now`.
-    pub fn on_command(&mut self, command: Command, now: Millis) -> Step {
-        match (self.mac, command) {
-            (_, Command::Ping) => Step::Reply(Reply::Pong),
-            (None, Command::Identify(mac)) => {
-                self.mac = Some(mac);
-                Step::Identified(mac)
-            }
-            (None, Command::Invalid(ErrorCode::BadMac)) => Step::Reply(Reply::Err(ErrorCode::BadMac)),
-            (None, _) => Step::Reply(Reply::Err(ErrorCode::NotIdentified)),
-            (Some(_), Command::Identify(_) | Command::Invalid(ErrorCode::BadMac)) => {
-                Step::Reply(Reply::Err(ErrorCode::AlreadyIdentified))
-            }
-            (Some(_), Command::Pong) => Step::Silent,
-            (Some(_), Command::Location { lat, lon }) => {
-                let fix = Fix { lat, lon, at: now };
-                match &mut self.location {
-                    Some(stored) => **stored = fix,
-                    None => self.location = Some(Box::new(fix)),
-                }
-                Step::Located
-            }
-            (Some(_), Command::Invalid(code)) => Step::Reply(Reply::Err(code)),
-        }
-    }
-
-    /// Whether a heartbeat PING is unanswered, given when bytes last arrived.
-    pub fn awaiting_pong(&self, last_rx: Millis) -> bool {
-        self.ping_sent_at > last_rx
-    }
-
-    /// The next moment [`Session::on_deadline`] may have work, given the
-    /// time the last byte arrived; `None` when every deadline is disabled.
-    pub fn next_deadline(&self, last_rx: Millis, t: &Timeouts) -> Option<Millis> {
-        let idle = deadline(last_rx, t.idle);
-        if self.mac.is_none() {
-            // The idle deadline applies during the handshake too, so a
-            // silent socket is dropped even with the handshake timeout off.
-            return earliest(deadline(self.connected_at, t.handshake), idle);
-        }
-        let heartbeat = if self.awaiting_pong(last_rx) {
-            deadline(self.ping_sent_at, t.heartbeat_timeout)
-        } else {
-            deadline(last_rx, t.heartbeat_interval)
-        };
-        earliest(heartbeat, idle)
-    }
-
-    /// Applies the deadlines at `now`.
-    pub fn on_deadline(&mut self, now: Millis, last_rx: Millis, t: &Timeouts) -> Due {
-        let passed = |at: Option<Millis>| at.is_some_and(|at| now >= at);
-        if self.mac.is_none() && passed(deadline(self.connected_at, t.handshake)) {
-            return Due::Close(CloseReason::HandshakeTimeout);
-        }
-        if passed(deadline(last_rx, t.idle)) {
-            return Due::Close(CloseReason::Idle);
-        }
-        if self.mac.is_none() {
-            return Due::Nothing;
-        }
-        if self.awaiting_pong(last_rx) {
-            if passed(deadline(self.ping_sent_at, t.heartbeat_timeout)) {
-                return Due::Close(CloseReason::HeartbeatTimeout);
-            }
-        } else if passed(deadline(last_rx, t.heartbeat_interval)) {
-            self.ping_sent_at = now;
-            return Due::Ping;
-        }
-        Due::Nothing
+impl DeviceSession {
+    pub fn new(now: Millis) -> DeviceSession {
+        DeviceSession { framer: LineFramer::default(), collar: Collar::new(now) }
     }
 }
 
-/// The earlier of two optional deadlines.
-fn earliest(a: Option<Millis>, b: Option<Millis>) -> Option<Millis> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(min(a, b)),
-        (a, b) => a.or(b),
+impl Session for DeviceSession {
+    type Config = DeviceSettings;
+    type Effect = Effect;
+    type Reply = Reply;
+
+    fn on_input(&mut self, input: &[u8], cx: &mut CxOf<'_, Self>) -> Next {
+        let collar = &mut self.collar;
+        let framed = self.framer.feed(input, cx.config.max_line, |line| {
+            on_line(collar, line, cx);
+            std::ops::ControlFlow::Continue(())
+        });
+        match framed {
+            Ok(()) => Next::Continue,
+            Err(_too_long) => Next::Close(CloseReason::LineTooLong),
+        }
     }
+
+    fn on_reply(&mut self, _reply: Reply, _cx: &mut CxOf<'_, Self>) -> Next {
+        // A collar asks the hub nothing.
+        Next::Continue
+    }
+
+    fn on_deadline(&mut self, cx: &mut CxOf<'_, Self>) -> Next {
+        match self.collar.on_deadline(cx.now, cx.last_rx, &cx.config.timeouts) {
+            Due::Nothing => Next::Continue,
+            Due::Ping => {
+                cx.stats.heartbeat_pings += 1;
+                cx.stats.lines_out += 1;
+                cx.send(Line::Ping.bytes());
+                Next::Continue
+            }
+            Due::Close(reason) => Next::Close(reason),
+        }
+    }
+
+    fn on_drain(&mut self, _cx: &mut CxOf<'_, Self>) -> Next {
+        Next::Close(CloseReason::Shutdown)
+    }
+
+    fn on_close(&mut self, reason: CloseReason, cx: &mut CxOf<'_, Self>) {
+        if reason == CloseReason::SlowConsumer {
+            // The peer is not reading: drop the backlog (not the reason),
+            // but finish a line already started, so it never sees a torn
+            // line before its BYE.
+            cx.out.keep_started_line(cx.pool);
+        }
+        if let Some(bye) = reason.bye() {
+            cx.stats.lines_out += 1;
+            cx.send(bye);
+        }
+        if let Some(mac) = self.collar.mac {
+            cx.effects.push(Effect::Offline { mac, reason });
+        }
+    }
+
+    fn deadline(&self, config: &DeviceSettings, last_rx: Millis) -> Option<Millis> {
+        self.collar.next_deadline(last_rx, &config.timeouts)
+    }
+
+    fn output_limit(&self, config: &DeviceSettings) -> OutputLimit {
+        OutputLimit::CloseAbove(config.max_output)
+    }
+}
+
+/// Applies one line: answer it, and tell the hub what changed.
+fn on_line(collar: &mut Collar, line: &[u8], cx: &mut CxOf<'_, DeviceSession>) {
+    let command = protocol::parse(line);
+    cx.stats.line_in(LineKind::of(&command));
+    let answer = match collar.on_command(command, cx.now) {
+        Step::Reply(answer) => answer,
+        Step::Silent => return,
+        Step::Located => {
+            if let (Some(mac), Some(&fix)) = (collar.mac, collar.location.as_deref()) {
+                cx.effects.push(Effect::Located { mac, fix });
+            }
+            return;
+        }
+        Step::Identified(mac) => {
+            cx.effects.push(Effect::Identified { mac });
+            Line::Ok
+        }
+    };
+    cx.stats.lines_out += 1;
+    cx.send(answer.bytes());
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::device::Mac;
+    use crate::reactor::{Budgets, Cx, OutBuf, Pool};
+    use crate::stats::Stats;
 
-    const MAC: Mac = Mac([1, 2, 3, 4, 5, 6]);
+    const MAC: Mac = Mac([0xCE, 0x96, 0xC2, 0x78, 0x27, 0xFC]);
 
-    fn timeouts() -> Timeouts {
-        Timeouts {
-            handshake: Duration::from_millis(100),
-            heartbeat_interval: Duration::from_millis(300),
-            heartbeat_timeout: Duration::from_millis(50),
-            idle: Duration::from_millis(1000),
+    fn settings() -> DeviceSettings {
+        DeviceSettings {
+            max_line: 32,
+            max_output: 64,
+            timeouts: Timeouts {
+                handshake: Duration::from_millis(100),
+                heartbeat_interval: Duration::from_millis(300),
+                heartbeat_timeout: Duration::from_millis(50),
+                idle: Duration::from_millis(1000),
+            },
         }
     }
 
-    fn identified(at: Millis) -> Session {
-        let mut s = Session::new(at);
-        assert_eq!(s.on_command(Command::Identify(MAC), at), Step::Identified(MAC));
-        s
+    /// A session with its own output, effects and stats, driven by hand.
+    struct Harness {
+        session: DeviceSession,
+        settings: DeviceSettings,
+        out: OutBuf,
+        pool: Pool,
+        effects: Vec<Effect>,
+        stats: Stats,
+        budgets: Budgets,
+    }
+
+    impl Harness {
+        fn new() -> Harness {
+            Harness {
+                session: DeviceSession::new(0),
+                settings: settings(),
+                out: OutBuf::default(),
+                pool: Pool::default(),
+                effects: Vec::new(),
+                stats: Stats::default(),
+                budgets: Budgets::default(),
+            }
+        }
+
+        fn with<R>(
+            &mut self,
+            now: Millis,
+            last_rx: Millis,
+            f: impl FnOnce(&mut DeviceSession, &mut CxOf<'_, DeviceSession>) -> R,
+        ) -> R {
+            let mut cx = Cx {
+                now,
+                token: mio::Token(1),
+                last_rx,
+                draining: false,
+                config: &self.settings,
+                out: &mut self.out,
+                pool: &mut self.pool,
+                effects: &mut self.effects,
+                stats: &mut self.stats,
+                budgets: &self.budgets,
+            };
+            f(&mut self.session, &mut cx)
+        }
+
+        fn input(&mut self, now: Millis, bytes: &[u8]) -> Next {
+            self.with(now, now, |s, cx| s.on_input(bytes, cx))
+        }
+
+        /// The output so far, taken.
+        fn sent(&mut self) -> String {
+            let text = String::from_utf8(self.out.pending().to_vec()).unwrap();
+            self.out.clear(&mut self.pool);
+            text
+        }
     }
 
     #[test]
-    fn handshake_rules() {
-        let mut s = Session::new(0);
-        assert_eq!(s.on_command(Command::Ping, 1), Step::Reply(Reply::Pong));
-        assert_eq!(s.on_command(Command::Pong, 1), Step::Reply(Reply::Err(ErrorCode::NotIdentified)));
-        assert_eq!(
-            s.on_command(Command::Location { lat: 1.0, lon: 2.0 }, 1),
-            Step::Reply(Reply::Err(ErrorCode::NotIdentified))
-        );
-        assert_eq!(
-            s.on_command(Command::Invalid(ErrorCode::BadLocation), 1),
-            Step::Reply(Reply::Err(ErrorCode::NotIdentified))
-        );
-        assert_eq!(
-            s.on_command(Command::Invalid(ErrorCode::UnknownCommand), 1),
-            Step::Reply(Reply::Err(ErrorCode::NotIdentified))
-        );
-        assert_eq!(s.on_command(Command::Invalid(ErrorCode::BadMac), 1), Step::Reply(Reply::Err(ErrorCode::BadMac)));
-        assert_eq!(s.mac, None, "a bad MAC leaves the session in the handshake");
-        assert_eq!(s.on_command(Command::Identify(MAC), 2), Step::Identified(MAC));
-        assert_eq!(s.mac, Some(MAC));
+    fn lines_split_anywhere_are_answered_in_one_output() {
+        let mut h = Harness::new();
+        assert_eq!(h.input(1, b"PI"), Next::Continue);
+        assert_eq!(h.sent(), "");
+        assert_eq!(h.input(2, b"NG\nIDENTIFY:ce-96-c2-78-27-fc\r\nLOCATION:1.5,-2"), Next::Continue);
+        assert_eq!(h.sent(), "PONG\nOK\n");
+        assert_eq!(h.effects, vec![Effect::Identified { mac: MAC }]);
+        assert_eq!(h.input(3, b".5\nHELLO\n"), Next::Continue);
+        assert_eq!(h.sent(), "ERR unknown-command\n");
+        assert_eq!(h.effects[1], Effect::Located { mac: MAC, fix: crate::device::Fix { lat: 1.5, lon: -2.5, at: 3 } });
+        assert_eq!(h.stats.lines_out, 3);
     }
 
     #[test]
-    fn identified_rules() {
-        let mut s = identified(0);
-        let again = Step::Reply(Reply::Err(ErrorCode::AlreadyIdentified));
-        assert_eq!(s.on_command(Command::Identify(Mac([9; 6])), 1), again);
-        assert_eq!(s.on_command(Command::Invalid(ErrorCode::BadMac), 1), again);
-        assert_eq!(s.on_command(Command::Pong, 1), Step::Silent);
-        assert_eq!(s.on_command(Command::Ping, 1), Step::Reply(Reply::Pong));
-        assert_eq!(
-            s.on_command(Command::Invalid(ErrorCode::UnknownCommand), 1),
-            Step::Reply(Reply::Err(ErrorCode::UnknownCommand))
-        );
-        assert_eq!(
-            s.on_command(Command::Invalid(ErrorCode::BadLocation), 1),
-            Step::Reply(Reply::Err(ErrorCode::BadLocation))
-        );
-        assert_eq!(s.location, None);
-        assert_eq!(s.on_command(Command::Location { lat: 1.5, lon: -2.5 }, 7), Step::Located);
-        assert_eq!(s.location.as_deref(), Some(&Fix { lat: 1.5, lon: -2.5, at: 7 }));
-        assert_eq!(s.on_command(Command::Location { lat: 3.0, lon: 4.0 }, 9), Step::Located);
-        assert_eq!(s.location.as_deref(), Some(&Fix { lat: 3.0, lon: 4.0, at: 9 }));
+    fn a_line_over_max_line_closes() {
+        let mut h = Harness::new();
+        assert_eq!(h.input(1, &[b'A'; 40]), Next::Close(CloseReason::LineTooLong));
     }
 
     #[test]
-    fn handshake_timeout() {
-        let t = timeouts();
-        let mut s = Session::new(10);
-        assert_eq!(s.next_deadline(10, &t), Some(110));
-        assert_eq!(s.on_deadline(109, 50, &t), Due::Nothing, "bytes do not extend the handshake");
-        assert_eq!(s.on_deadline(110, 50, &t), Due::Close(CloseReason::HandshakeTimeout));
+    fn the_heartbeat_pings_and_a_silent_collar_is_closed_without_a_bye() {
+        let mut h = Harness::new();
+        assert_eq!(h.input(0, b"IDENTIFY:ce-96-c2-78-27-fc\n"), Next::Continue);
+        h.sent();
+        let s = &h.settings;
+        assert_eq!(h.session.deadline(s, 0), Some(300));
+        assert_eq!(h.with(300, 0, |s, cx| s.on_deadline(cx)), Next::Continue);
+        assert_eq!(h.sent(), "PING\n");
+        assert_eq!(h.session.deadline(&h.settings, 0), Some(350));
+        assert_eq!(h.with(350, 0, |s, cx| s.on_deadline(cx)), Next::Close(CloseReason::HeartbeatTimeout));
+        h.with(350, 0, |s, cx| s.on_close(CloseReason::HeartbeatTimeout, cx));
+        assert_eq!(h.sent(), "", "a peer presumed dead is not told");
+        assert_eq!(h.effects.last(), Some(&Effect::Offline { mac: MAC, reason: CloseReason::HeartbeatTimeout }));
     }
 
     #[test]
-    fn without_a_handshake_timeout_the_idle_timeout_still_applies() {
-        let t = Timeouts { handshake: Duration::ZERO, ..timeouts() };
-        let mut s = Session::new(0);
-        assert_eq!(s.next_deadline(200, &t), Some(1200));
-        assert_eq!(s.on_deadline(1199, 200, &t), Due::Nothing);
-        assert_eq!(s.on_deadline(1200, 200, &t), Due::Close(CloseReason::Idle));
-    }
-
-    #[test]
-    fn heartbeat_ping_then_timeout() {
-        let t = timeouts();
-        let mut s = identified(0);
-        assert_eq!(s.next_deadline(0, &t), Some(300));
-        assert_eq!(s.on_deadline(299, 0, &t), Due::Nothing);
-        assert_eq!(s.on_deadline(300, 0, &t), Due::Ping);
-        assert_eq!(s.next_deadline(0, &t), Some(350));
-        assert_eq!(s.on_deadline(349, 0, &t), Due::Nothing, "no second PING while one is outstanding");
-        assert_eq!(s.on_deadline(350, 0, &t), Due::Close(CloseReason::HeartbeatTimeout));
-    }
-
-    #[test]
-    fn any_byte_answers_the_heartbeat() {
-        let t = timeouts();
-        let mut s = identified(0);
-        assert_eq!(s.on_deadline(305, 0, &t), Due::Ping);
-        // Something arrived at 320: the ping is answered, the clock restarts.
-        assert_eq!(s.next_deadline(320, &t), Some(620));
-        assert_eq!(s.on_deadline(360, 320, &t), Due::Nothing);
-        assert_eq!(s.on_deadline(620, 320, &t), Due::Ping);
-    }
-
-    #[test]
-    fn idle_timeout_when_heartbeat_is_disabled() {
-        let t = Timeouts { heartbeat_interval: Duration::ZERO, ..timeouts() };
-        let mut s = identified(0);
-        assert_eq!(s.next_deadline(500, &t), Some(1500));
-        assert_eq!(s.on_deadline(1499, 500, &t), Due::Nothing);
-        assert_eq!(s.on_deadline(1500, 500, &t), Due::Close(CloseReason::Idle));
-    }
-
-    #[test]
-    fn idle_wins_when_it_comes_first() {
-        let t = Timeouts { idle: Duration::from_millis(200), ..timeouts() };
-        let mut s = identified(0);
-        assert_eq!(s.next_deadline(0, &t), Some(200));
-        assert_eq!(s.on_deadline(200, 0, &t), Due::Close(CloseReason::Idle));
-    }
-
-    #[test]
-    fn everything_disabled_means_no_deadline() {
-        let t = Timeouts {
-            handshake: Duration::ZERO,
-            heartbeat_interval: Duration::ZERO,
-            heartbeat_timeout: Duration::ZERO,
-            idle: Duration::ZERO,
-        };
-        assert_eq!(Session::new(0).next_deadline(0, &t), None);
-        let mut s = identified(0);
-        assert_eq!(s.next_deadline(0, &t), None);
-        assert_eq!(s.on_deadline(u64::MAX, 0, &t), Due::Nothing);
+    fn a_slow_consumer_gets_the_end_of_its_started_line_then_its_bye() {
+        let mut h = Harness::new();
+        assert_eq!(h.input(0, b"PING\nPING\n"), Next::Continue);
+        h.out.consume(2, &mut h.pool); // "PO" went out
+        h.with(1, 1, |s, cx| s.on_close(CloseReason::SlowConsumer, cx));
+        assert_eq!(h.sent(), "NG\nBYE slow-consumer\n");
+        assert!(h.effects.is_empty(), "a collar that never identified goes unannounced");
+        assert_eq!(h.session.output_limit(&h.settings), OutputLimit::CloseAbove(64));
     }
 }

@@ -1,33 +1,21 @@
-//! Writing JSON by hand: the API's responses are a few flat shapes, so a
-//! string escaper and `write!` are all it takes.
+//! JSON bodies: every answer of the API is a small flat shape, written by
+//! `serde_json` straight into the connection's output buffer.
 
-use std::fmt::Write as _;
-
-/// Appends `text` as a JSON string literal, quotes included.
-pub fn string(out: &mut String, text: &str) {
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
+use serde::Serialize;
 
 /// `{"error":"<message>"}`, the body of every error response.
-pub fn error(message: &str) -> String {
-    let mut out = String::from("{\"error\":");
-    string(&mut out, message);
-    out.push('}');
-    out
+pub fn error(message: &str) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Error<'a> {
+        error: &'a str,
+    }
+    to_vec(&Error { error: message })
+}
+
+/// Serializes a value that cannot fail to serialize (plain fields, no maps
+/// with non-string keys).
+pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_else(|e| unreachable!("plain JSON serializes: {e}"))
 }
 
 #[cfg(test)]
@@ -35,14 +23,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn escapes_what_json_requires() {
-        let mut out = String::new();
-        string(&mut out, "a\"b\\c\nd\u{1}é");
-        assert_eq!(out, r#""a\"b\\c\nd\u0001é""#);
-    }
-
-    #[test]
-    fn error_body() {
-        assert_eq!(error("not found"), r#"{"error":"not found"}"#);
+    fn error_bodies_escape_what_json_requires() {
+        assert_eq!(error("not found"), br#"{"error":"not found"}"#);
+        assert_eq!(error("a\"b\\c\nd\u{1}é"), "{\"error\":\"a\\\"b\\\\c\\nd\\u0001é\"}".as_bytes());
     }
 }

@@ -1,11 +1,13 @@
-//! The app side's HTTP/1.1, sans-IO: parsing requests, routing paths,
-//! writing responses and JSON.
+//! The app side's HTTP/1.1, sans-IO: request parsing, routing, the API's
+//! decisions, responses, and the connection's state machine.
 //!
-//! Nothing here touches a socket. The reactor (`crate::reactor::http` and
-//! `crate::reactor::api`) feeds these functions the bytes a connection has
-//! received and writes out the bytes they produce, so keep-alive,
-//! pipelining and every limit can be tested with byte strings.
+//! Nothing here touches a socket. [`HttpSession`] is fed the bytes a
+//! connection received and appends what it answers to the connection's
+//! output, so keep-alive, pipelining, chunked bodies and every limit are
+//! tested with byte strings.
 
+pub mod api;
+pub mod chunked;
 pub mod json;
 pub mod percent;
 pub mod request;
@@ -13,7 +15,7 @@ pub mod response;
 pub mod router;
 pub mod session;
 
-pub use request::{Limits, Method, Parse, Request, RequestError};
+pub use request::{Head, Limits, Method, RequestError};
 pub use response::Response;
 pub use router::{Route, RouteError};
-pub use session::{HttpDue, HttpSession, HttpTimeouts, State, Wait};
+pub use session::{HttpSession, HttpSettings, HttpTimeouts};

@@ -1,23 +1,42 @@
-//! The state of one HTTP connection between reads, and its deadlines
-//! (sans-IO).
+//! One HTTP/1.1 connection as the reactor drives it (sans-IO): request
+//! sequencing, keep-alive, pipelining, `100 Continue`, long polls, event
+//! streams and the HTTP deadlines.
 //!
-//! An HTTP connection is `Ready` while it reads and answers requests one
-//! after another (keep-alive, pipelining). A long poll puts it in
-//! `Waiting` until its answer is known or its timeout passes; requests
-//! pipelined behind it stay in `inbuf` until then, so answers go out in
-//! order. `GET /events` turns it into a `Streaming` connection for good.
+//! Received bytes accumulate in `inbuf` until a whole request is there
+//! (head by `httparse`, body by `Content-Length` or chunked); requests are
+//! answered strictly in order, at most [`crate::reactor::Budgets::requests`]
+//! per call, the rest on the next turn ([`Session::has_work`]). A request
+//! [`decide`]d to need the hub's state is asked as an [`Effect::Ask`], and
+//! the connection waits (`Awaiting`) for the [`Reply`]: at once for most,
+//! later for a long poll. Requests pipelined behind it stay in `inbuf`, so
+//! answers go out in order. `GET /events` turns the connection into a
+//! `Streaming` one for good: the hub produces its events.
 //!
-//! Like the device session, the connection has one timer, and
-//! [`HttpSession::next_deadline`] derives it from the state: the request
-//! timeout while a request is incomplete, the keep-alive idle timeout
-//! between requests, the poll's own deadline while waiting, and the next
-//! keepalive comment while streaming.
+//! Input is bounded by one request: while `inbuf` holds a whole request's
+//! worth (`max_head + max_body`), the session takes no more input, and
+//! while its output is backed up past `pause_above` the reactor does not
+//! read: a client that pipelines a million requests and reads the answers
+//! gets every answer, in order, in bounded memory.
+//!
+//! The connection has one deadline, derived from its state
+//! ([`HttpSession::deadline`]): the request timeout while a request is
+//! incomplete, the keep-alive idle timeout between requests, the long
+//! poll's own deadline while awaiting, the keepalive comment while
+//! streaming.
 
+use std::mem;
 use std::time::Duration;
 
-use mio::Token;
+use log::debug;
 
-use crate::device::Mac;
+use super::api::{self, Decision};
+use super::chunked::Chunked;
+use super::request::{self, Body, Limits, RequestError};
+use super::response::{self, Response};
+use crate::close::CloseReason;
+use crate::effect::{Answer, Effect, Query, Reply};
+use crate::reactor::Budget;
+use crate::reactor::{CxOf, Next, OutputLimit, Session};
 use crate::time::{Millis, deadline};
 
 /// The HTTP deadlines.
@@ -29,213 +48,365 @@ pub struct HttpTimeouts {
     /// A keep-alive connection with no request in progress is closed after
     /// this long.
     pub idle: Duration,
-    /// An event stream with nothing to send gets a `: keepalive` comment
-    /// this often.
+    /// An event stream gets a `: keepalive` comment this often.
     pub sse_keepalive: Duration,
 }
 
-/// A long poll in progress.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wait {
-    /// `GET /devices/{mac}/location`: waiting for that device connection's
-    /// `LOCATION:` line.
-    Location { device: Token, mac: Mac },
-    /// `GET /events/poll`: waiting for an event after `since`.
-    Events { since: u64, filter: Option<Mac> },
+/// The HTTP side's settings.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub limits: Limits,
+    pub timeouts: HttpTimeouts,
+    /// `Access-Control-Allow-Origin` on every response.
+    pub cors_origin: String,
+    /// The bearer token every endpoint but `/health` requires.
+    pub api_token: Option<String>,
+    /// Longest `timeout=` of a long poll.
+    pub max_wait: Duration,
+    /// Longest command line (the collars' `--max-line` minus its `\n`).
+    pub max_command: usize,
+    /// Input is not read while more than this much output is unsent.
+    pub pause_above: usize,
 }
 
+/// How one request is to be answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
+struct Exchange {
+    /// The connection stays open after the answer.
+    keep_alive: bool,
+    /// A HEAD request: headers only.
+    head_only: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum State {
     /// Reading and answering requests.
-    Ready,
-    /// Holding a long poll until `until`.
-    Waiting {
-        wait: Wait,
-        until: Millis,
-        /// Whether the connection stays open after the answer.
-        keep_alive: bool,
-    },
-    /// Sending Server-Sent Events; the connection belongs to the stream.
-    Streaming {
-        filter: Option<Mac>,
-        /// When bytes last went out, for the keepalive comment.
-        last_sent: Millis,
-    },
+    Reading,
+    /// Waiting for the hub's reply to a request; a long poll until `until`.
+    Awaiting { exchange: Exchange, until: Option<Millis> },
+    /// An event stream: the rest of the connection belongs to the hub's
+    /// events.
+    Streaming,
 }
 
-/// What a deadline check found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HttpDue {
-    Nothing,
-    /// A request did not arrive in full in time: answer 408 and close.
-    RequestTimeout,
-    /// Keep-alive idle for too long: close without a word.
-    Idle,
-    /// The long poll's time is up: answer it (504, or an empty event list).
-    WaitExpired(Wait),
-    /// Send the event stream's keepalive comment.
-    Keepalive,
+/// The request at the front of `inbuf`, once its head is parsed.
+#[derive(Debug)]
+enum Front {
+    /// A `Content-Length` body: the whole request is this long.
+    Length { total: usize },
+    /// A chunked body being decoded after a head of `head_len` bytes.
+    Chunked { head_len: usize, body: Box<Chunked> },
 }
 
 /// One HTTP connection's state.
 #[derive(Debug)]
 pub struct HttpSession {
-    /// Bytes received and not yet consumed by a complete request:
-    /// the request in progress and any pipelined after it.
-    pub inbuf: Vec<u8>,
-    /// Once the head of the request in progress has been parsed, its total
-    /// length (head + body), so the head is not parsed again for each
-    /// piece of the body.
-    pub awaiting: Option<usize>,
+    /// Bytes received and not yet consumed by a complete request.
+    inbuf: Vec<u8>,
+    /// What is known of the request at the front of `inbuf`, so that its
+    /// head is not parsed again for each piece of the body.
+    front: Option<Front>,
     /// Whether `100 Continue` went out for the request in progress.
-    pub continue_sent: bool,
+    continue_sent: bool,
     /// When the request in progress started (its first byte, or the
-    /// connection's accept), or, with `inbuf` empty after a response, when
-    /// the connection became idle.
-    pub mark: Millis,
+    /// connection's accept), or, between requests, when the connection
+    /// became idle; while streaming, when the last keepalive went out.
+    mark: Millis,
     /// Requests answered on this connection.
-    pub served: u64,
-    pub state: State,
+    served: u64,
+    state: State,
+    /// The request budget ran out with requests left in `inbuf`.
+    more: bool,
 }
 
 impl HttpSession {
     pub fn new(now: Millis) -> HttpSession {
         HttpSession {
             inbuf: Vec::new(),
-            awaiting: None,
+            front: None,
             continue_sent: false,
             mark: now,
             served: 0,
-            state: State::Ready,
+            state: State::Reading,
+            more: false,
         }
     }
 
     /// Between requests: nothing received of the next one, at least one
     /// answered. (A new connection is not idle: it owes its first request.)
     fn idle(&self) -> bool {
-        self.inbuf.is_empty() && self.served > 0
+        self.state == State::Reading && self.inbuf.is_empty() && self.served > 0
     }
 
-    /// Appends received bytes, starting the request clock if they begin a
-    /// new request.
-    pub fn received(&mut self, bytes: &[u8], now: Millis) {
-        if self.inbuf.is_empty() && self.served > 0 && self.state == State::Ready {
-            self.mark = now;
+    /// Answers the complete requests in `inbuf`, in order, until one is
+    /// incomplete, the connection awaits a reply or streams, or the budget
+    /// is spent.
+    fn process(&mut self, cx: &mut CxOf<'_, Self>) -> Next {
+        let mut answered = 0;
+        loop {
+            self.more = false;
+            if self.state != State::Reading || self.inbuf.is_empty() {
+                return Next::Continue;
+            }
+            if answered == cx.budgets.requests {
+                self.more = true;
+                cx.stats.budget_spent(Budget::Requests);
+                return Next::Continue;
+            }
+            let len = match self.front(cx) {
+                Ok(Some(len)) => len,
+                Ok(None) => return Next::Continue,
+                Err(e) => {
+                    let exchange = Exchange { keep_alive: false, head_only: false };
+                    self.respond(cx, exchange, &Answer::error(e.status(), e.message()), &[]);
+                    return Next::Close(CloseReason::BadRequest);
+                }
+            };
+            answered += 1;
+            // Taken out so the request can borrow it while the session
+            // changes; put back, minus the request, after.
+            let inbuf = mem::take(&mut self.inbuf);
+            let next = self.handle(&inbuf[..len], cx);
+            self.inbuf = inbuf;
+            self.consumed(len, cx.now);
+            if next != Next::Continue {
+                return next;
+            }
         }
-        self.inbuf.extend_from_slice(bytes);
     }
 
-    /// Ends a long poll: back to reading requests, with the keep-alive idle
-    /// clock (or the clock of a pipelined request) starting now rather
-    /// than when the poll began.
-    pub fn wait_over(&mut self, now: Millis) {
-        self.state = State::Ready;
-        self.mark = now;
+    /// The length of the complete request at the front of `inbuf`, `None`
+    /// while it is incomplete.
+    fn front(&mut self, cx: &mut CxOf<'_, Self>) -> Result<Option<usize>, RequestError> {
+        let limits = cx.config.limits;
+        match &mut self.front {
+            Some(Front::Length { total }) => return Ok((self.inbuf.len() >= *total).then_some(*total)),
+            Some(Front::Chunked { head_len, body }) => {
+                return Ok(body.feed(&self.inbuf[*head_len..], limits)?.map(|n| *head_len + n));
+            }
+            None => {}
+        }
+        let Some(head) = request::parse_head(&self.inbuf, limits)? else { return Ok(None) };
+        let (head_len, expects_continue) = (head.len, head.expects_continue);
+        let complete = match head.body {
+            Body::Length(n) => {
+                let total = head_len + n;
+                self.front = Some(Front::Length { total });
+                (self.inbuf.len() >= total).then_some(total)
+            }
+            Body::Chunked => {
+                let mut body = Box::<Chunked>::default();
+                let done = body.feed(&self.inbuf[head_len..], limits)?.map(|n| head_len + n);
+                self.front = Some(Front::Chunked { head_len, body });
+                done
+            }
+        };
+        if complete.is_none() && expects_continue && !mem::replace(&mut self.continue_sent, true) {
+            cx.send(response::CONTINUE);
+        }
+        Ok(complete)
     }
 
-    /// Drops a complete request of `len` bytes from the front of `inbuf`
-    /// and readies for the next one.
-    pub fn consumed(&mut self, len: usize, now: Millis) {
+    /// Handles the complete request `raw` (head and body as sent).
+    fn handle(&mut self, raw: &[u8], cx: &mut CxOf<'_, Self>) -> Next {
+        // The head was parsed already; it parses the same way again.
+        let Ok(Some(head)) = request::parse_head(raw, cx.config.limits) else {
+            unreachable!("a complete request's head parses");
+        };
+        let body: &[u8] = match &self.front {
+            Some(Front::Chunked { body, .. }) => &body.body,
+            _ => &raw[head.len..],
+        };
+        if log::log_enabled!(log::Level::Debug) {
+            debug!("{:?} HTTP {:?} {}{}", cx.token, head.method, head.path, api::redacted_query(head.query));
+        }
+        let exchange =
+            Exchange { keep_alive: head.keep_alive && !cx.draining, head_only: head.method == request::Method::Head };
+        match api::decide(&head, body, cx.config, cx.now, cx.draining) {
+            Decision::Respond(answer, headers) => self.answer(cx, exchange, &answer, &headers),
+            Decision::Ask(query, until) => {
+                cx.effects.push(Effect::Ask(query));
+                self.state = State::Awaiting { exchange, until };
+                Next::Continue
+            }
+        }
+    }
+
+    /// Drops a handled request from `inbuf`; the next one is timed from now.
+    fn consumed(&mut self, len: usize, now: Millis) {
         self.inbuf.drain(..len);
         if self.inbuf.is_empty() {
-            // Free the buffer: an idle keep-alive connection owns nothing.
+            // Free the buffer: an idle keep-alive connection holds none.
             self.inbuf = Vec::new();
         }
-        self.awaiting = None;
+        self.front = None;
         self.continue_sent = false;
         self.served += 1;
         self.mark = now;
     }
 
-    pub fn next_deadline(&self, t: &HttpTimeouts) -> Option<Millis> {
-        match self.state {
-            State::Ready if self.idle() => deadline(self.mark, t.idle),
-            State::Ready => deadline(self.mark, t.request),
-            State::Waiting { until, .. } => Some(until),
-            State::Streaming { last_sent, .. } => deadline(last_sent, t.sse_keepalive),
-        }
+    /// Writes a response and closes the connection after it unless the
+    /// exchange keeps it alive.
+    fn answer(
+        &mut self,
+        cx: &mut CxOf<'_, Self>,
+        exchange: Exchange,
+        answer: &Answer,
+        headers: &[(&'static str, &'static str)],
+    ) -> Next {
+        self.respond(cx, exchange, answer, headers);
+        if exchange.keep_alive { Next::Continue } else { Next::Close(CloseReason::Completed) }
     }
 
-    pub fn on_deadline(&self, now: Millis, t: &HttpTimeouts) -> HttpDue {
-        let passed = self.next_deadline(t).is_some_and(|at| now >= at);
-        if !passed {
-            return HttpDue::Nothing;
-        }
-        match self.state {
-            State::Ready if self.idle() => HttpDue::Idle,
-            State::Ready => HttpDue::RequestTimeout,
-            State::Waiting { wait, .. } => HttpDue::WaitExpired(wait),
-            State::Streaming { .. } => HttpDue::Keepalive,
-        }
+    fn respond(
+        &self,
+        cx: &mut CxOf<'_, Self>,
+        exchange: Exchange,
+        answer: &Answer,
+        headers: &[(&'static str, &'static str)],
+    ) {
+        let response =
+            Response { status: answer.status, content_type: answer.content_type, body: &answer.body, headers };
+        let cors = &cx.config.cors_origin;
+        cx.out.append_with(cx.pool, |buf| response.write(buf, cors, exchange.keep_alive, exchange.head_only));
+        cx.stats.http_response(answer.status);
+        debug!("{:?} -> HTTP {}", cx.token, answer.status);
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+impl Session for HttpSession {
+    type Config = HttpSettings;
+    type Effect = Effect;
+    type Reply = Reply;
 
-    const T: HttpTimeouts = HttpTimeouts {
-        request: Duration::from_millis(100),
-        idle: Duration::from_millis(1000),
-        sse_keepalive: Duration::from_millis(500),
-    };
-
-    #[test]
-    fn a_new_connection_owes_a_request() {
-        let s = HttpSession::new(10);
-        assert_eq!(s.next_deadline(&T), Some(110));
-        assert_eq!(s.on_deadline(109, &T), HttpDue::Nothing);
-        assert_eq!(s.on_deadline(110, &T), HttpDue::RequestTimeout);
+    fn on_input(&mut self, input: &[u8], cx: &mut CxOf<'_, Self>) -> Next {
+        if self.state == State::Streaming {
+            // An event stream has nothing to say back; its input is dropped.
+            return Next::Continue;
+        }
+        if self.inbuf.is_empty() && self.served > 0 && self.state == State::Reading {
+            // The first byte of a new request starts its clock.
+            self.mark = cx.now;
+        }
+        self.inbuf.extend_from_slice(input);
+        self.process(cx)
     }
 
-    #[test]
-    fn keep_alive_idle_then_a_new_request_restarts_the_clock() {
-        let mut s = HttpSession::new(0);
-        s.received(b"GET / HTTP/1.1\r\n\r\n", 5);
-        s.consumed(18, 20);
-        assert_eq!(s.next_deadline(&T), Some(1020), "idle between requests");
-        assert_eq!(s.on_deadline(1020, &T), HttpDue::Idle);
-        s.received(b"GET", 500);
-        assert_eq!(s.next_deadline(&T), Some(600), "a partial request has the request timeout");
-        s.received(b" / HTTP/1.1", 550);
-        assert_eq!(s.next_deadline(&T), Some(600), "more bytes of the same request do not extend it");
-        assert_eq!(s.on_deadline(600, &T), HttpDue::RequestTimeout);
+    fn on_resume(&mut self, cx: &mut CxOf<'_, Self>) -> Next {
+        self.process(cx)
     }
 
-    #[test]
-    fn consumed_keeps_pipelined_bytes_and_frees_when_empty() {
-        let mut s = HttpSession::new(0);
-        s.received(b"AAAABBB", 1);
-        s.awaiting = Some(4);
-        s.consumed(4, 2);
-        assert_eq!(s.inbuf, b"BBB");
-        assert_eq!(s.awaiting, None);
-        assert_eq!(s.next_deadline(&T), Some(102), "the pipelined request is timed from now");
-        s.consumed(3, 3);
-        assert_eq!(s.inbuf.capacity(), 0);
-        assert_eq!(s.served, 2);
+    fn on_reply(&mut self, reply: Reply, cx: &mut CxOf<'_, Self>) -> Next {
+        let State::Awaiting { exchange, .. } = self.state else { return Next::Continue };
+        match reply {
+            Reply::Stream => {
+                cx.send_with(|buf| response::write_stream_head(buf, &cx.config.cors_origin));
+                cx.send(b"retry: 3000\n\n");
+                cx.stats.http_response(200);
+                self.state = State::Streaming;
+                self.mark = cx.now;
+                Next::Continue
+            }
+            Reply::Answer(answer) => {
+                // A wait that began before the drain still closes after it.
+                let exchange = Exchange { keep_alive: exchange.keep_alive && !cx.draining, ..exchange };
+                self.state = State::Reading;
+                // The idle clock (or a pipelined request's) starts now, not
+                // when the request came in.
+                self.mark = cx.now;
+                match self.answer(cx, exchange, &answer, &[]) {
+                    Next::Continue => self.process(cx),
+                    close => close,
+                }
+            }
+        }
     }
 
-    #[test]
-    fn the_idle_clock_restarts_when_a_long_poll_ends() {
-        let mut s = HttpSession::new(0);
-        s.received(b"GET /events/poll HTTP/1.1\r\n\r\n", 1);
-        s.consumed(s.inbuf.len(), 2);
-        s.state = State::Waiting { wait: Wait::Events { since: 0, filter: None }, until: 5000, keep_alive: true };
-        s.wait_over(4000);
-        assert_eq!(s.next_deadline(&T), Some(5000), "idle from the answer, not from the request");
+    fn on_deadline(&mut self, cx: &mut CxOf<'_, Self>) -> Next {
+        let passed = |at: Option<Millis>| at.is_some_and(|at| cx.now >= at);
+        match self.state {
+            State::Reading if self.idle() && passed(deadline(self.mark, cx.config.timeouts.idle)) => {
+                Next::Close(CloseReason::HttpIdle)
+            }
+            State::Reading if !self.idle() && passed(deadline(self.mark, cx.config.timeouts.request)) => {
+                Next::Close(CloseReason::RequestTimeout)
+            }
+            State::Awaiting { exchange, until } if passed(until) => {
+                // The hub gives the final answer (504, or an empty list).
+                self.state = State::Awaiting { exchange, until: None };
+                cx.effects.push(Effect::Ask(Query::Expired));
+                Next::Continue
+            }
+            State::Streaming if passed(deadline(self.mark, cx.config.timeouts.sse_keepalive)) => {
+                self.mark = cx.now;
+                if cx.out.is_empty() {
+                    cx.send(b": keepalive\n\n");
+                }
+                Next::Continue
+            }
+            _ => Next::Continue,
+        }
     }
 
-    #[test]
-    fn waiting_and_streaming_deadlines() {
-        let mut s = HttpSession::new(0);
-        let wait = Wait::Events { since: 3, filter: None };
-        s.state = State::Waiting { wait, until: 700, keep_alive: true };
-        assert_eq!(s.next_deadline(&T), Some(700));
-        assert_eq!(s.on_deadline(700, &T), HttpDue::WaitExpired(wait));
-        s.state = State::Streaming { filter: None, last_sent: 100 };
-        assert_eq!(s.next_deadline(&T), Some(600));
-        assert_eq!(s.on_deadline(599, &T), HttpDue::Nothing);
-        assert_eq!(s.on_deadline(600, &T), HttpDue::Keepalive);
+    fn on_drain(&mut self, cx: &mut CxOf<'_, Self>) -> Next {
+        match self.state {
+            // A request in progress is answered (with `Connection: close`).
+            State::Reading if !self.inbuf.is_empty() => Next::Continue,
+            State::Reading | State::Streaming => Next::Close(CloseReason::Shutdown),
+            State::Awaiting { .. } => {
+                cx.effects.push(Effect::Withdraw);
+                self.state = State::Reading;
+                let exchange = Exchange { keep_alive: false, head_only: false };
+                self.respond(cx, exchange, &Answer::error(503, "the gateway is shutting down"), &[]);
+                Next::Close(CloseReason::Shutdown)
+            }
+        }
+    }
+
+    fn on_close(&mut self, reason: CloseReason, cx: &mut CxOf<'_, Self>) {
+        match reason {
+            CloseReason::RequestTimeout => {
+                let exchange = Exchange { keep_alive: false, head_only: false };
+                self.respond(cx, exchange, &Answer::error(408, "request not received in time"), &[]);
+            }
+            // The peer is not reading: what it has not read is dropped.
+            CloseReason::SlowConsumer => cx.out.clear(cx.pool),
+            _ => {}
+        }
+        if matches!(self.state, State::Awaiting { .. } | State::Streaming) {
+            cx.effects.push(Effect::Withdraw);
+        }
+    }
+
+    fn deadline(&self, config: &HttpSettings, _last_rx: Millis) -> Option<Millis> {
+        let t = &config.timeouts;
+        match self.state {
+            State::Reading if self.idle() => deadline(self.mark, t.idle),
+            State::Reading => deadline(self.mark, t.request),
+            State::Awaiting { until, .. } => until,
+            State::Streaming => deadline(self.mark, t.sse_keepalive),
+        }
+    }
+
+    fn wants_input(&self, config: &HttpSettings) -> bool {
+        match self.state {
+            State::Streaming => true,
+            // One request's worth: what is sent beyond it waits in the
+            // kernel until the requests ahead are answered.
+            _ => self.inbuf.len() < config.limits.max_head + config.limits.max_body,
+        }
+    }
+
+    fn has_work(&self) -> bool {
+        self.more
+    }
+
+    fn idle_since(&self) -> Option<Millis> {
+        // Idle between requests, or a new connection that has sent nothing.
+        (self.state == State::Reading && self.inbuf.is_empty()).then_some(self.mark)
+    }
+
+    fn output_limit(&self, config: &HttpSettings) -> OutputLimit {
+        OutputLimit::PauseAbove(config.pause_above)
     }
 }

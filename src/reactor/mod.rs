@@ -1,36 +1,54 @@
-//! The event loop: one thread, one `mio::Poll`, every connection: collars
-//! and the app's HTTP clients alike.
+//! The reactor: one thread, one `mio::Poll`, every connection, and no
+//! protocol.
 //!
-//! [`Reactor::run`] is the whole program once set up: wait in `poll` until a
-//! socket is ready or the next deadline is due, handle the ready sockets,
-//! accept what is waiting, fire due timers, and go round again. Each turn
-//! reads the clock once and passes `now` down.
+//! [`Reactor::run`] is the whole program once set up. Each turn of the
+//! loop has the same phases, in this order:
 //!
-//! Both protocols share everything below the protocol: the slab, the read
-//! scratch buffer, the write path, the close path and the timing wheel. A
-//! connection's [`Role`] says which protocol its bytes go to.
+//! 1. **poll**: sleep in `epoll_wait` until a socket is ready, a deadline
+//!    is due, or work is already queued; read the clock once;
+//! 2. **events**: note what is ready (a readable connection joins the run
+//!    queue, a writable one the flush queue, a listener is marked);
+//! 3. **accept**: take new connections, each within the listener's share;
+//!    every new connection joins the run queue, so it is read this turn;
+//! 4. **run**: for each connection in the run queue, read its input (within
+//!    the read budget) and hand it to its [`Session`], then apply the
+//!    effects the session returned ([`App::apply`]);
+//! 5. **timers**: fire due deadlines (within the timer budget); a deadline
+//!    that would close a connection first reads what arrived;
+//! 6. **flush**: write each connection with output once (one `write` per
+//!    connection per turn, within the byte budgets), asking the
+//!    application to produce the output of fed connections first.
 //!
-//! Tokens: a connection's token is its slab key in the low 32 bits and the
-//! connection's generation in the high 32. The slab hands a freed key
-//! straight back to the next connection; the generation makes any event or
-//! timer still in flight for the old one miss (see [`Reactor::live_key`]).
-//! The listeners, the waker and the signal pipe have fixed tokens at the
-//! top of the range, which no slab key reaches.
+//! Handlers only append to output; nothing is written before the flush
+//! phase, so a connection owed a hundred replies and events in one turn
+//! gets one `write`. Every phase has a budget ([`Budgets`]); what is left
+//! over waits in the run, flush or timer queue for the next turn, in order,
+//! which makes `poll` return at once. So no peer, and no mix of peers, can
+//! make one turn long.
 //!
-//! Submodules: `accept` (the listeners), `conn` (reading, writing and
-//! closing any connection), `device` (what collar input does), `http`
-//! (requests in, responses out), `api` (the endpoints), `push` (events,
-//! event streams and long polls).
+//! Deadlines judge input that arrived: timers fire after the run phase
+//! has read the sockets the poll reported, against the time the poll
+//! returned, and a deadline that would close a connection reads its socket
+//! once more before it does (see [`Session::on_deadline`]).
+//!
+//! Submodules: `listener` (accepting, caps), `run` (reading and session
+//! calls, applying effects), `flush` (writing, closing), `app` (the
+//! application's side), `session` (the protocol's side), `conn`,
+//! `outbuf`, `budget`, `token`, `io`.
 
-mod accept;
-mod api;
-mod conn;
-mod device;
-mod http;
-mod push;
+pub mod app;
+pub mod budget;
+pub mod conn;
+mod flush;
+pub mod io;
+pub mod listener;
+pub mod outbuf;
+mod run;
+pub mod session;
+pub mod token;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io;
+use std::collections::VecDeque;
+use std::io as stdio;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -41,23 +59,24 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
+pub use app::{App, Levels, Ops, Produce, SendError};
+pub use budget::{Budget, Budgets};
+pub use conn::{Conn, Peer, Phase};
+pub use listener::{Kind, Spec};
+pub use outbuf::{OutBuf, Pool};
+pub use session::{Cx, CxOf, Next, OutputLimit, Session};
+
 use crate::close::CloseReason;
-use crate::config::Config;
-use crate::connection::{Connection, Kind, Phase, Role};
-use crate::device::{Mac, Timeouts};
-use crate::events::EventLog;
-use crate::http::{HttpTimeouts, Limits};
-use crate::net::{self, ListenOptions};
-use crate::stats::{Gauges, Stats, Throttle};
+use crate::stats::{Stats, Throttle};
 use crate::time::{Clock, Millis, deadline, millis};
 use crate::wheel::{TimerId, Wheel};
+use listener::Listener;
+use token::Generations;
 
-use accept::Listener;
-
-const DEVICE_LISTENER: Token = Token(usize::MAX);
-const HTTP_LISTENER: Token = Token(usize::MAX - 1);
-const WAKER: Token = Token(usize::MAX - 2);
-const SIGNALS: Token = Token(usize::MAX - 3);
+const WAKER: Token = Token(usize::MAX);
+const SIGNALS: Token = Token(usize::MAX - 1);
+/// Listener `i` has token `LISTENERS - i`.
+const LISTENERS: usize = usize::MAX - 2;
 
 /// Timer resolution: deadlines fire at most this late.
 const TICK: Duration = Duration::from_millis(10);
@@ -67,8 +86,6 @@ const WHEEL_SLOTS: usize = 4096;
 const SCRATCH: usize = 64 * 1024;
 /// Readiness events taken from the kernel per `poll`.
 const EVENTS: usize = 1024;
-
-const _: () = assert!(usize::BITS == 64, "tokens pack a 32-bit key and a 32-bit generation");
 
 /// How [`Reactor::run`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,58 +114,59 @@ impl Handle {
     }
 }
 
-/// The gateway: the poller, the listeners, the connections and their timers.
-pub struct Reactor {
-    config: Config,
-    timeouts: Timeouts,
-    http_timeouts: HttpTimeouts,
-    http_limits: Limits,
-    max_connections: usize,
-    fd_limit: u64,
+/// The reactor's own settings (the protocols have theirs).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub budgets: Budgets,
+    /// After last words, how long to wait for the peer to close.
+    pub linger_timeout: Duration,
+    /// On a stop request, how long to wait for connections to close.
+    pub drain_timeout: Duration,
+    /// Period of the stats log line (zero: never).
+    pub stats_interval: Duration,
+    /// The soft file-descriptor limit, for reporting.
+    pub fd_limit: u64,
+}
+
+/// The event loop, generic over the application it serves.
+pub struct Reactor<A: App> {
+    settings: Settings,
+    budgets: Budgets,
+    /// The sessions' settings, lent to every session call.
+    config: <A::Session as Session>::Config,
     poll: Poll,
     clock: Clock,
-    /// The current turn's time, read once per turn.
+    /// The current turn's time: when `poll` returned.
     now: Millis,
-    conns: Slab<Connection>,
-    /// Connections held, by [`Kind`].
-    open: [usize; 2],
-    /// The generation given to the most recent connection.
-    generation: u32,
-    /// Identified devices that are online (phase `Open`), by MAC.
-    devices: BTreeMap<Mac, Token>,
+    conns: Slab<Conn<A::Session>>,
+    generations: Generations,
+    listeners: Vec<Listener>,
     wheel: Wheel<Token>,
-    /// Timers that fired this turn (kept to reuse its allocation).
+    /// Timers that are due and not fired yet (the timer budget ran out).
+    due: VecDeque<(TimerId, Token)>,
+    /// Reused buffer for the wheel's expiries.
     expired: Vec<(TimerId, Token)>,
-    /// The device and HTTP listeners, indexed by [`Kind`].
-    listeners: [Listener; 2],
-    /// Connections whose read budget ran out with input left; read again
-    /// next turn, since no new edge will announce it.
-    ready: Vec<Token>,
-    /// HTTP connections whose pipelined requests can go on (a long poll was
-    /// answered, or output drained below the high-water mark); handled
-    /// after the current event, never from inside another connection's.
-    resume: Vec<Token>,
+    /// Connections with input to read or buffered work, in turn order.
+    run_queue: VecDeque<Token>,
+    /// Connections with output to write or to produce, in turn order.
+    flush_queue: VecDeque<Token>,
+    /// Effects waiting to be applied, with the connection they came from.
+    effects: VecDeque<(Token, <A::Session as Session>::Effect)>,
+    /// Where a session call puts its effects (reused).
+    new_effects: Vec<<A::Session as Session>::Effect>,
+    /// Replies waiting to be delivered to sessions.
+    replies: VecDeque<(Token, <A::Session as Session>::Reply)>,
+    /// Connections the application asked to close.
+    closes: VecDeque<(Token, CloseReason)>,
     /// The read buffer shared by all connections.
     scratch: Vec<u8>,
-    /// Replies being batched for the device in hand, written in one go.
-    replies: Vec<u8>,
-    /// An HTTP response or event frame being built.
-    http_out: Vec<u8>,
-    /// Recent device events, for replay.
-    events: EventLog,
-    /// HTTP connections streaming events.
-    subscribers: HashSet<Token>,
-    /// HTTP connections holding `/events/poll`.
-    pollers: HashSet<Token>,
-    /// Device connection -> HTTP connections waiting for its `LOCATION:`.
-    /// A device with an entry has been sent `location` already.
-    location_waits: HashMap<Token, Vec<Token>>,
-    /// Reused list of tokens for fan-out.
-    fanout: Vec<Token>,
+    /// Reused buffer for a refused connection's farewell.
+    farewell: Vec<u8>,
+    pool: Pool,
     stats: Stats,
     last_report: (Millis, Stats),
     next_report: Option<Millis>,
-    warn_server_full: Throttle,
+    warn_refused: Throttle,
     warn_accept: Throttle,
     stop_requests: Arc<AtomicU32>,
     stops_seen: u32,
@@ -159,57 +177,53 @@ pub struct Reactor {
     exit: Option<Exit>,
 }
 
-impl Reactor {
-    /// Binds the listeners and prepares the loop. Call
-    /// [`net::raise_fd_limit`] first: the connection cap is derived from the
-    /// current limit.
-    pub fn bind(config: Config) -> io::Result<Reactor> {
+impl<A: App> Reactor<A> {
+    /// Binds the listeners and prepares the loop.
+    pub fn new(
+        specs: Vec<Spec>,
+        config: <A::Session as Session>::Config,
+        settings: Settings,
+    ) -> stdio::Result<Reactor<A>> {
         let poll = Poll::new()?;
-        let options = ListenOptions { backlog: config.backlog, keepalive: config.tcp_keepalive };
-        let mut devices = net::listen(config.device_listen, options)?;
-        poll.registry().register(&mut devices, DEVICE_LISTENER, Interest::READABLE)?;
-        let mut http = net::listen(config.http_listen, options)?;
-        poll.registry().register(&mut http, HTTP_LISTENER, Interest::READABLE)?;
+        let mut listeners = Vec::with_capacity(specs.len());
+        for (i, spec) in specs.into_iter().enumerate() {
+            let mut socket = crate::net::listen(spec.addr, spec.options)?;
+            poll.registry().register(&mut socket, Token(LISTENERS - i), Interest::READABLE)?;
+            listeners.push(Listener::new(socket, spec));
+        }
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-
-        let fd_limit = net::fd_limit()?.soft;
-        let max_connections = connection_cap(&config, fd_limit);
-        let clock = Clock::new();
+        let capacity: usize = listeners.iter().map(|l| l.spec.cap).sum();
         let mut wheel = Wheel::new(TICK, WHEEL_SLOTS);
-        // Pre-size, so growing to the cap never pauses the loop to copy. The
-        // memory is only reserved; pages are touched as connections arrive.
-        wheel.reserve(max_connections);
+        // Pre-size, so growing to the caps never pauses the loop to copy.
+        // The memory is only reserved; pages are touched as connections
+        // arrive.
+        wheel.reserve(capacity);
         Ok(Reactor {
-            timeouts: config.timeouts(),
-            http_timeouts: config.http_timeouts(),
-            http_limits: config.http_limits(),
-            next_report: deadline(0, config.stats_interval),
-            events: EventLog::new(config.event_history),
+            budgets: settings.budgets,
+            next_report: deadline(0, settings.stats_interval),
+            settings,
             config,
-            max_connections,
-            fd_limit,
             poll,
-            clock,
+            clock: Clock::new(),
             now: 0,
-            conns: Slab::with_capacity(max_connections),
-            open: [0; 2],
-            generation: 0,
-            devices: BTreeMap::new(),
+            conns: Slab::with_capacity(capacity),
+            generations: Generations::default(),
+            listeners,
             wheel,
+            due: VecDeque::new(),
             expired: Vec::new(),
-            listeners: [Listener::new(devices, Kind::Device), Listener::new(http, Kind::Http)],
-            ready: Vec::new(),
-            resume: Vec::new(),
+            run_queue: VecDeque::new(),
+            flush_queue: VecDeque::new(),
+            effects: VecDeque::new(),
+            new_effects: Vec::new(),
+            replies: VecDeque::new(),
+            closes: VecDeque::new(),
             scratch: vec![0; SCRATCH],
-            replies: Vec::new(),
-            http_out: Vec::new(),
-            subscribers: HashSet::new(),
-            pollers: HashSet::new(),
-            location_waits: HashMap::new(),
-            fanout: Vec::new(),
+            farewell: Vec::new(),
+            pool: Pool::default(),
             stats: Stats::default(),
             last_report: (0, Stats::default()),
-            warn_server_full: Throttle::default(),
+            warn_refused: Throttle::default(),
             warn_accept: Throttle::default(),
             stop_requests: Arc::new(AtomicU32::new(0)),
             stops_seen: 0,
@@ -220,19 +234,14 @@ impl Reactor {
         })
     }
 
-    /// The address the collars connect to (useful after binding port 0).
-    pub fn device_addr(&self) -> io::Result<SocketAddr> {
-        self.listeners[Kind::Device as usize].local_addr()
+    /// The address the listener of `kind` is bound to.
+    pub fn local_addr(&self, kind: Kind) -> stdio::Result<SocketAddr> {
+        self.listeners[listener::kind_index(&self.listeners, kind)].local_addr()
     }
 
-    /// The address of the HTTP API.
-    pub fn http_addr(&self) -> io::Result<SocketAddr> {
-        self.listeners[Kind::Http as usize].local_addr()
-    }
-
-    /// The connection cap in force.
-    pub fn max_connections(&self) -> usize {
-        self.max_connections
+    /// The listeners' specs, in the order given.
+    pub fn specs(&self) -> impl Iterator<Item = &Spec> {
+        self.listeners.iter().map(|l| &l.spec)
     }
 
     /// The counters so far (after [`Reactor::run`] returns: the final ones).
@@ -245,40 +254,41 @@ impl Reactor {
         self.conns.len()
     }
 
+    /// The sessions' settings.
+    pub fn config(&self) -> &<A::Session as Session>::Config {
+        &self.config
+    }
+
     pub fn handle(&self) -> Handle {
         Handle { requests: Arc::clone(&self.stop_requests), waker: Arc::clone(&self.waker) }
     }
 
+    /// The reactor's clock, which the application may need to turn a
+    /// [`Millis`] into wall-clock time.
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
     /// Treats SIGINT and SIGTERM as stop requests (see [`Handle::shutdown`]).
-    pub fn watch_signals(&mut self) -> io::Result<()> {
+    pub fn watch_signals(&mut self) -> stdio::Result<()> {
         let mut signals = Signals::new([libc::SIGINT, libc::SIGTERM])?;
         self.poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
         self.signals = Some(signals);
         Ok(())
     }
 
+    fn levels(&self) -> Levels {
+        levels(&self.listeners, self.settings.fd_limit, self.draining(), &self.pool)
+    }
+
     /// Runs the loop until a stop request has been carried out.
-    pub fn run(&mut self) -> io::Result<Exit> {
-        // Logged here rather than in `bind`: once this line is out, the loop
-        // is serving and (if asked) watching for signals.
-        info!(
-            "devices: listening on {} (backlog {}), at most {} connections",
-            self.device_addr()?,
-            self.config.backlog,
-            self.max_connections
-        );
-        info!(
-            "http: listening on {}, at most {} connections{}",
-            self.http_addr()?,
-            self.config.max_http_connections,
-            if self.config.api_token.is_some() { ", bearer token required" } else { "" }
-        );
+    pub fn run(&mut self, app: &mut A) -> stdio::Result<Exit> {
         let mut events = Events::with_capacity(EVENTS);
         loop {
             let timeout = self.poll_timeout();
             let waiting = Instant::now();
             if let Err(e) = self.poll.poll(&mut events, timeout)
-                && e.kind() != io::ErrorKind::Interrupted
+                && e.kind() != stdio::ErrorKind::Interrupted
             {
                 return Err(e);
             }
@@ -287,26 +297,22 @@ impl Reactor {
             self.stats.loop_iterations += 1;
             self.now = self.clock.now();
 
-            let mut mark = woke;
             for event in events.iter() {
                 match event.token() {
-                    DEVICE_LISTENER => self.listeners[Kind::Device as usize].ready = true,
-                    HTTP_LISTENER => self.listeners[Kind::Http as usize].ready = true,
-                    WAKER => self.check_stop_requests(),
-                    SIGNALS => self.on_signals(),
-                    token => self.on_conn_event(token, event),
+                    WAKER => self.check_stop_requests(app),
+                    SIGNALS => self.on_signals(app),
+                    Token(t) if t > LISTENERS - self.listeners.len() => {
+                        self.listeners[LISTENERS - t].backlog = true;
+                    }
+                    token => self.on_ready(token, event),
                 }
-                let done = Instant::now();
-                self.stats.handler_took(done - mark);
-                mark = done;
             }
-            self.accept();
-            self.read_leftovers();
-            self.resume_http();
-            self.now = self.clock.now();
-            self.fire_timers();
-            self.maybe_report();
-            self.check_drain();
+            self.accept_phase(app);
+            self.run_phase(app);
+            self.timer_phase(app);
+            self.flush_phase(app);
+            self.maybe_report(app);
+            self.check_drain(app);
             self.stats.loop_turn(woke.elapsed());
             if let Some(exit) = self.exit {
                 return Ok(exit);
@@ -315,10 +321,11 @@ impl Reactor {
     }
 
     /// How long `poll` may sleep: until the earliest deadline, or not at all
-    /// when work is already known to be waiting.
+    /// when work is already waiting.
     fn poll_timeout(&self) -> Option<Duration> {
         let now = self.clock.now();
-        if !self.ready.is_empty() || !self.resume.is_empty() || self.listeners.iter().any(|l| l.can_accept(now)) {
+        let queued = !self.run_queue.is_empty() || !self.flush_queue.is_empty() || !self.due.is_empty();
+        if queued || self.listeners.iter().any(|l| l.can_accept(now)) {
             return Some(Duration::ZERO);
         }
         let paused = self.listeners.iter().filter_map(|l| l.paused_until);
@@ -333,16 +340,72 @@ impl Reactor {
     /// The slab key for `token` if it names a live connection, `None` for a
     /// stale token whose connection is gone (its slot may be reused).
     fn live_key(&self, token: Token) -> Option<usize> {
-        let key = token.0 & 0xFFFF_FFFF;
-        let generation = (token.0 >> 32) as u32;
+        let (key, generation) = token::unpack(token);
         self.conns.get(key).filter(|c| c.generation == generation).map(|_| key)
     }
 
     fn token_of(&self, key: usize) -> Token {
-        conn_token(key, self.conns[key].generation)
+        token::pack(key, self.conns[key].generation)
     }
 
-    /// Files the connection's next deadline, replacing any pending one.
+    /// A readiness event for a connection: note it; the phases act on it.
+    fn on_ready(&mut self, token: Token, event: &mio::event::Event) {
+        // A stale token: its connection was freed earlier in this batch.
+        let Some(key) = self.live_key(token) else { return };
+        let conn = &mut self.conns[key];
+        if event.is_writable() && conn.blocked {
+            conn.blocked = false;
+            self.schedule_flush(key);
+        }
+        let conn = &mut self.conns[key];
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            conn.readable = true;
+            // With the peer's FIN already reported, read on past a short
+            // read to see the end of file: no further edge will announce it.
+            conn.read_closed |= event.is_read_closed() || event.is_error();
+            self.schedule_run(key);
+        }
+    }
+
+    /// Puts a connection in the run queue (once).
+    fn schedule_run(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if !conn.in_run_queue {
+            conn.in_run_queue = true;
+            let token = token::pack(key, conn.generation);
+            self.run_queue.push_back(token);
+        }
+    }
+
+    /// Puts a connection in the flush queue (once), unless it waits for a
+    /// WRITABLE edge.
+    fn schedule_flush(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if !conn.in_flush_queue && !conn.blocked {
+            conn.in_flush_queue = true;
+            let token = token::pack(key, conn.generation);
+            self.flush_queue.push_back(token);
+        }
+    }
+
+    /// Files the connection's deadline. Deadlines move later on their own
+    /// (bytes arriving), and a timer that fires early is simply re-filed
+    /// then, so resetting a deadline on activity costs nothing here; only a
+    /// deadline that moved earlier than the one filed is re-filed now.
+    fn rearm(&mut self, key: usize) {
+        let conn = &self.conns[key];
+        if conn.phase != Phase::Open {
+            return;
+        }
+        let Some(at) = conn.session.deadline(&self.config, conn.last_rx) else { return };
+        let filed = conn.timer.and_then(|id| self.wheel.due_at(id));
+        if filed.is_some_and(|filed| filed <= at) {
+            return;
+        }
+        self.set_timer(key, Some(at));
+    }
+
+    /// Files the connection's one timer at `at`, replacing any pending one.
     fn set_timer(&mut self, key: usize, at: Option<Millis>) {
         let token = self.token_of(key);
         let conn = &mut self.conns[key];
@@ -352,74 +415,71 @@ impl Reactor {
         conn.timer = at.map(|at| self.wheel.insert(at, token));
     }
 
-    fn fire_timers(&mut self) {
+    /// Fires due timers, within the timer budget; the rest wait for the
+    /// next turn. Timers are judged at the time the poll returned, after
+    /// the sockets it reported were read.
+    fn timer_phase(&mut self, app: &mut A) {
         let mut expired = std::mem::take(&mut self.expired);
         self.wheel.expire(self.now, &mut expired);
-        #[cfg(debug_assertions)]
-        let fired = !expired.is_empty();
-        for (id, token) in expired.drain(..) {
-            // Handling one connection's deadline can free another connection
-            // or re-arm its timer (a device's close answers HTTP waiters);
-            // either way, that connection's expiry in this batch is void.
+        self.due.extend(expired.drain(..));
+        self.expired = expired;
+        for _ in 0..self.budgets.timers {
+            let Some((id, token)) = self.due.pop_front() else { break };
+            // Handling one deadline can free another connection or re-arm
+            // its timer; either way, that connection's expiry is void.
             let Some(key) = self.live_key(token) else { continue };
             let conn = &mut self.conns[key];
             if conn.timer != Some(id) {
                 continue;
             }
             conn.timer = None;
-            match (conn.phase, &conn.role) {
-                (Phase::Open, Role::Device(_)) => self.device_deadline(key),
-                (Phase::Open, Role::Http(_)) => self.http_deadline(key),
+            match conn.phase {
+                Phase::Open => self.deadline_passed(app, key),
                 // The linger deadline of a closing connection.
-                (Phase::Closing { .. } | Phase::Lingering, _) => self.free(key),
+                Phase::Closing { .. } | Phase::Lingering => self.free(key),
             }
         }
-        self.expired = expired;
-        #[cfg(debug_assertions)]
-        if fired {
-            let armed = self.conns.iter().filter(|(_, c)| c.timer.is_some()).count();
-            debug_assert_eq!(self.wheel.len(), armed, "a timer is filed that no connection holds");
+        if !self.due.is_empty() {
+            self.stats.budget_spent(Budget::Timers);
         }
     }
 
-    fn gauges(&self) -> Gauges {
-        Gauges { connections: self.conns.len(), devices: self.devices.len(), http: self.open[Kind::Http as usize] }
-    }
-
-    fn maybe_report(&mut self) {
+    fn maybe_report(&mut self, app: &A) {
         let Some(due) = self.next_report else { return };
         if self.now < due {
             return;
         }
         let (at, prev) = &self.last_report;
         let elapsed = Duration::from_millis(self.now - at);
-        info!("stats: {}", self.stats.report(prev, elapsed, self.gauges()));
-        self.stats.slowest_handler = Duration::ZERO;
+        let mut line = self.stats.report(prev, elapsed, self.levels().held);
+        app.report(&mut line);
+        info!("stats: {line}");
+        self.stats.longest_turn = Duration::ZERO;
         self.last_report = (self.now, self.stats.clone());
-        self.next_report = deadline(self.now, self.config.stats_interval);
+        self.next_report = deadline(self.now, self.settings.stats_interval);
     }
 
-    fn on_signals(&mut self) {
+    fn on_signals(&mut self, app: &mut A) {
         let Some(signals) = &mut self.signals else { return };
         let received = signals.pending().count() as u32;
         if received > 0 {
             info!("received a stop signal");
             self.stop_requests.fetch_add(received, Ordering::SeqCst);
-            self.check_stop_requests();
+            self.check_stop_requests(app);
         }
     }
 
     /// Acts on new stop requests: the first drains, the next one forces.
-    fn check_stop_requests(&mut self) {
+    fn check_stop_requests(&mut self, app: &mut A) {
         let requests = self.stop_requests.load(Ordering::SeqCst);
         if requests == self.stops_seen {
             return;
         }
         if self.stops_seen == 0 {
-            self.begin_drain();
+            self.begin_drain(app);
         }
         if requests >= 2 {
-            warn!("second stop request: exiting now with {} connections open", self.conns.len());
+            warn!("second stop request: exiting now with {} open", plural(self.conns.len(), "connection"));
             self.exit = Some(Exit::Forced);
         }
         self.stops_seen = requests;
@@ -429,71 +489,66 @@ impl Reactor {
         self.drain_deadline.is_some()
     }
 
-    /// Stops accepting devices, tells every device `BYE shutdown`, ends
-    /// event streams, long polls and idle HTTP connections, and waits for
-    /// them all to close, up to the drain timeout. The HTTP listener stays
-    /// open meanwhile, so a load balancer polling `/health` sees 503
-    /// `draining` rather than a refused connection.
-    fn begin_drain(&mut self) {
+    /// Closes the listeners that do not stay open while draining, tells
+    /// every session the gateway is shutting down (kinds in
+    /// [`Kind::DRAIN_ORDER`]), and waits for the connections to close, up
+    /// to the drain timeout.
+    fn begin_drain(&mut self, app: &mut A) {
         info!(
-            "draining: device listener closed, {} connections to close, waiting up to {:?}",
-            self.conns.len(),
-            self.config.drain_timeout
+            "draining: {} to close, waiting up to {:?}",
+            plural(self.conns.len(), "connection"),
+            self.settings.drain_timeout
         );
-        self.listeners[Kind::Device as usize].close(self.poll.registry());
-        self.drain_deadline = Some(self.now.saturating_add(millis(self.config.drain_timeout)));
-        // HTTP first: the devices' goodbyes publish `disconnected` events,
-        // which would otherwise answer parked polls as if nothing happened.
-        for kind in [Kind::Http, Kind::Device] {
-            let keys: Vec<usize> =
-                self.conns.iter().filter(|(_, c)| c.role.kind() == kind).map(|(key, _)| key).collect();
+        for listener in &mut self.listeners {
+            if !listener.spec.open_while_draining {
+                listener.close(self.poll.registry());
+            }
+        }
+        self.drain_deadline = Some(self.now.saturating_add(millis(self.settings.drain_timeout)));
+        for kind in Kind::DRAIN_ORDER {
+            let keys: Vec<usize> = self.conns.iter().filter(|(_, c)| c.kind == kind).map(|(key, _)| key).collect();
             for key in keys {
-                if self.conns.contains(key) {
-                    self.drain_conn(key);
+                if self.conns.get(key).is_some_and(|c| c.phase == Phase::Open) {
+                    let next = self.call(key, |s, cx| s.on_drain(cx));
+                    self.after_call(key, next);
+                    self.settle(app);
                 }
             }
         }
     }
 
-    fn check_drain(&mut self) {
+    fn check_drain(&mut self, app: &mut A) {
         let Some(deadline) = self.drain_deadline else { return };
         if self.conns.is_empty() {
             info!("drained: every connection closed");
             self.exit.get_or_insert(Exit::Drained);
         } else if self.now >= deadline {
-            warn!("drain timeout: closing the {} connections still open", self.conns.len());
+            warn!("drain timeout: closing the {} still open", plural(self.conns.len(), "connection"));
             let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
             for key in keys {
-                if self.conns[key].phase == Phase::Open {
-                    self.leave_open(key, CloseReason::Shutdown);
+                if self.conns.get(key).is_some_and(|c| c.phase == Phase::Open) {
+                    self.close(key, CloseReason::Shutdown);
+                    self.settle(app);
                 }
-                self.free(key);
+                if self.conns.contains(key) {
+                    self.free(key);
+                }
             }
             self.exit.get_or_insert(Exit::DrainTimedOut);
         }
     }
 }
 
-/// A connection's token: slab key low, generation high.
-fn conn_token(key: usize, generation: u32) -> Token {
-    debug_assert!(key < 0xFFFF_FFF0, "slab keys stay below the fixed tokens");
-    Token(key | (generation as usize) << 32)
+fn levels(listeners: &[Listener], fd_limit: u64, draining: bool, pool: &Pool) -> Levels {
+    let mut levels = Levels { fd_limit, draining, pooled_buffers: pool.len(), ..Levels::default() };
+    for listener in listeners {
+        levels.held[listener.spec.kind as usize] += listener.held;
+        levels.caps[listener.spec.kind as usize] += listener.spec.cap;
+    }
+    levels
 }
 
-/// `--max-connections`, or what the file-descriptor limit allows after the
-/// reserve, whichever is lower.
-fn connection_cap(config: &Config, fd_limit: u64) -> usize {
-    let allowed = usize::try_from(fd_limit).unwrap_or(usize::MAX).saturating_sub(config.fd_reserve);
-    match config.max_connections {
-        Some(asked) if asked > allowed => {
-            warn!(
-                "--max-connections {asked} needs more file descriptors than the limit allows \
-                 ({fd_limit} minus a reserve of {}); capping at {allowed}",
-                config.fd_reserve
-            );
-            allowed
-        }
-        Some(asked) => asked,
-        None => allowed,
-    }
+/// `1 connection`, `2 connections`.
+pub fn plural(n: usize, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
 }

@@ -25,9 +25,9 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use tether::close::CloseReason;
-use tether::connection::Kind;
+use tether::reactor::Kind;
 use tether::stats::Stats;
-use tether::{Config, Exit, Handle, Reactor};
+use tether::{Config, Exit, Handle};
 
 /// How long any single wait may take before the test fails.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,6 +49,11 @@ pub fn config() -> Config {
 pub fn mac(n: u32) -> String {
     let [a, b, c, d] = n.to_be_bytes();
     format!("02:00:{a:02X}:{b:02X}:{c:02X}:{d:02X}")
+}
+
+/// A coordinate as the gateway's JSON writes it: `3` is `3.0`.
+pub fn num(text: &str) -> String {
+    serde_json::to_string(&text.parse::<f64>().expect("a number")).unwrap()
 }
 
 /// Device connections closed for `reason`.
@@ -123,7 +128,7 @@ impl Gateway {
     pub fn start(config: Config) -> Gateway {
         install_logger();
         tether::net::raise_fd_limit().unwrap();
-        let mut reactor = Reactor::bind(config).expect("bind");
+        let mut reactor = tether::Gateway::bind(config).expect("bind");
         let addr = reactor.device_addr().unwrap();
         let http = reactor.http_addr().unwrap();
         let handle = reactor.handle();

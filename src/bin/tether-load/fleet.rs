@@ -33,8 +33,8 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
-use tether::io::{self as sock, Io};
-use tether::line::LineFramer;
+use tether::device::LineFramer;
+use tether::reactor::io::{self as sock, Io};
 use tether::wheel::{TimerId, Wheel};
 
 use crate::cli::Args;

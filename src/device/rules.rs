@@ -1,0 +1,307 @@
+//! The rules of one collar connection (sans-IO): handshake, commands,
+//! heartbeat and idle deadlines.
+//!
+//! A collar starts in the handshake (no MAC yet) and becomes identified
+//! after a valid `IDENTIFY`. [`Collar::on_command`] applies one parsed line
+//! and says what must happen; [`Collar::on_deadline`] applies the
+//! handshake, heartbeat and idle rules at a given `now`. Neither touches a
+//! socket or a clock, so both are tested with plain values.
+//!
+//! Liveness is the connection's `last_rx`: the time any byte last arrived,
+//! which the reactor stores on every read. The rules never re-arm a timer
+//! themselves; [`Collar::next_deadline`] derives the next deadline from
+//! `last_rx`, so resetting the idle and heartbeat clocks costs one store.
+
+use std::cmp::min;
+use std::time::Duration;
+
+use super::mac::Mac;
+use super::protocol::{Command, ErrorCode, Line};
+use crate::close::CloseReason;
+use crate::time::{Millis, deadline};
+
+/// The device deadlines. A zero duration disables that deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// From connect to a successful IDENTIFY.
+    pub handshake: Duration,
+    /// Silence after which the gateway sends a heartbeat `PING`.
+    pub heartbeat_interval: Duration,
+    /// Further silence after that `PING` before the peer is presumed dead.
+    pub heartbeat_timeout: Duration,
+    /// Silence after which the device is told `BYE idle`.
+    pub idle: Duration,
+}
+
+/// A device's last reported position.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fix {
+    pub lat: f64,
+    pub lon: f64,
+    /// When the report arrived.
+    pub at: Millis,
+}
+
+/// One collar's state.
+#[derive(Debug)]
+pub struct Collar {
+    /// `None` during the handshake; set once by a valid IDENTIFY.
+    pub mac: Option<Mac>,
+    pub connected_at: Millis,
+    /// When the last heartbeat PING went out (0: never). A PING is
+    /// outstanding exactly while this is later than the connection's
+    /// `last_rx`, so receiving anything answers it without a store here.
+    ping_sent_at: Millis,
+    /// Boxed: most of a collar's life is spent idle, and a box keeps the
+    /// slab entry of a device that never reported a fix small.
+    pub location: Option<Box<Fix>>,
+}
+
+/// What must happen after a command.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Step {
+    /// Send this line back.
+    Reply(Line),
+    /// The device just identified: resolve any takeover, then answer `OK`.
+    Identified(Mac),
+    /// A new fix is stored in [`Collar::location`]; no answer.
+    Located,
+    /// Nothing to send.
+    Silent,
+}
+
+/// What a deadline check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// Nothing is due yet (the deadline moved because bytes arrived).
+    Nothing,
+    /// Send a heartbeat `PING`.
+    Ping,
+    /// Close the connection.
+    Close(CloseReason),
+}
+
+impl Collar {
+    pub fn new(connected_at: Millis) -> Collar {
+        Collar { mac: None, connected_at, ping_sent_at: 0, location: None }
+    }
+
+    /// Applies one command received at `now`.
+    pub fn on_command(&mut self, command: Command, now: Millis) -> Step {
+        match (self.mac, command) {
+            (_, Command::Ping) => Step::Reply(Line::Pong),
+            (None, Command::Identify(mac)) => {
+                self.mac = Some(mac);
+                Step::Identified(mac)
+            }
+            (None, Command::Invalid(ErrorCode::BadMac)) => Step::Reply(Line::Err(ErrorCode::BadMac)),
+            (None, _) => Step::Reply(Line::Err(ErrorCode::NotIdentified)),
+            (Some(_), Command::Identify(_) | Command::Invalid(ErrorCode::BadMac)) => {
+                Step::Reply(Line::Err(ErrorCode::AlreadyIdentified))
+            }
+            (Some(_), Command::Pong) => Step::Silent,
+            (Some(_), Command::Location { lat, lon }) => {
+                let fix = Fix { lat, lon, at: now };
+                match &mut self.location {
+                    Some(stored) => **stored = fix,
+                    None => self.location = Some(Box::new(fix)),
+                }
+                Step::Located
+            }
+            (Some(_), Command::Invalid(code)) => Step::Reply(Line::Err(code)),
+        }
+    }
+
+    /// Whether a heartbeat PING is unanswered, given when bytes last arrived.
+    pub fn awaiting_pong(&self, last_rx: Millis) -> bool {
+        self.ping_sent_at > last_rx
+    }
+
+    /// The next moment [`Collar::on_deadline`] may have work, given the
+    /// time the last byte arrived; `None` when every deadline is disabled.
+    pub fn next_deadline(&self, last_rx: Millis, t: &Timeouts) -> Option<Millis> {
+        let idle = deadline(last_rx, t.idle);
+        if self.mac.is_none() {
+            // The idle deadline applies during the handshake too, so a
+            // silent socket is dropped even with the handshake timeout off.
+            return earliest(deadline(self.connected_at, t.handshake), idle);
+        }
+        let heartbeat = if self.awaiting_pong(last_rx) {
+            deadline(self.ping_sent_at, t.heartbeat_timeout)
+        } else {
+            deadline(last_rx, t.heartbeat_interval)
+        };
+        earliest(heartbeat, idle)
+    }
+
+    /// Applies the deadlines at `now`.
+    pub fn on_deadline(&mut self, now: Millis, last_rx: Millis, t: &Timeouts) -> Due {
+        let passed = |at: Option<Millis>| at.is_some_and(|at| now >= at);
+        if self.mac.is_none() && passed(deadline(self.connected_at, t.handshake)) {
+            return Due::Close(CloseReason::HandshakeTimeout);
+        }
+        if passed(deadline(last_rx, t.idle)) {
+            return Due::Close(CloseReason::Idle);
+        }
+        if self.mac.is_none() {
+            return Due::Nothing;
+        }
+        if self.awaiting_pong(last_rx) {
+            if passed(deadline(self.ping_sent_at, t.heartbeat_timeout)) {
+                return Due::Close(CloseReason::HeartbeatTimeout);
+            }
+        } else if passed(deadline(last_rx, t.heartbeat_interval)) {
+            self.ping_sent_at = now;
+            return Due::Ping;
+        }
+        Due::Nothing
+    }
+}
+
+/// The earlier of two optional deadlines.
+fn earliest(a: Option<Millis>, b: Option<Millis>) -> Option<Millis> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(min(a, b)),
+        (a, b) => a.or(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAC: Mac = Mac([1, 2, 3, 4, 5, 6]);
+
+    fn timeouts() -> Timeouts {
+        Timeouts {
+            handshake: Duration::from_millis(100),
+            heartbeat_interval: Duration::from_millis(300),
+            heartbeat_timeout: Duration::from_millis(50),
+            idle: Duration::from_millis(1000),
+        }
+    }
+
+    fn identified(at: Millis) -> Collar {
+        let mut s = Collar::new(at);
+        assert_eq!(s.on_command(Command::Identify(MAC), at), Step::Identified(MAC));
+        s
+    }
+
+    #[test]
+    fn handshake_rules() {
+        let mut s = Collar::new(0);
+        assert_eq!(s.on_command(Command::Ping, 1), Step::Reply(Line::Pong));
+        assert_eq!(s.on_command(Command::Pong, 1), Step::Reply(Line::Err(ErrorCode::NotIdentified)));
+        assert_eq!(
+            s.on_command(Command::Location { lat: 1.0, lon: 2.0 }, 1),
+            Step::Reply(Line::Err(ErrorCode::NotIdentified))
+        );
+        assert_eq!(
+            s.on_command(Command::Invalid(ErrorCode::BadLocation), 1),
+            Step::Reply(Line::Err(ErrorCode::NotIdentified))
+        );
+        assert_eq!(
+            s.on_command(Command::Invalid(ErrorCode::UnknownCommand), 1),
+            Step::Reply(Line::Err(ErrorCode::NotIdentified))
+        );
+        assert_eq!(s.on_command(Command::Invalid(ErrorCode::BadMac), 1), Step::Reply(Line::Err(ErrorCode::BadMac)));
+        assert_eq!(s.mac, None, "a bad MAC leaves the collar in the handshake");
+        assert_eq!(s.on_command(Command::Identify(MAC), 2), Step::Identified(MAC));
+        assert_eq!(s.mac, Some(MAC));
+    }
+
+    #[test]
+    fn identified_rules() {
+        let mut s = identified(0);
+        let again = Step::Reply(Line::Err(ErrorCode::AlreadyIdentified));
+        assert_eq!(s.on_command(Command::Identify(Mac([9; 6])), 1), again);
+        assert_eq!(s.on_command(Command::Invalid(ErrorCode::BadMac), 1), again);
+        assert_eq!(s.on_command(Command::Pong, 1), Step::Silent);
+        assert_eq!(s.on_command(Command::Ping, 1), Step::Reply(Line::Pong));
+        assert_eq!(
+            s.on_command(Command::Invalid(ErrorCode::UnknownCommand), 1),
+            Step::Reply(Line::Err(ErrorCode::UnknownCommand))
+        );
+        assert_eq!(
+            s.on_command(Command::Invalid(ErrorCode::BadLocation), 1),
+            Step::Reply(Line::Err(ErrorCode::BadLocation))
+        );
+        assert_eq!(s.location, None);
+        assert_eq!(s.on_command(Command::Location { lat: 1.5, lon: -2.5 }, 7), Step::Located);
+        assert_eq!(s.location.as_deref(), Some(&Fix { lat: 1.5, lon: -2.5, at: 7 }));
+        assert_eq!(s.on_command(Command::Location { lat: 3.0, lon: 4.0 }, 9), Step::Located);
+        assert_eq!(s.location.as_deref(), Some(&Fix { lat: 3.0, lon: 4.0, at: 9 }));
+    }
+
+    #[test]
+    fn handshake_timeout() {
+        let t = timeouts();
+        let mut s = Collar::new(10);
+        assert_eq!(s.next_deadline(10, &t), Some(110));
+        assert_eq!(s.on_deadline(109, 50, &t), Due::Nothing, "bytes do not extend the handshake");
+        assert_eq!(s.on_deadline(110, 50, &t), Due::Close(CloseReason::HandshakeTimeout));
+    }
+
+    #[test]
+    fn without_a_handshake_timeout_the_idle_timeout_still_applies() {
+        let t = Timeouts { handshake: Duration::ZERO, ..timeouts() };
+        let mut s = Collar::new(0);
+        assert_eq!(s.next_deadline(200, &t), Some(1200));
+        assert_eq!(s.on_deadline(1199, 200, &t), Due::Nothing);
+        assert_eq!(s.on_deadline(1200, 200, &t), Due::Close(CloseReason::Idle));
+    }
+
+    #[test]
+    fn heartbeat_ping_then_timeout() {
+        let t = timeouts();
+        let mut s = identified(0);
+        assert_eq!(s.next_deadline(0, &t), Some(300));
+        assert_eq!(s.on_deadline(299, 0, &t), Due::Nothing);
+        assert_eq!(s.on_deadline(300, 0, &t), Due::Ping);
+        assert_eq!(s.next_deadline(0, &t), Some(350));
+        assert_eq!(s.on_deadline(349, 0, &t), Due::Nothing, "no second PING while one is outstanding");
+        assert_eq!(s.on_deadline(350, 0, &t), Due::Close(CloseReason::HeartbeatTimeout));
+    }
+
+    #[test]
+    fn any_byte_answers_the_heartbeat() {
+        let t = timeouts();
+        let mut s = identified(0);
+        assert_eq!(s.on_deadline(305, 0, &t), Due::Ping);
+        // Something arrived at 320: the ping is answered, the clock restarts.
+        assert_eq!(s.next_deadline(320, &t), Some(620));
+        assert_eq!(s.on_deadline(360, 320, &t), Due::Nothing);
+        assert_eq!(s.on_deadline(620, 320, &t), Due::Ping);
+    }
+
+    #[test]
+    fn idle_timeout_when_heartbeat_is_disabled() {
+        let t = Timeouts { heartbeat_interval: Duration::ZERO, ..timeouts() };
+        let mut s = identified(0);
+        assert_eq!(s.next_deadline(500, &t), Some(1500));
+        assert_eq!(s.on_deadline(1499, 500, &t), Due::Nothing);
+        assert_eq!(s.on_deadline(1500, 500, &t), Due::Close(CloseReason::Idle));
+    }
+
+    #[test]
+    fn idle_wins_when_it_comes_first() {
+        let t = Timeouts { idle: Duration::from_millis(200), ..timeouts() };
+        let mut s = identified(0);
+        assert_eq!(s.next_deadline(0, &t), Some(200));
+        assert_eq!(s.on_deadline(200, 0, &t), Due::Close(CloseReason::Idle));
+    }
+
+    #[test]
+    fn everything_disabled_means_no_deadline() {
+        let t = Timeouts {
+            handshake: Duration::ZERO,
+            heartbeat_interval: Duration::ZERO,
+            heartbeat_timeout: Duration::ZERO,
+            idle: Duration::ZERO,
+        };
+        assert_eq!(Collar::new(0).next_deadline(0, &t), None);
+        let mut s = identified(0);
+        assert_eq!(s.next_deadline(0, &t), None);
+        assert_eq!(s.on_deadline(u64::MAX, 0, &t), Due::Nothing);
+    }
+}

@@ -1,0 +1,177 @@
+//! The gateway: the reactor serving the hub, with the two listeners the
+//! configuration asks for.
+//!
+//! [`Gateway::bind`] splits the file descriptors between collars and the
+//! app's HTTP clients (each listener has its own cap, so neither can lock
+//! the other out), binds both listeners, and builds the hub; [`Gateway::run`]
+//! runs the loop until a stop request has drained it.
+
+use std::io;
+use std::net::SocketAddr;
+
+use log::{info, warn};
+
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::net::{self, ListenOptions};
+use crate::reactor::{Exit, Handle, Kind, Reactor, Settings, Spec};
+use crate::stats::Stats;
+
+/// A bound gateway, ready to run.
+pub struct Gateway {
+    reactor: Reactor<Hub>,
+    hub: Hub,
+}
+
+impl Gateway {
+    /// Binds the listeners and prepares the loop. Call
+    /// [`net::raise_fd_limit`] first: the connection caps are derived from
+    /// the current limit.
+    pub fn bind(config: Config) -> io::Result<Gateway> {
+        let fd_limit = net::fd_limit()?.soft;
+        let (devices, http) = connection_caps(&config, fd_limit);
+        let options = ListenOptions { backlog: config.backlog, keepalive: config.tcp_keepalive, send_buffer: None };
+        let specs = vec![
+            Spec {
+                kind: Kind::Device,
+                addr: config.device_listen,
+                options,
+                cap: devices,
+                per_ip: None,
+                evict_idle: false,
+                open_while_draining: false,
+            },
+            Spec {
+                kind: Kind::Http,
+                addr: config.http_listen,
+                options: ListenOptions { send_buffer: Some(config.http_send_buffer()), ..options },
+                cap: http,
+                per_ip: (config.http_max_per_ip > 0).then_some(config.http_max_per_ip),
+                evict_idle: true,
+                open_while_draining: true,
+            },
+        ];
+        let settings = Settings {
+            budgets: config.budgets(),
+            linger_timeout: config.linger_timeout,
+            drain_timeout: config.drain_timeout,
+            stats_interval: config.stats_interval,
+            fd_limit,
+        };
+        let reactor = Reactor::new(specs, config.settings(), settings)?;
+        let hub = Hub::new(reactor.clock(), config.event_history, config.cors_origin.clone());
+        Ok(Gateway { reactor, hub })
+    }
+
+    /// The address the collars connect to (useful after binding port 0).
+    pub fn device_addr(&self) -> io::Result<SocketAddr> {
+        self.reactor.local_addr(Kind::Device)
+    }
+
+    /// The address of the HTTP API.
+    pub fn http_addr(&self) -> io::Result<SocketAddr> {
+        self.reactor.local_addr(Kind::Http)
+    }
+
+    /// The collar connection cap in force.
+    pub fn max_connections(&self) -> usize {
+        self.cap(Kind::Device)
+    }
+
+    /// The HTTP connection cap in force.
+    pub fn max_http_connections(&self) -> usize {
+        self.cap(Kind::Http)
+    }
+
+    fn cap(&self, kind: Kind) -> usize {
+        self.reactor.specs().find(|s| s.kind == kind).map_or(0, |s| s.cap)
+    }
+
+    /// The counters so far (after [`Gateway::run`] returns: the final ones).
+    pub fn stats(&self) -> &Stats {
+        self.reactor.stats()
+    }
+
+    /// Number of connections held, open or closing.
+    pub fn connections(&self) -> usize {
+        self.reactor.connections()
+    }
+
+    pub fn handle(&self) -> Handle {
+        self.reactor.handle()
+    }
+
+    /// Treats SIGINT and SIGTERM as stop requests (see [`Handle::shutdown`]).
+    pub fn watch_signals(&mut self) -> io::Result<()> {
+        self.reactor.watch_signals()
+    }
+
+    /// Runs the loop until a stop request has been carried out.
+    pub fn run(&mut self) -> io::Result<Exit> {
+        // Logged here rather than in `bind`: once these lines are out, the
+        // loop is serving and (if asked) watching for signals.
+        info!(
+            "devices: listening on {} (backlog {}), at most {} connections",
+            self.device_addr()?,
+            self.reactor.specs().next().map_or(0, |s| s.options.backlog),
+            self.max_connections()
+        );
+        let http = self.reactor.specs().find(|s| s.kind == Kind::Http).cloned();
+        if let Some(http) = http {
+            info!(
+                "http: listening on {}, at most {} connections ({} per address){}",
+                self.http_addr()?,
+                http.cap,
+                http.per_ip.map_or("no limit".into(), |n| n.to_string()),
+                if self.reactor.config().http.api_token.is_some() { ", bearer token required" } else { "" }
+            );
+        }
+        self.reactor.run(&mut self.hub)
+    }
+}
+
+/// The collar and HTTP caps: `--max-http-connections` for HTTP, and what
+/// the file-descriptor limit leaves (after the reserve) for collars, or
+/// `--max-connections` if that is lower.
+fn connection_caps(config: &Config, fd_limit: u64) -> (usize, usize) {
+    let allowed = usize::try_from(fd_limit).unwrap_or(usize::MAX).saturating_sub(config.fd_reserve);
+    let mut http = config.max_http_connections;
+    if http >= allowed {
+        http = allowed / 2;
+        warn!(
+            "--max-http-connections {} leaves no descriptors for collars under the limit of {fd_limit}; \
+             capping it at {http}",
+            config.max_http_connections
+        );
+    }
+    let left = allowed - http;
+    let devices = match config.max_connections {
+        Some(asked) if asked > left => {
+            warn!(
+                "--max-connections {asked} needs more file descriptors than the limit allows ({fd_limit}, \
+                 minus a reserve of {} and {http} for HTTP); capping at {left}",
+                config.fd_reserve
+            );
+            left
+        }
+        Some(asked) => asked,
+        None => left,
+    };
+    (devices, http)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_descriptors_are_shared_out_between_collars_and_http() {
+        let config = Config::default();
+        assert_eq!(connection_caps(&config, 20_000), (20_000 - 32 - 1024, 1024));
+        let config = Config { max_connections: Some(60), ..Config::default() };
+        assert_eq!(connection_caps(&config, 20_000), (60, 1024));
+        let config = Config { max_connections: Some(1_000_000), ..Config::default() };
+        assert_eq!(connection_caps(&config, 20_000), (20_000 - 32 - 1024, 1024), "capped at the limit");
+        assert_eq!(connection_caps(&Config::default(), 1056), (512, 512), "a tiny limit is halved");
+    }
+}

@@ -1,0 +1,368 @@
+//! The hub: what the connections share, and the one place where one
+//! connection's doings reach another.
+//!
+//! It holds which collar is online under which MAC (the registry), the
+//! event log and its subscribers ([`feeds`]), and who waits for which
+//! collar's location. Sessions never touch any of it: they return
+//! [`Effect`]s, and the reactor hands each one to [`Hub::apply`] after the
+//! session's call, in order. The hub acts on other connections only
+//! through the reactor's [`Ops`] (append output, deliver a reply, close),
+//! which are queued and carried out by the reactor, so no handler ever
+//! runs inside another.
+//!
+//! The paths that cross connections:
+//! - a collar's `IDENTIFY` puts it online; an older connection with that
+//!   MAC is announced as `disconnected` (`replaced`) and closed, then the
+//!   new one as `connected`;
+//! - a collar's `LOCATION:` is published (O(1), see [`feeds`]) and answers
+//!   the location queries waiting on that connection;
+//! - a collar going away is announced, unless it was replaced, and fails
+//!   the location queries waiting on it (502);
+//! - a location query sends `location` to the collar unless one is already
+//!   on the wire for it, and waits; a command is written to the collar, or
+//!   refused if its output is full.
+
+pub mod feeds;
+pub mod frames;
+pub mod views;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::ops::Bound;
+
+use log::debug;
+use mio::Token;
+
+use crate::close::CloseReason;
+use crate::device::{DeviceSession, Fix, Line, Mac};
+use crate::effect::{Answer, Effect, Query, Reply};
+use crate::events::{EventKind, EventLog, Rfc3339};
+use crate::http::{HttpSession, Response, json};
+use crate::metrics;
+use crate::proto::Proto;
+use crate::reactor::{App, Kind, Ops, OutBuf, Peer, Pool, Produce};
+use crate::stats::Stats;
+use crate::time::{Clock, Millis};
+use feeds::{Feeds, Woken};
+use views::{CommandAccepted, DeviceView, DevicesPage, FixView, Health, LocationView};
+
+/// The shared state of the gateway.
+#[derive(Debug)]
+pub struct Hub {
+    clock: Clock,
+    /// `Access-Control-Allow-Origin` of a refusal's 503.
+    cors_origin: String,
+    /// Identified collars that are online, by MAC, ordered so that listings
+    /// page deterministically. Holds exactly the open connections whose
+    /// collar identified and was not replaced since.
+    registry: BTreeMap<Mac, Token>,
+    log: EventLog,
+    feeds: Feeds,
+    /// Location queries waiting on a collar connection. A collar with an
+    /// entry has been sent `location` already.
+    locating: HashMap<Token, Vec<Token>>,
+    /// The collar each waiting location query waits on.
+    waiting_on: HashMap<Token, Token>,
+    /// Reused by [`Hub::publish`].
+    woken: Woken,
+}
+
+impl Hub {
+    pub fn new(clock: Clock, event_history: usize, cors_origin: String) -> Hub {
+        Hub {
+            clock,
+            cors_origin,
+            registry: BTreeMap::new(),
+            log: EventLog::new(event_history),
+            feeds: Feeds::default(),
+            locating: HashMap::new(),
+            waiting_on: HashMap::new(),
+            woken: Woken::default(),
+        }
+    }
+
+    /// Collars online.
+    pub fn online(&self) -> usize {
+        self.registry.len()
+    }
+
+    /// The connection of the collar online as `mac`.
+    fn device(&self, mac: Mac, ops: &Ops<'_, Proto>) -> Option<Token> {
+        self.registry.get(&mac).copied().filter(|&token| ops.session(token).is_some())
+    }
+
+    /// Appends an event to the log and wakes the feeds it concerns.
+    fn publish(&mut self, mac: Mac, kind: EventKind, ops: &mut Ops<'_, Proto>) {
+        let at = self.clock.unix_ms(ops.now());
+        self.log.publish(mac, kind, at);
+        ops.stats().events_published += 1;
+        let event = self.log.latest().expect("just published");
+        self.feeds.published(event, &self.log, &mut self.woken);
+        for token in self.woken.wake.drain(..) {
+            ops.wake(token);
+        }
+        for token in self.woken.cut.drain(..) {
+            debug!("{token:?}: fell off the event log");
+            ops.close(token, CloseReason::SlowConsumer);
+        }
+    }
+
+    fn identified(&mut self, origin: Token, mac: Mac, ops: &mut Ops<'_, Proto>) {
+        if let Some(old) = self.registry.insert(mac, origin)
+            && ops.session(old).is_some()
+        {
+            // Announced here, before the newcomer: the old connection's own
+            // goodbye finds itself replaced and says nothing.
+            ops.stats().takeovers += 1;
+            debug!("{mac}: {origin:?} takes over from {old:?}");
+            self.publish(mac, EventKind::Disconnected { reason: CloseReason::Replaced }, ops);
+            ops.close(old, CloseReason::Replaced);
+        }
+        debug!("{origin:?} identified as {mac}");
+        let peer = ops.peer(origin).cloned().unwrap_or(Peer::V4([0; 4], 0));
+        self.publish(mac, EventKind::Connected { peer }, ops);
+    }
+
+    fn located(&mut self, origin: Token, mac: Mac, fix: Fix, ops: &mut Ops<'_, Proto>) {
+        self.publish(mac, EventKind::Location { lat: fix.lat, lon: fix.lon }, ops);
+        let Some(waiters) = self.locating.remove(&origin) else { return };
+        let location = FixView::new(&fix, |at| self.clock.unix_ms(at));
+        let answer = Answer::json(200, json::to_vec(&LocationView { mac, location }));
+        for waiter in waiters {
+            self.waiting_on.remove(&waiter);
+            ops.reply(waiter, Reply::Answer(answer.clone()));
+        }
+    }
+
+    fn offline(&mut self, origin: Token, mac: Mac, reason: CloseReason, ops: &mut Ops<'_, Proto>) {
+        if let Some(waiters) = self.locating.remove(&origin) {
+            let answer = Answer::error(502, "the device disconnected before answering");
+            for waiter in waiters {
+                self.waiting_on.remove(&waiter);
+                ops.reply(waiter, Reply::Answer(answer.clone()));
+            }
+        }
+        if self.registry.get(&mac) == Some(&origin) {
+            self.registry.remove(&mac);
+            debug!("{mac} offline");
+            self.publish(mac, EventKind::Disconnected { reason }, ops);
+        }
+    }
+
+    /// Answers a query now, or registers its wait (`None`).
+    fn answer(&mut self, origin: Token, query: Query, ops: &mut Ops<'_, Proto>) -> Option<Reply> {
+        let answer = match query {
+            Query::Health => self.health(ops),
+            Query::Metrics => self.metrics(ops),
+            Query::Devices { after, offset, limit } => self.devices(after, offset, limit, ops),
+            Query::Device(mac) => match self.device(mac, ops) {
+                Some(token) => Answer::json(200, json::to_vec(&self.view(mac, token, ops))),
+                None => Answer::error(404, "device not online"),
+            },
+            Query::Command { mac, line } => self.command(mac, line, ops),
+            Query::Location(mac) => return self.locate(origin, mac, ops).map(Reply::Answer),
+            Query::Stream { filter, last_event_id } => {
+                self.feeds.stream(origin, filter, last_event_id, &self.log);
+                ops.feed(origin);
+                ops.wake(origin);
+                return Some(Reply::Stream);
+            }
+            Query::Poll { since, filter, wait } => {
+                let since = since.unwrap_or(self.log.last_id());
+                let answer = self.feeds.poll(origin, since, filter, wait, &self.log);
+                if answer.is_none() {
+                    ops.feed(origin);
+                }
+                return answer.map(Reply::Answer);
+            }
+            Query::Expired => self.expired(origin),
+        };
+        Some(Reply::Answer(answer))
+    }
+
+    fn health(&self, ops: &Ops<'_, Proto>) -> Answer {
+        let levels = ops.levels();
+        let health = if levels.draining {
+            Health { status: "draining", uptime_s: None, devices_online: None, connections: None }
+        } else {
+            Health {
+                status: "ok",
+                uptime_s: Some(ops.now() / 1000),
+                devices_online: Some(self.registry.len()),
+                connections: Some(levels.held.iter().sum()),
+            }
+        };
+        Answer::json(if levels.draining { 503 } else { 200 }, json::to_vec(&health))
+    }
+
+    fn metrics(&self, ops: &mut Ops<'_, Proto>) -> Answer {
+        let levels = ops.levels();
+        let hub = metrics::HubLevels {
+            devices_online: self.registry.len(),
+            sse_subscribers: self.feeds.streams(),
+            long_polls: self.feeds.polls() + self.waiting_on.len(),
+            events_held: self.log.len(),
+            frame_cache_bytes: self.feeds.frame_bytes(),
+            uptime_seconds: ops.now() as f64 / 1000.0,
+        };
+        let mut body = String::with_capacity(16 * 1024);
+        metrics::render(&mut body, ops.stats(), &levels, &hub);
+        Answer { status: 200, content_type: Answer::PROMETHEUS, body: body.into_bytes() }
+    }
+
+    /// `GET /devices`: a page of the online collars by MAC; `after` is a
+    /// cursor that costs nothing however deep the page.
+    fn devices(&self, after: Option<Mac>, offset: usize, limit: usize, ops: &Ops<'_, Proto>) -> Answer {
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let devices = self
+            .registry
+            .range((lower, Bound::Unbounded))
+            .skip(offset)
+            .take(limit)
+            .map(|(&mac, &token)| self.view(mac, token, ops))
+            .collect();
+        let page = DevicesPage { total: self.registry.len(), offset, limit, devices };
+        Answer::json(200, json::to_vec(&page))
+    }
+
+    /// A collar as `GET /devices/{mac}` shows it.
+    fn view(&self, mac: Mac, token: Token, ops: &Ops<'_, Proto>) -> DeviceView {
+        let unix = |at: Millis| Rfc3339(self.clock.unix_ms(at));
+        let (connected_at, location) = match ops.session(token) {
+            Some(Proto::Device(d)) => (d.collar.connected_at, d.collar.location.as_deref()),
+            _ => (0, None),
+        };
+        DeviceView {
+            mac,
+            peer: ops.peer(token).map(ToString::to_string).unwrap_or_default(),
+            connected_at: unix(connected_at),
+            last_seen: unix(ops.last_rx(token).unwrap_or(connected_at)),
+            location: location.map(|fix| FixView::new(fix, |at| self.clock.unix_ms(at))),
+        }
+    }
+
+    /// `POST /devices/{mac}/commands`: the line goes to the collar as it
+    /// stands, or is refused when the collar's output is full.
+    fn command(&self, mac: Mac, mut line: Vec<u8>, ops: &mut Ops<'_, Proto>) -> Answer {
+        let Some(device) = self.device(mac, ops) else { return Answer::error(404, "device not online") };
+        line.push(b'\n');
+        match ops.send(device, &line) {
+            Ok(()) => {
+                ops.stats().lines_out += 1;
+                let accepted = CommandAccepted { mac, accepted: true, bytes: line.len() };
+                Answer::json(202, json::to_vec(&accepted))
+            }
+            Err(_) => Answer::error(503, "the device's output buffer is full"),
+        }
+    }
+
+    /// `GET /devices/{mac}/location`: waits on the collar's connection;
+    /// concurrent queries for one collar share one query on the wire.
+    fn locate(&mut self, origin: Token, mac: Mac, ops: &mut Ops<'_, Proto>) -> Option<Answer> {
+        let Some(device) = self.device(mac, ops) else { return Some(Answer::error(404, "device not online")) };
+        let waiters = self.locating.entry(device).or_default();
+        if waiters.is_empty() {
+            if ops.send(device, Line::LocationQuery.bytes()).is_err() {
+                self.locating.remove(&device);
+                return Some(Answer::error(503, "the device's output buffer is full"));
+            }
+            ops.stats().lines_out += 1;
+        }
+        waiters.push(origin);
+        self.waiting_on.insert(origin, device);
+        None
+    }
+
+    /// A wait timed out: forget it, and give its last answer.
+    fn expired(&mut self, origin: Token) -> Answer {
+        if self.forget_location_wait(origin) {
+            return Answer::error(504, "the device did not answer in time");
+        }
+        match self.feeds.remove(origin, &self.log) {
+            Some(answer) => answer,
+            None => Answer::error(504, "nothing to wait for"),
+        }
+    }
+
+    /// Drops a location query from its collar's list; with nobody left
+    /// waiting, the next query asks the collar again rather than wait on
+    /// one it may never answer. Whether `origin` was waiting for one.
+    fn forget_location_wait(&mut self, origin: Token) -> bool {
+        let Some(device) = self.waiting_on.remove(&origin) else { return false };
+        if let Some(waiters) = self.locating.get_mut(&device) {
+            waiters.retain(|&w| w != origin);
+            if waiters.is_empty() {
+                self.locating.remove(&device);
+            }
+        }
+        true
+    }
+}
+
+impl App for Hub {
+    type Session = Proto;
+
+    fn open(&mut self, kind: Kind, _peer: &Peer, now: Millis) -> Proto {
+        match kind {
+            Kind::Device => Proto::Device(DeviceSession::new(now)),
+            Kind::Http => Proto::Http(Box::new(HttpSession::new(now))),
+        }
+    }
+
+    fn refusal(&mut self, kind: Kind, reason: CloseReason, out: &mut Vec<u8>, stats: &mut Stats) {
+        match kind {
+            Kind::Device => {
+                if let Some(bye) = reason.bye() {
+                    out.extend_from_slice(bye);
+                    stats.lines_out += 1;
+                }
+            }
+            Kind::Http => {
+                let answer = match reason {
+                    CloseReason::PeerLimit => Answer::error(429, "too many connections from this address"),
+                    _ => Answer::error(503, "server full"),
+                };
+                let response = Response {
+                    status: answer.status,
+                    content_type: answer.content_type,
+                    body: &answer.body,
+                    headers: &[],
+                };
+                response.write(out, &self.cors_origin, false, false);
+                stats.http_response(answer.status);
+            }
+        }
+    }
+
+    fn apply(&mut self, origin: Token, effect: Effect, ops: &mut Ops<'_, Proto>) {
+        match effect {
+            Effect::Identified { mac } => self.identified(origin, mac, ops),
+            Effect::Located { mac, fix } => self.located(origin, mac, fix, ops),
+            Effect::Offline { mac, reason } => self.offline(origin, mac, reason, ops),
+            Effect::Ask(query) => {
+                if let Some(reply) = self.answer(origin, query, ops) {
+                    ops.reply(origin, reply);
+                }
+            }
+            Effect::Withdraw => {
+                self.forget_location_wait(origin);
+                self.feeds.remove(origin, &self.log);
+            }
+        }
+    }
+
+    fn produce(
+        &mut self,
+        token: Token,
+        out: &mut OutBuf,
+        pool: &mut Pool,
+        budget: usize,
+        stats: &mut Stats,
+    ) -> Produce<Reply> {
+        self.feeds.produce(token, out, pool, budget, &self.log, stats)
+    }
+
+    fn report(&self, line: &mut String) {
+        let _ = write!(line, " devices={} subscribers={}", self.registry.len(), self.feeds.streams());
+    }
+}

@@ -1,0 +1,67 @@
+//! How much work one turn of the loop may do.
+//!
+//! A reactor serves every connection from one thread, so a turn that runs
+//! long delays everyone: a collar's `PING`, a `/health` probe, the next
+//! accept. Each kind of work therefore has a budget per turn; what is left
+//! over is carried to the next turn, in order (round robin), never done by
+//! re-entering a handler. Every time a budget runs out it is counted
+//! ([`crate::stats::Stats::budget_spent`]), so an operator sees which
+//! limit shapes the load.
+
+/// The per-turn budgets. Each is at least 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budgets {
+    /// Reads of the 64 KiB scratch buffer per connection per turn.
+    pub reads: usize,
+    /// Requests answered per connection per turn (a protocol's unit of
+    /// work: an HTTP request).
+    pub requests: usize,
+    /// Connections accepted per listener per turn.
+    pub accepts: usize,
+    /// Timers fired per turn.
+    pub timers: usize,
+    /// Bytes written to one connection per turn.
+    pub write_bytes: usize,
+    /// Bytes written to all connections together per turn.
+    pub turn_write_bytes: usize,
+}
+
+impl Default for Budgets {
+    fn default() -> Budgets {
+        Budgets {
+            reads: 2,
+            requests: 16,
+            accepts: 256,
+            timers: 1024,
+            write_bytes: 64 * 1024,
+            turn_write_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// The budgets, for counting which one ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    Reads = 0,
+    Requests = 1,
+    Accepts = 2,
+    Timers = 3,
+    WriteBytes = 4,
+    TurnWriteBytes = 5,
+}
+
+impl Budget {
+    pub const ALL: [Budget; 6] =
+        [Budget::Reads, Budget::Requests, Budget::Accepts, Budget::Timers, Budget::WriteBytes, Budget::TurnWriteBytes];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Budget::Reads => "reads",
+            Budget::Requests => "requests",
+            Budget::Accepts => "accepts",
+            Budget::Timers => "timers",
+            Budget::WriteBytes => "write-bytes",
+            Budget::TurnWriteBytes => "turn-write-bytes",
+        }
+    }
+}

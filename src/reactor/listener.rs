@@ -1,0 +1,387 @@
+//! Accepting connections: the listening sockets, their caps, and backing
+//! off when the process runs out of file descriptors.
+//!
+//! Each listener has its own share of the descriptors ([`Spec::cap`]), so
+//! collars at their cap cannot lock the app's API out, nor the other way
+//! round. A full listener turns a newcomer away with a word of explanation
+//! (written by the application: `BYE server-full`, a 503), or, where
+//! [`Spec::evict_idle`] allows, closes its longest-idle connection to make
+//! room, as nginx does with keep-alive connections. [`Spec::per_ip`] stops
+//! one address from holding a listener's whole share.
+//!
+//! A listener is edge-triggered, so an event only says "something
+//! arrived". [`Listener::backlog`] remembers that the kernel's accept queue
+//! may still hold connections until `accept` answers `WouldBlock`: the
+//! queue is drained across turns (at most [`super::Budgets::accepts`] per
+//! turn), and nothing is left behind when a turn stops early. A connection
+//! accepted in a turn is read in that turn.
+//!
+//! When `accept` fails with EMFILE/ENFILE the connection stays in the
+//! kernel's queue. Retrying at once would spin (the error repeats until a
+//! descriptor is freed) and giving up would strand it, so accepting pauses
+//! for [`ACCEPT_BACKOFF`] and resumes from a timer with the backlog still
+//! marked pending.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use log::{debug, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry, Token};
+
+use super::app::App;
+use super::budget::Budget;
+use super::conn::{Conn, Peer, Phase};
+use super::io as sock;
+use super::outbuf::OutBuf;
+use super::session::Session as _;
+use super::token;
+use super::{Reactor, plural};
+use crate::close::CloseReason;
+use crate::net::ListenOptions;
+use crate::time::{Millis, millis};
+
+/// How long accepting pauses after running out of file descriptors.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// At most one warning per this many milliseconds per kind of trouble.
+const WARN_EVERY_MS: u64 = 1000;
+
+/// What a listener's connections speak, for counting and for the order of
+/// a shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Device = 0,
+    Http = 1,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 2] = [Kind::Device, Kind::Http];
+    /// The order in which a shutdown tells connections to finish: the app's
+    /// pending answers first, so that the devices' goodbyes do not answer
+    /// them as if nothing happened.
+    pub const DRAIN_ORDER: [Kind; 2] = [Kind::Http, Kind::Device];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Device => "device",
+            Kind::Http => "http",
+        }
+    }
+}
+
+/// How to listen, and whom to let in.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub kind: Kind,
+    pub addr: SocketAddr,
+    pub options: ListenOptions,
+    /// Most connections held at once, closing ones included (each holds a
+    /// descriptor).
+    pub cap: usize,
+    /// Most connections held at once from one IP address.
+    pub per_ip: Option<usize>,
+    /// At the cap, close the longest-idle connection (see
+    /// [`Session::idle_since`]) to admit a new one.
+    pub evict_idle: bool,
+    /// Stays open during a shutdown (so a load balancer sees `/health`
+    /// answer "draining" rather than a refused connection).
+    pub open_while_draining: bool,
+}
+
+/// A listener and what the reactor knows about its queue and its share.
+#[derive(Debug)]
+pub(super) struct Listener {
+    /// `None` once closed for shutdown.
+    socket: Option<TcpListener>,
+    pub spec: Spec,
+    /// The accept queue may hold connections: set by a readiness event,
+    /// cleared only when `accept` says `WouldBlock`.
+    pub backlog: bool,
+    /// Accepting is paused until then, after running out of descriptors.
+    pub paused_until: Option<Millis>,
+    /// Connections held, open or closing.
+    pub held: usize,
+    /// Connections held per address, when [`Spec::per_ip`] is set.
+    per_ip: HashMap<IpAddr, usize>,
+    /// Connections that may be closed to make room, oldest idle first,
+    /// when [`Spec::evict_idle`] is set; `idle_filed` says under which time
+    /// each is filed.
+    idle: BTreeSet<(Millis, Token)>,
+    idle_filed: HashMap<Token, Millis>,
+}
+
+impl Listener {
+    pub fn new(socket: TcpListener, spec: Spec) -> Listener {
+        Listener {
+            socket: Some(socket),
+            spec,
+            backlog: false,
+            paused_until: None,
+            held: 0,
+            per_ip: HashMap::new(),
+            idle: BTreeSet::new(),
+            idle_filed: HashMap::new(),
+        }
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        match &self.socket {
+            Some(socket) => socket.local_addr(),
+            None => Err(io::Error::new(io::ErrorKind::NotConnected, "listener closed")),
+        }
+    }
+
+    /// Whether accepting now would find work.
+    pub fn can_accept(&self, now: Millis) -> bool {
+        self.socket.is_some() && self.backlog && self.paused_until.is_none_or(|until| now >= until)
+    }
+
+    /// Closes the listening socket: new connects are refused from now on.
+    pub fn close(&mut self, registry: &Registry) {
+        if let Some(mut socket) = self.socket.take() {
+            let _ = registry.deregister(&mut socket);
+        }
+        self.paused_until = None;
+    }
+
+    /// Files (or re-files, or withdraws) a connection as idle since `since`.
+    pub fn set_idle(&mut self, token: Token, since: Option<Millis>) {
+        if !self.spec.evict_idle || self.idle_filed.get(&token).copied() == since {
+            return;
+        }
+        if let Some(old) = self.idle_filed.remove(&token) {
+            self.idle.remove(&(old, token));
+        }
+        if let Some(since) = since {
+            self.idle.insert((since, token));
+            self.idle_filed.insert(token, since);
+        }
+    }
+
+    /// The connections that may be closed to make room, idle the longest
+    /// first.
+    pub fn idle(&self) -> impl Iterator<Item = Token> + '_ {
+        self.idle.iter().map(|&(_, token)| token)
+    }
+
+    /// A connection from `ip` was admitted.
+    fn hold(&mut self, ip: IpAddr) {
+        self.held += 1;
+        if self.spec.per_ip.is_some() {
+            *self.per_ip.entry(ip).or_default() += 1;
+        }
+    }
+
+    /// A connection from `ip` was freed.
+    pub fn release(&mut self, ip: IpAddr, token: Token) {
+        self.held -= 1;
+        self.set_idle(token, None);
+        if self.spec.per_ip.is_some()
+            && let Some(n) = self.per_ip.get_mut(&ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
+    }
+
+    fn held_from(&self, ip: IpAddr) -> usize {
+        self.per_ip.get(&ip).copied().unwrap_or(0)
+    }
+}
+
+/// Errors that concern one connection in the queue, not the listener.
+/// Linux reports a pending network error of the new socket from `accept`;
+/// accept(2) says to treat these like `EAGAIN` and carry on.
+fn connection_specific(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted)
+        || matches!(
+            e.raw_os_error(),
+            Some(
+                libc::EPROTO
+                    | libc::ENOPROTOOPT
+                    | libc::ENETDOWN
+                    | libc::ENONET
+                    | libc::EHOSTDOWN
+                    | libc::EHOSTUNREACH
+                    | libc::ENETUNREACH
+                    | libc::EOPNOTSUPP
+                    | libc::EPERM
+            )
+        )
+}
+
+impl<A: App> Reactor<A> {
+    /// Accepts what is waiting on every listener, each within its budget.
+    pub(super) fn accept_phase(&mut self, app: &mut A) {
+        for i in 0..self.listeners.len() {
+            if !self.listeners[i].can_accept(self.now) {
+                continue;
+            }
+            self.listeners[i].paused_until = None;
+            let mut accepted = 0;
+            loop {
+                if accepted == self.budgets.accepts {
+                    // The queue may hold more: the next turn goes on.
+                    self.stats.budget_spent(Budget::Accepts);
+                    break;
+                }
+                let Some(socket) = &self.listeners[i].socket else { break };
+                match socket.accept() {
+                    Ok((stream, peer)) => {
+                        accepted += 1;
+                        self.admit(app, i, stream, peer);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.listeners[i].backlog = false;
+                        break;
+                    }
+                    Err(e) if connection_specific(&e) => {
+                        // That connection is gone; the queue may hold others.
+                        self.stats.accept_failed += 1;
+                        debug!("accept: {e} (skipped)");
+                    }
+                    Err(e) => {
+                        self.accept_failed(i, &e);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Backs off after an error that retrying at once would only repeat.
+    fn accept_failed(&mut self, i: usize, e: &io::Error) {
+        let out_of_fds = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+        if out_of_fds {
+            self.stats.accept_fd_exhausted += 1;
+        } else {
+            self.stats.accept_failed += 1;
+        }
+        self.listeners[i].paused_until = Some(self.now + millis(ACCEPT_BACKOFF));
+        if let Some(suppressed) = self.warn_accept.allow(self.now, WARN_EVERY_MS) {
+            let hint =
+                if out_of_fds { " (out of file descriptors: raise the limit or lower --max-connections)" } else { "" };
+            warn!(
+                "accept failed: {e}{hint}; pausing accepts for {ACCEPT_BACKOFF:?} with {} open \
+                 ({suppressed} more since the last warning)",
+                plural(self.conns.len(), "connection")
+            );
+        }
+    }
+
+    /// Takes an accepted socket into the slab, or turns it away.
+    fn admit(&mut self, app: &mut A, i: usize, mut stream: TcpStream, peer: SocketAddr) {
+        let kind = self.listeners[i].spec.kind;
+        self.stats.accepted[kind as usize] += 1;
+        let listener = &self.listeners[i];
+        if let Some(limit) = listener.spec.per_ip
+            && listener.held_from(peer.ip()) >= limit
+        {
+            return self.refuse(app, stream, peer, kind, CloseReason::PeerLimit);
+        }
+        if self.listeners[i].held >= self.listeners[i].spec.cap {
+            // Make room by closing the connection idle the longest, if the
+            // listener allows it and one is idle (input that arrived and is
+            // not read yet is not idleness); else turn the new one away.
+            let idle = self.listeners[i]
+                .idle()
+                .filter_map(|token| self.live_key(token))
+                .find(|&key| !self.conns[key].readable);
+            match idle {
+                Some(idle) if self.listeners[i].spec.evict_idle => {
+                    debug!("#{idle} closed to make room for a connection from {peer}");
+                    self.close(idle, CloseReason::Evicted);
+                    self.settle(app);
+                }
+                _ => return self.refuse(app, stream, peer, kind, CloseReason::ServerFull),
+            }
+        }
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let generation = self.generations.take();
+        let token = token::pack(key, generation);
+        // Readiness in both directions, edge-triggered, registered once:
+        // WRITABLE edges arrive only after a write could not take
+        // everything, so watching for them costs nothing in steady state
+        // and saves an `epoll_ctl` per backlog.
+        if let Err(e) = self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
+            warn!("cannot register the connection from {peer}: {e}");
+            self.stats.close(kind, CloseReason::IoError);
+            return;
+        }
+        let peer = Peer::from(peer);
+        let session = app.open(kind, &peer, self.now);
+        self.listeners[i].hold(peer.ip());
+        debug!("#{key} {} connection accepted from {peer}", kind.as_str());
+        entry.insert(Conn {
+            stream,
+            generation,
+            timer: None,
+            last_rx: self.now,
+            out: OutBuf::default(),
+            peer,
+            kind,
+            phase: Phase::Open,
+            // Read in this turn: a collar usually sends IDENTIFY with its
+            // connect, and a deadline must not beat input that arrived.
+            readable: true,
+            read_closed: false,
+            blocked: false,
+            fed: false,
+            in_run_queue: false,
+            in_flush_queue: false,
+            session,
+        });
+        self.rearm(key);
+        self.schedule_run(key);
+    }
+
+    /// Turns a connection away with the application's word of explanation
+    /// (`BYE server-full`, a 503) and closes it at once.
+    fn refuse(&mut self, app: &mut A, stream: TcpStream, peer: SocketAddr, kind: Kind, reason: CloseReason) {
+        self.stats.close(kind, reason);
+        let listener = &self.listeners[kind_index(&self.listeners, kind)];
+        if let Some(suppressed) = self.warn_refused.allow(self.now, WARN_EVERY_MS) {
+            warn!(
+                "{} ({} of at most {} held): turning away a connection from {peer} ({suppressed} more since \
+                 the last warning)",
+                reason.as_str(),
+                plural(listener.held, &format!("{} connection", kind.as_str())),
+                listener.spec.cap,
+            );
+        }
+        let mut farewell = std::mem::take(&mut self.farewell);
+        farewell.clear();
+        app.refusal(kind, reason, &mut farewell, &mut self.stats);
+        if let sock::Io::Done(n) = sock::write(&stream, &farewell) {
+            self.stats.bytes_out += n as u64;
+            self.stats.writes += 1;
+        }
+        self.farewell = farewell;
+        // Discard anything the client already sent: closing with unread
+        // input would make the kernel reset the connection, and the reset
+        // can overtake the farewell.
+        let _ = sock::read(&stream, &mut self.scratch);
+    }
+
+    /// Files the connection as idle (or not) with its listener.
+    pub(super) fn track_idle(&mut self, key: usize) {
+        let conn = &self.conns[key];
+        let i = kind_index(&self.listeners, conn.kind);
+        if !self.listeners[i].spec.evict_idle {
+            return;
+        }
+        let since = if conn.phase == Phase::Open && conn.out.is_empty() { conn.session.idle_since() } else { None };
+        let token = token::pack(key, conn.generation);
+        self.listeners[i].set_idle(token, since);
+    }
+}
+
+/// The index of the listener of `kind`.
+pub(super) fn kind_index(listeners: &[Listener], kind: Kind) -> usize {
+    listeners.iter().position(|l| l.spec.kind == kind).expect("a listener of every kind held")
+}
