@@ -146,7 +146,7 @@ pub struct Config {
     pub max_wait: Duration,
 
     /// Reads of 64 KiB per connection per turn of the loop.
-    #[arg(long, default_value = "2", value_name = "N", value_parser = parse_count, help_heading = "Loop budgets (per turn)")]
+    #[arg(long, default_value = "1", value_name = "N", value_parser = parse_count, help_heading = "Loop budgets (per turn)")]
     pub budget_reads: usize,
 
     /// HTTP requests answered per connection per turn.

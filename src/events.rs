@@ -24,7 +24,7 @@ use serde::ser::{SerializeStruct, Serializer};
 use crate::close::CloseReason;
 use crate::device::Mac;
 use crate::reactor::Peer;
-use crate::time::write_rfc3339;
+use crate::time::rfc3339;
 
 /// What happened, with its details.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,15 +62,15 @@ pub struct Rfc3339(pub u64);
 
 impl fmt::Display for Rfc3339 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut text = String::with_capacity(24);
-        write_rfc3339(&mut text, self.0);
-        f.write_str(&text)
+        f.write_str(std::str::from_utf8(&rfc3339(self.0)).map_err(|_| fmt::Error)?)
     }
 }
 
 impl Serialize for Rfc3339 {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        let text = rfc3339(self.0);
+        // Digits and punctuation only: always UTF-8.
+        serializer.serialize_str(std::str::from_utf8(&text).unwrap_or_default())
     }
 }
 

@@ -54,21 +54,29 @@ pub fn deadline(at: Millis, d: Duration) -> Option<Millis> {
     (!d.is_zero()).then(|| at.saturating_add(millis(d).max(1)))
 }
 
-/// Appends `unix_ms` as an RFC 3339 UTC timestamp with milliseconds,
-/// e.g. `2026-11-26T08:51:22.123Z`.
-pub fn write_rfc3339(out: &mut String, unix_ms: u64) {
-    use std::fmt::Write as _;
+/// `unix_ms` as an RFC 3339 UTC timestamp with milliseconds, e.g.
+/// `2026-11-26T08:51:22.123Z` (years 0 to 9999), written digit by digit:
+/// every event carries one, and formatting machinery would cost more than
+/// the rest of the event.
+pub fn rfc3339(unix_ms: u64) -> [u8; 24] {
     let secs = unix_ms / 1000;
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (year, month, day) = civil_from_days(days as i64);
-    let _ = write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        unix_ms % 1000
-    );
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    let mut digits = |at: usize, width: usize, mut value: u64| {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    digits(0, 4, year.clamp(0, 9999) as u64);
+    digits(5, 2, u64::from(month));
+    digits(8, 2, u64::from(day));
+    digits(11, 2, rem / 3600);
+    digits(14, 2, rem % 3600 / 60);
+    digits(17, 2, rem % 60);
+    digits(20, 3, unix_ms % 1000);
+    out
 }
 
 /// Days since 1970-01-01 to a (year, month, day) in the proleptic
@@ -90,18 +98,17 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
 
-    fn rfc3339(unix_ms: u64) -> String {
-        let mut s = String::new();
-        write_rfc3339(&mut s, unix_ms);
-        s
+    fn text(unix_ms: u64) -> String {
+        String::from_utf8(rfc3339(unix_ms).to_vec()).unwrap()
     }
 
     #[test]
     fn formats_rfc3339() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
-        assert_eq!(rfc3339(1_795_683_082_123), "2026-11-26T08:51:22.123Z");
-        assert_eq!(rfc3339(4_102_444_799_999), "2099-12-31T23:59:59.999Z");
+        assert_eq!(text(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(text(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(text(1_795_683_082_123), "2026-11-26T08:51:22.123Z");
+        assert_eq!(text(4_102_444_799_999), "2099-12-31T23:59:59.999Z");
+        assert_eq!(text(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
     }
 
     #[test]

@@ -36,13 +36,25 @@ pub enum StartError {
 
 impl Server {
     /// Starts the tether binary at `bin` on free loopback ports with the
-    /// flags `benches/common` passes plus `--max-http-connections`, nothing
-    /// else (an older build may not know newer flags), and waits until it
-    /// logs both listening addresses.
+    /// flags `benches/common` passes plus `--max-http-connections` (and,
+    /// where the build has a per-address cap, `--http-max-per-ip 0`: every
+    /// subscriber comes from 127.0.0.1), nothing else (an older build may
+    /// not know newer flags), and waits until it logs both listening
+    /// addresses.
     pub fn tether(bin: &str, max_http_connections: usize) -> Result<Server, StartError> {
+        let help = Command::new(bin)
+            .arg("--help")
+            .output()
+            .map_err(|e| StartError::Failed(format!("cannot run {bin}: {e}")))?;
+        let per_ip: &[&str] = if String::from_utf8_lossy(&help.stdout).contains("--http-max-per-ip") {
+            &["--http-max-per-ip", "0"]
+        } else {
+            &[]
+        };
         let mut child = Command::new(bin)
             .args(["--device-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--stats-interval", "0"])
             .args(["--max-http-connections", &max_http_connections.to_string()])
+            .args(per_ip)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -49,15 +49,29 @@ fn hex(digit: u8) -> Result<u8, BadMac> {
 
 impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [a, b, c, d, e, g] = self.0;
-        write!(f, "{a:02X}:{b:02X}:{c:02X}:{d:02X}:{e:02X}:{g:02X}")
+        f.write_str(std::str::from_utf8(&self.text()).map_err(|_| fmt::Error)?)
+    }
+}
+
+impl Mac {
+    /// The printed form, `CE:96:C2:78:27:FC`, without formatting machinery.
+    pub fn text(&self) -> [u8; 17] {
+        const HEX: &[u8; 16] = b"0123456789ABCDEF";
+        let mut out = [b':'; 17];
+        for (i, byte) in self.0.iter().enumerate() {
+            out[i * 3] = HEX[usize::from(byte >> 4)];
+            out[i * 3 + 1] = HEX[usize::from(byte & 0xF)];
+        }
+        out
     }
 }
 
 impl serde::Serialize for Mac {
     /// As its printed form, `"CE:96:C2:78:27:FC"`.
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        let text = self.text();
+        // Hex digits and colons only: always UTF-8.
+        serializer.serialize_str(std::str::from_utf8(&text).unwrap_or_default())
     }
 }
 

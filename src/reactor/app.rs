@@ -104,6 +104,7 @@ pub struct Ops<'a, S: Session> {
     pub(super) conns: &'a mut Slab<Conn<S>>,
     pub(super) pool: &'a mut Pool,
     pub(super) flush_queue: &'a mut VecDeque<Token>,
+    pub(super) produce_queue: &'a mut VecDeque<Token>,
     pub(super) replies: &'a mut VecDeque<(Token, S::Reply)>,
     pub(super) closes: &'a mut VecDeque<(Token, CloseReason)>,
     pub(super) stats: &'a mut Stats,
@@ -178,12 +179,20 @@ impl<S: Session> Ops<'_, S> {
         }
     }
 
-    /// Schedules a fed connection's flush: there is something to produce.
+    /// Schedules a fed connection's production: there is something new.
     /// Waking a connection that is waiting for its socket to drain costs
     /// nothing: the WRITABLE edge brings it back.
     pub fn wake(&mut self, token: Token) {
-        if self.open(token).is_some_and(|c| c.fed) {
-            self.schedule_flush(token);
+        let (key, generation) = token::unpack(token);
+        if let Some(conn) = self.conns.get_mut(key)
+            && conn.generation == generation
+            && conn.phase == Phase::Open
+            && conn.fed
+            && !conn.blocked
+            && !conn.in_produce_queue
+        {
+            conn.in_produce_queue = true;
+            self.produce_queue.push_back(token);
         }
     }
 

@@ -29,7 +29,7 @@ pub struct Budgets {
 impl Default for Budgets {
     fn default() -> Budgets {
         Budgets {
-            reads: 2,
+            reads: 1,
             requests: 16,
             accepts: 256,
             timers: 1024,

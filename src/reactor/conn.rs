@@ -59,8 +59,10 @@ pub struct Conn<S> {
     pub fed: bool,
     /// In the run queue (input or buffered work to handle).
     pub in_run_queue: bool,
-    /// In the flush queue (output to write, or to produce).
+    /// In the flush queue (output to write).
     pub in_flush_queue: bool,
+    /// In the produce queue (a fed connection with output to produce).
+    pub in_produce_queue: bool,
     pub session: S,
 }
 

@@ -30,50 +30,66 @@ use crate::net;
 use crate::time::deadline;
 
 impl<A: App> Reactor<A> {
-    /// Writes the connections queued when the phase began, each once,
-    /// within the per-connection and per-turn byte budgets.
+    /// Produces the output of fed connections, round robin, until the
+    /// turn's byte budget is spent; then writes every connection queued
+    /// when the phase began, once each, within its own byte budget. Small
+    /// writes (a collar's `PONG`) never wait behind big ones: the turn's
+    /// budget bounds what is produced, not who is written.
     pub(super) fn flush_phase(&mut self, app: &mut A) {
-        let mut turn_left = self.budgets.turn_write_bytes;
-        for _ in 0..self.flush_queue.len() {
-            if turn_left == 0 {
+        let mut left = self.budgets.turn_write_bytes;
+        for _ in 0..self.produce_queue.len() {
+            if left == 0 {
                 self.stats.budget_spent(Budget::TurnWriteBytes);
                 break;
             }
-            let Some(token) = self.flush_queue.pop_front() else { break };
+            let Some(token) = self.produce_queue.pop_front() else { break };
             let Some(key) = self.live_key(token) else { continue };
-            self.conns[key].in_flush_queue = false;
-            let budget = self.budgets.write_bytes.min(turn_left);
+            self.conns[key].in_produce_queue = false;
+            let budget = self.budgets.write_bytes.min(left);
+            let before = self.conns[key].out.len();
             let more = self.produce(app, key, budget);
             let Some(conn) = self.conns.get(key) else { continue };
+            left -= conn.out.len().saturating_sub(before).min(left);
+            if !conn.out.is_empty() {
+                self.schedule_flush(key);
+            }
+            if more {
+                self.schedule_produce(key);
+            }
+        }
+        for _ in 0..self.flush_queue.len() {
+            let Some(token) = self.flush_queue.pop_front() else { break };
+            let Some(key) = self.live_key(token) else { continue };
+            let conn = &mut self.conns[key];
+            conn.in_flush_queue = false;
             if conn.blocked {
                 continue;
             }
-            let written = self.write_once(app, key, budget);
-            turn_left -= written.min(turn_left);
+            self.write_once(app, key, self.budgets.write_bytes);
             if let Some(conn) = self.conns.get(key)
                 && !conn.blocked
-                && (more || !conn.out.is_empty())
+                && !conn.out.is_empty()
             {
                 self.schedule_flush(key);
             }
         }
     }
 
-    /// Asks the application for a fed connection's output. Whether it has
-    /// more than the budget allowed.
+    /// Asks the application for a fed connection's output, up to `budget`
+    /// bytes of unsent output in all. Whether it has more to give.
     fn produce(&mut self, app: &mut A, key: usize, budget: usize) -> bool {
         let conn = &mut self.conns[key];
-        if !conn.fed || conn.phase != Phase::Open || conn.out.len() >= budget {
-            return conn.fed;
+        if !conn.fed || conn.phase != Phase::Open || conn.blocked {
+            return false;
+        }
+        if conn.out.len() >= budget {
+            return true;
         }
         let token = token::pack(key, conn.generation);
         let room = budget - conn.out.len();
         match app.produce(token, &mut conn.out, &mut self.pool, room, &mut self.stats) {
             Produce::Idle => false,
-            Produce::More => {
-                self.stats.budget_spent(Budget::WriteBytes);
-                true
-            }
+            Produce::More => true,
             Produce::Reply(reply) => {
                 conn.fed = false;
                 self.replies.push_back((token, reply));

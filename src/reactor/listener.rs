@@ -334,6 +334,7 @@ impl<A: App> Reactor<A> {
             fed: false,
             in_run_queue: false,
             in_flush_queue: false,
+            in_produce_queue: false,
             session,
         });
         self.rearm(key);

@@ -15,9 +15,10 @@
 //!    effects the session returned ([`App::apply`]);
 //! 5. **timers**: fire due deadlines (within the timer budget); a deadline
 //!    that would close a connection first reads what arrived;
-//! 6. **flush**: write each connection with output once (one `write` per
-//!    connection per turn, within the byte budgets), asking the
-//!    application to produce the output of fed connections first.
+//! 6. **flush**: ask the application to produce the output of fed
+//!    connections (event streams), round robin within the turn's byte
+//!    budget; then write each connection with output once (one `write`
+//!    per connection per turn, within the connection's byte budget).
 //!
 //! Handlers only append to output; nothing is written before the flush
 //! phase, so a connection owed a hundred replies and events in one turn
@@ -148,8 +149,10 @@ pub struct Reactor<A: App> {
     expired: Vec<(TimerId, Token)>,
     /// Connections with input to read or buffered work, in turn order.
     run_queue: VecDeque<Token>,
-    /// Connections with output to write or to produce, in turn order.
+    /// Connections with output to write, in turn order.
     flush_queue: VecDeque<Token>,
+    /// Fed connections with output to produce, in turn order.
+    produce_queue: VecDeque<Token>,
     /// Effects waiting to be applied, with the connection they came from.
     effects: VecDeque<(Token, <A::Session as Session>::Effect)>,
     /// Where a session call puts its effects (reused).
@@ -214,6 +217,7 @@ impl<A: App> Reactor<A> {
             expired: Vec::new(),
             run_queue: VecDeque::new(),
             flush_queue: VecDeque::new(),
+            produce_queue: VecDeque::new(),
             effects: VecDeque::new(),
             new_effects: Vec::new(),
             replies: VecDeque::new(),
@@ -324,7 +328,10 @@ impl<A: App> Reactor<A> {
     /// when work is already waiting.
     fn poll_timeout(&self) -> Option<Duration> {
         let now = self.clock.now();
-        let queued = !self.run_queue.is_empty() || !self.flush_queue.is_empty() || !self.due.is_empty();
+        let queued = !self.run_queue.is_empty()
+            || !self.flush_queue.is_empty()
+            || !self.produce_queue.is_empty()
+            || !self.due.is_empty();
         if queued || self.listeners.iter().any(|l| l.can_accept(now)) {
             return Some(Duration::ZERO);
         }
@@ -356,6 +363,7 @@ impl<A: App> Reactor<A> {
         if event.is_writable() && conn.blocked {
             conn.blocked = false;
             self.schedule_flush(key);
+            self.schedule_produce(key);
         }
         let conn = &mut self.conns[key];
         if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -385,6 +393,17 @@ impl<A: App> Reactor<A> {
             conn.in_flush_queue = true;
             let token = token::pack(key, conn.generation);
             self.flush_queue.push_back(token);
+        }
+    }
+
+    /// Puts a fed connection in the produce queue (once), unless it waits
+    /// for a WRITABLE edge.
+    fn schedule_produce(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if conn.fed && conn.phase == Phase::Open && !conn.in_produce_queue && !conn.blocked {
+            conn.in_produce_queue = true;
+            let token = token::pack(key, conn.generation);
+            self.produce_queue.push_back(token);
         }
     }
 

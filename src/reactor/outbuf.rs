@@ -73,9 +73,14 @@ impl OutBuf {
     /// serializer, an event renderer); `write` returns what it appended.
     pub fn append_with<T>(&mut self, pool: &mut Pool, write: impl FnOnce(&mut Vec<u8>) -> T) -> T {
         let p = self.pending.get_or_insert_with(|| pool.take());
+        // Reclaim the sent prefix first: the writer may append a lot.
+        if p.sent > 0 {
+            p.buf.drain(..p.sent);
+            p.sent = 0;
+        }
         let before = p.buf.len();
         let result = write(&mut p.buf);
-        if p.buf.len() == before && p.sent == before {
+        if p.buf.len() == before && before == 0 {
             // Nothing was appended to an empty buffer: give it back.
             self.release(pool);
         }

@@ -243,6 +243,7 @@ impl<A: App> Reactor<A> {
                     conns: &mut self.conns,
                     pool: &mut self.pool,
                     flush_queue: &mut self.flush_queue,
+                    produce_queue: &mut self.produce_queue,
                     replies: &mut self.replies,
                     closes: &mut self.closes,
                     stats: &mut self.stats,
