@@ -27,9 +27,11 @@ heartbeat=${HEARTBEAT:-30s}
 # --- What this host allows ---------------------------------------------
 hard=$(ulimit -Hn)
 ulimit -n "$hard"
-# The gateway keeps 32 descriptors in reserve (--fd-reserve) and this
-# script talks HTTP to it; one process holds the rest.
-gateway_max=$((hard - 64))
+# The gateway keeps 32 descriptors in reserve (--fd-reserve) and a share
+# for HTTP (this script asks for 16: it only reads /metrics); collars get
+# the rest.
+http_share=16
+gateway_max=$((hard - 32 - http_share))
 n=$want
 if (( n > gateway_max )); then
     echo "N=$want is impossible on this host: one gateway process may open $hard files" \
@@ -63,7 +65,7 @@ cleanup() {
 trap cleanup EXIT
 
 echo "building release binaries..."
-cargo build --release --quiet --bin tether --bin tether-load
+cargo build --release --quiet --workspace --bins
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -71,7 +73,8 @@ http_get() { python3 -c 'import sys, urllib.request; print(urllib.request.urlope
 
 # --- The gateway ---------------------------------------------------------
 RUST_LOG=info target/release/tether --device-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
-    --heartbeat-interval "$heartbeat" --stats-interval 10s 2>"$work/gateway.log" &
+    --max-http-connections "$http_share" --heartbeat-interval "$heartbeat" --stats-interval 10s \
+    2>"$work/gateway.log" &
 gateway=$!
 for _ in $(seq 100); do
     grep -q "http: listening on" "$work/gateway.log" && break

@@ -32,7 +32,7 @@ for n in "${sizes[@]}"; do
 done
 
 echo "building release binaries..."
-cargo build --release --quiet --bin tether --bin tether-load --example threaded --example tokio_gateway
+cargo build --release --quiet --workspace --bins --example threaded --example tokio_gateway
 
 work=$(mktemp -d)
 server=""; fleet=""
@@ -54,7 +54,7 @@ start_server() {
     case "$1" in
         threaded) target/release/examples/threaded 127.0.0.1:0 2>"$log" & ;;
         tokio) target/release/examples/tokio_gateway 127.0.0.1:0 2>"$log" & ;;
-        tether) RUST_LOG=warn,tether::reactor=info target/release/tether --device-listen 127.0.0.1:0 \
+        tether) RUST_LOG=warn,tether::gateway=info target/release/tether --device-listen 127.0.0.1:0 \
                     --http-listen 127.0.0.1:0 --stats-interval 0 2>"$log" & ;;
     esac
     server=$!

@@ -13,8 +13,9 @@
 //! A progress line goes to stderr every second.
 //!
 //! Like the gateway, a process is one thread around one mio `Poll`, with
-//! no async runtime, and reuses the gateway library's line framer, timing
-//! wheel, socket I/O outcomes, MAC type and duration parser. Past one
+//! no async runtime, and reuses the gateway library's connection tokens,
+//! budgeted read loop, socket I/O outcomes, line framer, timing wheel, MAC
+//! type and duration parser. Past one
 //! process's descriptor limit, `--processes` runs several, and past one
 //! source address's ports, `--source-ips` spreads connections over several.
 //!
@@ -37,9 +38,18 @@
 //!
 //! # Exit status
 //!
-//! 0 when the run completed (whatever it measured), 1 when it could not run
-//! (bad flags, a worker that failed), 2 with `--fail-on-loss` when any
-//! collar failed or was closed by the gateway before the end.
+//! - 0: the run completed and at least one collar connected (got `OK` to
+//!   its `IDENTIFY`), whatever else it measured;
+//! - 1: the run could not start or finish (bad flags, a worker that
+//!   failed), or no collar connected, whatever the other flags: such a run
+//!   measured nothing (a wrong `--target`, a gateway that is down or turns
+//!   every collar away). The summary is still printed, and a line on stderr
+//!   says what became of the collars (`tether-load: no collar connected
+//!   (20 failed: refused 20)`);
+//! - 2: with `--fail-on-loss`, some collar connected but at least one
+//!   failed or was closed by the gateway before the end.
+//!
+//! The same text ends `--help` (`cli::EXIT_STATUS`).
 
 mod cli;
 mod collar;
@@ -118,7 +128,20 @@ fn main() -> ExitCode {
         eprintln!("tether-load: cannot write the summary: {e}");
         return ExitCode::FAILURE;
     }
-    if args.fail_on_loss && summary.losses() > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS }
+    let (status, why) = exit_status(&summary, args.fail_on_loss);
+    if let Some(why) = why {
+        eprintln!("tether-load: {why}");
+    }
+    ExitCode::from(status)
+}
+
+/// The exit status of a run that completed (see the module docs), and the
+/// line that explains a failure, if any.
+fn exit_status(summary: &Summary, fail_on_loss: bool) -> (u8, Option<String>) {
+    if let Some(why) = summary.none_connected() {
+        return (1, Some(why));
+    }
+    if fail_on_loss && summary.losses() > 0 { (2, None) } else { (0, None) }
 }
 
 /// The whole run in this process, progress lines on stderr.
@@ -146,4 +169,36 @@ fn print(args: &Args, summary: &Summary) -> io::Result<()> {
         out.write_all(report::text(summary).as_bytes())?;
     }
     out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::{End, Failure};
+    use crate::stats::Stats;
+    use crate::summary::Timing;
+
+    /// A run of `n` collars, of which `failed` were refused and `closed`
+    /// were told `BYE shutdown` once online.
+    fn summary(n: u64, failed: u64, closed: u64) -> Summary {
+        let mut stats =
+            Stats { attempted: n, established: n - failed, open_at_end: n - failed - closed, ..Stats::default() };
+        (0..failed).for_each(|_| stats.ended(&End::Failed(Failure::Refused), false));
+        (0..closed).for_each(|_| stats.ended(&End::Bye("shutdown".into()), true));
+        Summary::new("127.0.0.1:3001", n, &stats, Timing { elapsed: 1_000_000, ..Timing::default() })
+    }
+
+    #[test]
+    fn no_collar_connected_fails_whatever_the_flags_and_losses_fail_only_when_asked() {
+        for fail_on_loss in [false, true] {
+            let (status, why) = exit_status(&summary(20, 20, 0), fail_on_loss);
+            assert_eq!(status, 1, "--fail-on-loss {fail_on_loss}");
+            assert_eq!(why.as_deref(), Some("no collar connected (20 failed: refused 20)"));
+        }
+        assert_eq!(exit_status(&summary(20, 0, 0), false), (0, None));
+        assert_eq!(exit_status(&summary(20, 0, 0), true), (0, None));
+        assert_eq!(exit_status(&summary(20, 19, 0), false), (0, None), "one connected");
+        assert_eq!(exit_status(&summary(20, 19, 0), true), (2, None));
+        assert_eq!(exit_status(&summary(20, 0, 1), true), (2, None));
+    }
 }

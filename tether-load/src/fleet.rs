@@ -8,14 +8,15 @@
 //! run's time is up (or every collar has ended, or SIGINT/SIGTERM
 //! arrived), it counts where each collar stands and closes everything.
 //!
-//! Like the gateway: a slab of connections whose tokens carry a generation
-//! (the slab key in the low 32 bits), so an event or timer for a freed slot
-//! is recognized as stale; one timer per connection in the library's
-//! hashed timing wheel, filed at [`Collar::next_deadline`] and re-filed
-//! lazily (a timer that fires early just finds nothing due); one shared
-//! scratch buffer for reads and the library's line framer for input;
-//! writes go straight to the socket and only what the kernel refuses is
-//! queued, with WRITABLE interest registered exactly while it is.
+//! Like the gateway, and with the gateway library's code: a slab of
+//! connections whose tokens carry a generation ([`token`]), so an event or
+//! timer for a freed slot is recognized as stale; one timer per connection
+//! in the library's hashed timing wheel, filed at [`Collar::next_deadline`]
+//! and re-filed lazily (a timer that fires early just finds nothing due);
+//! input read by the library's budgeted read loop ([`read_budgeted`]) into
+//! one shared scratch buffer and cut into lines by its line framer; writes
+//! go straight to the socket and only what the kernel refuses is queued,
+//! with WRITABLE interest registered exactly while it is.
 //!
 //! Connecting is bounded by `--connect-rate` and by `--max-in-flight`
 //! (connecting plus identifying; see [`pacing`]), so that even "as fast as
@@ -34,7 +35,8 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 use tether::device::LineFramer;
-use tether::reactor::io::{self as sock, Io};
+use tether::reactor::io::{self as sock, Io, ReadEnd, read_budgeted};
+use tether::reactor::token::{self, Generations};
 use tether::wheel::{TimerId, Wheel};
 
 use crate::cli::Args;
@@ -53,7 +55,8 @@ const WHEEL_SLOTS: usize = 4096;
 /// The read buffer shared by all connections.
 const SCRATCH: usize = 64 * 1024;
 const EVENTS: usize = 1024;
-/// Reads per connection per turn, so one chatty socket cannot starve the rest.
+/// Reads per connection per turn (the budget given to [`read_budgeted`]),
+/// so one chatty socket cannot starve the rest.
 const READS_PER_TURN: usize = 4;
 /// Longest line accepted from the gateway; its longest is far shorter.
 const MAX_LINE: usize = 1024;
@@ -61,8 +64,6 @@ const MAX_LINE: usize = 1024;
 /// not reading, and memory must stay bounded.
 const MAX_QUEUED: usize = 64 * 1024;
 const PROGRESS_EVERY: Micros = 1_000_000;
-
-const _: () = assert!(usize::BITS == 64, "tokens pack a 32-bit key and a 32-bit generation");
 
 /// What one process's run does.
 #[derive(Debug, Clone)]
@@ -129,8 +130,7 @@ pub struct Fleet {
     /// would blur them).
     now: Micros,
     conns: Slab<Conn>,
-    /// The generation given to the most recent connection.
-    generation: u32,
+    generations: Generations,
     wheel: Wheel<Token>,
     expired: Vec<(TimerId, Token)>,
     /// Connections whose read budget ran out with input left.
@@ -164,7 +164,7 @@ impl Fleet {
             epoch: Instant::now(),
             now: 0,
             conns: Slab::with_capacity(capacity),
-            generation: 0,
+            generations: Generations::default(),
             wheel,
             expired: Vec::new(),
             ready: Vec::new(),
@@ -262,20 +262,13 @@ impl Fleet {
         };
         let entry = self.conns.vacant_entry();
         let key = entry.key();
-        self.generation = self.generation.wrapping_add(1);
-        let token = Token(key | (self.generation as usize) << 32);
+        let generation = self.generations.take();
+        let token = token::pack(key, generation);
         // Writable announces the end of the connect (failed or not).
         if let Err(e) = self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
             return collar.fail(Failure::of(&e), &mut self.stats);
         }
-        entry.insert(Conn {
-            stream,
-            generation: self.generation,
-            collar,
-            framer: LineFramer::default(),
-            out: Vec::new(),
-            timer: None,
-        });
+        entry.insert(Conn { stream, generation, collar, framer: LineFramer::default(), out: Vec::new(), timer: None });
         self.arm(key);
     }
 
@@ -309,8 +302,7 @@ impl Fleet {
 
     /// The slab key of a token, if its connection is still the same one.
     fn live_key(&self, token: Token) -> Option<usize> {
-        let key = token.0 & 0xffff_ffff;
-        let generation = (token.0 >> 32) as u32;
+        let (key, generation) = token::unpack(token);
         self.conns.get(key).filter(|conn| conn.generation == generation).map(|_| key)
     }
 
@@ -353,40 +345,64 @@ impl Fleet {
         ControlFlow::Continue(())
     }
 
-    /// Reads until the socket is drained or this turn's budget is spent.
-    /// A short read means the receive queue is empty (new bytes raise a new
-    /// edge), unless `to_eof` asks to read on to see the end of file.
+    /// Reads until the socket is drained or this turn's budget is spent
+    /// ([`read_budgeted`]; with `to_eof`, on past a short read to see the
+    /// end of file), hands the bytes to the collar line by line, then sends
+    /// what it answered. A connection whose budget ran out is read again
+    /// next turn: no new edge will announce the input left behind.
     fn read(&mut self, key: usize, to_eof: bool) {
-        let mut scratch = mem::take(&mut self.scratch);
-        for reads in 1..=READS_PER_TURN {
-            let Some(conn) = self.conns.get_mut(key) else {
-                break;
-            };
-            let n = match sock::read(&conn.stream, &mut scratch) {
-                Io::Done(n) => n,
-                Io::WouldBlock => break,
-                Io::Closed => {
-                    conn.collar.on_eof(&mut self.stats);
-                    self.free(key);
-                    break;
-                }
-                Io::Failed(e) => {
-                    self.fail(key, Failure::of(&e));
-                    break;
-                }
-            };
-            if self.input(key, &scratch[..n]).is_break() {
-                break;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Conn { stream, framer, collar, .. } = conn;
+        let (now, how, batch, stats) = (self.now, &self.setup.behaviour, &mut self.batch, &mut self.stats);
+        let mut got = false;
+        let end = read_budgeted(stream, &mut self.scratch, READS_PER_TURN, to_eof, |bytes| {
+            got = true;
+            // Answers to the lines of this read: dropped if the collar
+            // closes (those of earlier reads are still sent).
+            let answered = batch.len();
+            let mut flow = Flow::Continue;
+            let framed = framer.feed(bytes, MAX_LINE, |line| {
+                flow = collar.on_line(line, now, how, batch, stats);
+                if flow == Flow::Close { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+            });
+            if framed.is_err() {
+                // Not a gateway we know how to talk to.
+                collar.fail(Failure::Other, stats);
+                flow = Flow::Close;
             }
-            if n < scratch.len() && !to_eof {
-                break;
+            if flow == Flow::Close {
+                batch.truncate(answered);
+                return ControlFlow::Break(());
             }
-            if reads == READS_PER_TURN {
+            ControlFlow::Continue(())
+        });
+        // A failed write means the connection is gone.
+        if self.send_batch(key).is_break() {
+            return;
+        }
+        match end {
+            ReadEnd::Drained => {
+                if got {
+                    self.arm(key);
+                }
+            }
+            // Input may be left: read again next turn.
+            ReadEnd::Budget => {
+                self.arm(key);
                 let token = self.token_of(key);
                 self.ready.push(token);
             }
+            // The collar closed (a BYE, an ERR to IDENTIFY, a line it could
+            // not frame): it has counted how it ended.
+            ReadEnd::Stopped => self.free(key),
+            ReadEnd::Closed => {
+                self.conns[key].collar.on_eof(&mut self.stats);
+                self.free(key);
+            }
+            ReadEnd::Failed(e) => self.fail(key, Failure::of(&e)),
         }
-        self.scratch = scratch;
     }
 
     /// Reads again the connections whose budget ran out last turn.
@@ -401,31 +417,6 @@ impl Fleet {
         if self.ready.is_empty() {
             self.ready = tokens;
         }
-    }
-
-    /// Hands the bytes read to the collar line by line, then sends what it
-    /// answered. `Break` when the connection is gone.
-    fn input(&mut self, key: usize, bytes: &[u8]) -> ControlFlow<()> {
-        let Conn { framer, collar, .. } = &mut self.conns[key];
-        let (now, how, batch, stats) = (self.now, &self.setup.behaviour, &mut self.batch, &mut self.stats);
-        let mut flow = Flow::Continue;
-        let framed = framer.feed(bytes, MAX_LINE, |line| {
-            flow = collar.on_line(line, now, how, batch, stats);
-            if flow == Flow::Close { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
-        });
-        if framed.is_err() {
-            // Not a gateway we know how to talk to.
-            collar.fail(Failure::Other, stats);
-            flow = Flow::Close;
-        }
-        if flow == Flow::Close {
-            self.batch.clear();
-            self.free(key);
-            return ControlFlow::Break(());
-        }
-        self.send_batch(key)?;
-        self.arm(key);
-        ControlFlow::Continue(())
     }
 
     /// Sends the batch: written at once when nothing is queued, the rest
@@ -454,7 +445,7 @@ impl Fleet {
                 if conn.out.is_empty() {
                     return Ok(());
                 }
-                let token = Token(key | (conn.generation as usize) << 32);
+                let token = token::pack(key, conn.generation);
                 let interest = Interest::READABLE | Interest::WRITABLE;
                 self.poll.registry().reregister(&mut conn.stream, token, interest).map_err(|e| Failure::of(&e))
             })
@@ -565,7 +556,7 @@ impl Fleet {
     }
 
     fn token_of(&self, key: usize) -> Token {
-        Token(key | (self.conns[key].generation as usize) << 32)
+        token::pack(key, self.conns[key].generation)
     }
 
     /// Counts where every collar stands and closes every connection.

@@ -1,7 +1,9 @@
 //! The `tether-load` binary against a real gateway (in-process, loopback):
 //! a fleet connects, answers heartbeats and measures round trips; several
-//! processes add up; a full gateway and a closed port are counted as
-//! losses (exit status 2 with `--fail-on-loss`), not crashes.
+//! processes add up; a full gateway is counted as losses (exit status 2
+//! with `--fail-on-loss`), not crashes; and a run in which no collar
+//! connected (a closed port, a gateway that turns every collar away) exits
+//! 1 with a line saying why, whatever the flags.
 //!
 //! Each run is bounded by its own `--duration`; the test waits for the
 //! process with a timeout (a channel receive, never a sleep) and kills it
@@ -32,9 +34,17 @@ fn gateway() -> Gateway {
     })
 }
 
-/// Runs `tether-load --target <target> --json <args>` and returns its exit
-/// status and parsed summary.
-fn load(target: SocketAddr, args: &[&str]) -> (ExitStatus, Value) {
+/// How a `tether-load` run ended.
+struct Run {
+    status: ExitStatus,
+    /// The JSON summary (stdout).
+    summary: Value,
+    /// Progress lines, and the line that explains a failure.
+    stderr: String,
+}
+
+/// Runs `tether-load --target <target> --json <args>` to its end.
+fn load(target: SocketAddr, args: &[&str]) -> Run {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tether-load"))
         .args(["--target", &target.to_string(), "--json"])
         .args(args)
@@ -67,9 +77,18 @@ fn load(target: SocketAddr, args: &[&str]) -> (ExitStatus, Value) {
         }
     };
     let status = child.wait().expect("wait for tether-load");
-    println!("tether-load {args:?}: {status}\n{}", progress.join().unwrap_or_default());
+    let stderr = progress.join().unwrap_or_default();
+    println!("tether-load {args:?}: {status}\n{stderr}");
     let summary = serde_json::from_str(&out).unwrap_or_else(|e| panic!("not a JSON summary ({e}): {out}"));
-    (status, summary)
+    Run { status, summary, stderr }
+}
+
+/// The line on stderr that says no collar connected (there is one at most).
+fn none_connected(stderr: &str) -> Option<&str> {
+    let mut lines = stderr.lines().filter(|line| line.starts_with("tether-load: no collar connected"));
+    let line = lines.next();
+    assert_eq!(lines.next(), None, "one such line at most: {stderr}");
+    line
 }
 
 fn count(summary: &Value, path: &str) -> u64 {
@@ -82,9 +101,10 @@ fn count(summary: &Value, path: &str) -> u64 {
 #[test]
 fn a_fleet_connects_answers_heartbeats_and_measures_round_trips() {
     let gateway = gateway();
-    let (status, s) =
+    let Run { status, summary: s, stderr } =
         load(gateway.addr, &["-n", "300", "--duration", "2s", "--rtt", "--active", "20", "--fail-on-loss"]);
-    assert!(status.success(), "{status}: {s:#}");
+    assert_eq!(status.code(), Some(0), "{s:#}");
+    assert_eq!(none_connected(&stderr), None);
 
     assert_eq!(count(&s, "connections.attempted"), 300);
     assert_eq!(count(&s, "connections.established"), 300);
@@ -115,11 +135,11 @@ fn a_fleet_connects_answers_heartbeats_and_measures_round_trips() {
 #[test]
 fn worker_processes_add_up() {
     let gateway = gateway();
-    let (status, s) = load(
+    let Run { status, summary: s, .. } = load(
         gateway.addr,
         &["-n", "200", "--processes", "2", "--duration", "2s", "--report-interval", "100ms", "--fail-on-loss"],
     );
-    assert!(status.success(), "{status}: {s:#}");
+    assert_eq!(status.code(), Some(0), "{s:#}");
     assert_eq!(count(&s, "processes"), 2);
     assert_eq!(count(&s, "collars"), 200);
     assert_eq!(count(&s, "connections.attempted"), 200);
@@ -138,29 +158,59 @@ fn worker_processes_add_up() {
 }
 
 #[test]
-fn collars_turned_away_by_a_full_gateway_are_losses() {
-    let gateway = Gateway::start(tether::Config { max_connections: Some(50), ..common::config() });
-    let (status, s) = load(gateway.addr, &["-n", "100", "--duration", "2s", "--fail-on-loss"]);
-    assert_eq!(status.code(), Some(2), "{s:#}");
-    assert_eq!(count(&s, "connections.attempted"), 100);
-    assert_eq!(count(&s, "connections.established"), 50);
-    assert_eq!(count(&s, "connections.open_at_end"), 50);
-    // Each turned-away collar is told `BYE server-full`; one whose IDENTIFY
-    // crossed the close may see the reset first.
-    let turned_away = s["closed_by_server"]["bye"]["server-full"].as_u64().unwrap_or(0) + count(&s, "failed.reset");
-    assert_eq!(turned_away, 50, "{s:#}");
-    assert_eq!(count(&s, "connections.lost"), 0, "never online, so not lost");
+fn collars_turned_away_by_a_full_gateway_are_losses_that_fail_only_when_asked() {
+    for (flags, exit) in [(&["--fail-on-loss"][..], 2), (&[][..], 0)] {
+        // A gateway of its own for each run: the first run's collars are
+        // not gone from the gateway the moment tether-load exits.
+        let gateway = Gateway::start(tether::Config { max_connections: Some(50), ..common::config() });
+        let Run { status, summary: s, stderr } =
+            load(gateway.addr, &[&["-n", "100", "--duration", "2s"], flags].concat());
+        assert_eq!(status.code(), Some(exit), "{flags:?}: {s:#}");
+        assert_eq!(none_connected(&stderr), None, "50 collars connected");
+        assert_eq!(count(&s, "connections.attempted"), 100);
+        assert_eq!(count(&s, "connections.established"), 50);
+        assert_eq!(count(&s, "connections.open_at_end"), 50);
+        // Each turned-away collar is told `BYE server-full`; one whose
+        // IDENTIFY crossed the close may see the reset first.
+        let turned_away = s["closed_by_server"]["bye"]["server-full"].as_u64().unwrap_or(0) + count(&s, "failed.reset");
+        assert_eq!(turned_away, 50, "{s:#}");
+        assert_eq!(count(&s, "connections.lost"), 0, "never online, so not lost");
+    }
 }
 
 #[test]
-fn a_closed_port_is_counted_as_refused_and_the_run_ends_early() {
-    // A port that was free a moment ago: nothing listens there.
-    let target = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let (status, s) = load(target, &["-n", "20", "--duration", "30s", "--fail-on-loss"]);
-    assert_eq!(status.code(), Some(2), "{s:#}");
-    assert_eq!(count(&s, "connections.attempted"), 20);
-    assert_eq!(count(&s, "failed.refused"), 20, "{s:#}");
-    assert_eq!(count(&s, "connections.established"), 0);
-    // Every collar had ended, so the run did not wait out its 30 s.
-    assert!(s["elapsed_s"].as_f64().unwrap() < 10.0, "{s:#}");
+fn a_closed_port_is_counted_as_refused_the_run_ends_early_and_fails() {
+    // No collar connected: status 1 whatever the flags, with or without
+    // --fail-on-loss (whose 2 means "some collars were lost"), in one
+    // process or several.
+    for flags in [&[][..], &["--fail-on-loss"], &["--processes", "2"]] {
+        // A port that was free a moment ago: nothing listens there.
+        let target = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let Run { status, summary: s, stderr } = load(target, &[&["-n", "20", "--duration", "30s"], flags].concat());
+        assert_eq!(status.code(), Some(1), "{flags:?}: {s:#}");
+        assert_eq!(
+            none_connected(&stderr),
+            Some("tether-load: no collar connected (20 failed: refused 20)"),
+            "{flags:?}: {stderr}"
+        );
+        assert_eq!(count(&s, "connections.attempted"), 20);
+        assert_eq!(count(&s, "failed.refused"), 20, "{s:#}");
+        assert_eq!(count(&s, "connections.established"), 0);
+        // Every collar had ended, so the run did not wait out its 30 s.
+        assert!(s["elapsed_s"].as_f64().unwrap() < 10.0, "{s:#}");
+    }
+}
+
+#[test]
+fn a_gateway_that_turns_every_collar_away_fails_the_run() {
+    let gateway = Gateway::start(tether::Config { max_connections: Some(0), ..common::config() });
+    let Run { status, summary: s, stderr } = load(gateway.addr, &["-n", "10", "--duration", "2s"]);
+    assert_eq!(status.code(), Some(1), "{s:#}");
+    assert_eq!(count(&s, "connections.established"), 0, "{s:#}");
+    let line = none_connected(&stderr).unwrap_or_else(|| panic!("no explanation on stderr: {stderr}"));
+    let bye = s["closed_by_server"]["bye"]["server-full"].as_u64().unwrap_or(0);
+    assert_eq!(bye + count(&s, "failed.reset"), 10, "{s:#}");
+    if bye > 0 {
+        assert!(line.contains(&format!("BYE server-full {bye}")), "{line}");
+    }
 }

@@ -260,6 +260,48 @@ impl Summary {
         self.connections.failed + self.connections.closed_by_server
     }
 
+    /// When no collar connected (none got `OK` to its `IDENTIFY`:
+    /// `connections.established` is 0), what became of them, as the line
+    /// that explains exit status 1; `None` when at least one did. Such a run
+    /// measured nothing: a wrong `--target`, a gateway that is down, or one
+    /// that turns every collar away.
+    pub fn none_connected(&self) -> Option<String> {
+        let c = &self.connections;
+        if c.established > 0 {
+            return None;
+        }
+        let mut parts = Vec::new();
+        if c.failed > 0 {
+            let f = &self.failed;
+            let kinds = [
+                ("refused", f.refused),
+                ("timeout", f.timeout),
+                ("reset", f.reset),
+                ("addr-not-available", f.addr_not_available),
+                ("fd-limit", f.fd_limit),
+                ("other", f.other),
+            ];
+            let kinds: Vec<String> =
+                kinds.iter().filter(|(_, n)| *n > 0).map(|(kind, n)| format!("{kind} {n}")).collect();
+            parts.push(format!("{} failed: {}", c.failed, kinds.join(", ")));
+        }
+        if c.closed_by_server > 0 {
+            let closed = &self.closed_by_server;
+            let mut how: Vec<String> = closed.bye.iter().map(|(reason, n)| format!("BYE {reason} {n}")).collect();
+            if closed.without_bye > 0 {
+                how.push(format!("without BYE {}", closed.without_bye));
+            }
+            parts.push(format!("{} closed by the gateway: {}", c.closed_by_server, how.join(", ")));
+        }
+        if c.pending_at_end > 0 {
+            parts.push(format!("{} still connecting or identifying at the end", c.pending_at_end));
+        }
+        if c.not_attempted > 0 {
+            parts.push(format!("{} not attempted", c.not_attempted));
+        }
+        Some(format!("no collar connected ({})", parts.join("; ")))
+    }
+
     /// The summary of a run whose processes produced `parts`: counts add,
     /// histograms merge (percentiles are recomputed from the merged
     /// histogram), the run lasts as long as its longest process, and the
@@ -403,6 +445,30 @@ mod tests {
         assert_eq!(s.rtt.per_s, 3.0);
         assert_eq!((s.rtt_us.count, s.rtt_us.min, s.rtt_us.p50, s.rtt_us.max), (3, 10, 20, 30));
         assert_eq!(s.rtt_us.histogram, vec![(10, 1), (20, 1), (30, 1)]);
+    }
+
+    #[test]
+    fn a_run_where_no_collar_connected_says_what_became_of_them() {
+        let s = Summary::new("127.0.0.1:3001", 3, &stats(3, 0, 0, []), timing(2, 0));
+        assert_eq!(s.none_connected(), None, "all three connected");
+        let s = Summary::new("127.0.0.1:3001", 20, &stats(20, 0, 20, []), timing(2, 0));
+        assert_eq!(s.none_connected().as_deref(), Some("no collar connected (20 failed: refused 20)"));
+
+        let mut st = Stats { attempted: 8, ..Stats::default() };
+        st.ended(&End::Failed(Failure::Refused), false);
+        st.ended(&End::Failed(Failure::Timeout), false);
+        st.ended(&End::Failed(Failure::Timeout), false);
+        st.ended(&End::Bye("server-full".into()), false);
+        st.ended(&End::WithoutBye, false);
+        st.pending_at_end = 3;
+        let s = Summary::new("127.0.0.1:3001", 10, &st, timing(2, 0));
+        assert_eq!(
+            s.none_connected().as_deref(),
+            Some(
+                "no collar connected (3 failed: refused 1, timeout 2; 2 closed by the gateway: \
+                 BYE server-full 1, without BYE 1; 3 still connecting or identifying at the end; 2 not attempted)"
+            )
+        );
     }
 
     #[test]

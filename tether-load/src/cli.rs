@@ -15,10 +15,20 @@ use tether::device::Mac;
 use crate::plan::{DEFAULT_MAC_BASE, macs_fit};
 use crate::sources::SourceIps;
 
+/// The end of `--help` (the module docs of `main.rs` say the same).
+pub const EXIT_STATUS: &str = "\
+Exit status:
+  0  the run completed and at least one collar connected (got OK to IDENTIFY)
+  1  no collar connected, whatever the other flags (a line on stderr says what
+     became of them), or the run could not start or finish (bad flags, a
+     worker that failed)
+  2  with --fail-on-loss: a collar connected, but at least one failed or was
+     closed by the gateway before the end";
+
 /// tether-load: simulates a fleet of collars against a tether gateway and
 /// reports connection counts, failures, latencies and throughput.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "tether-load", version, args_override_self = true)]
+#[command(name = "tether-load", version, args_override_self = true, after_help = EXIT_STATUS)]
 pub struct Args {
     /// The gateway's device address; the only address the tool connects to.
     #[arg(long, default_value = "127.0.0.1:3001", value_name = "ADDR")]
@@ -86,7 +96,8 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
 
-    /// Exit with status 2 if any collar failed or was closed by the gateway.
+    /// Exit with status 2 if any collar failed or was closed by the gateway
+    /// (status 1, with or without this flag, if none connected at all).
     #[arg(long)]
     pub fail_on_loss: bool,
 
@@ -201,6 +212,14 @@ mod tests {
             assert!(err.contains(why), "{flags:?}: {err}");
         }
         assert!(args(&["--mac-base", "FF:FF:FF:FF:FF:F0", "-n", "16"]).is_ok());
+    }
+
+    #[test]
+    fn help_ends_with_the_exit_statuses() {
+        use clap::CommandFactory;
+        let help = Args::command().render_long_help().to_string();
+        assert!(help.trim_end().ends_with(EXIT_STATUS), "{help}");
+        assert!(help.contains("1  no collar connected, whatever the other flags"), "{help}");
     }
 
     #[test]
