@@ -19,7 +19,8 @@ fn main() {
     let n: usize = std::env::var("TETHER_SSE_SUBSCRIBERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
     tether::net::raise_fd_limit().expect("raise fd limit");
 
-    let gateway = common::Gateway::start(&["--max-http-connections", &(n + 16).to_string()]);
+    // Every stream comes from 127.0.0.1: no per-address cap.
+    let gateway = common::Gateway::start(&["--max-http-connections", &(n + 16).to_string(), "--http-max-per-ip", "0"]);
     let (pid, devices, http) = (gateway.pid, gateway.devices, gateway.http);
 
     // Warm up with one stream and one event, so the baseline has touched

@@ -17,9 +17,12 @@ pub struct Gateway {
 
 impl Gateway {
     /// Starts `tether` with `args` after the loopback listeners, and waits
-    /// until it logs both addresses (it is serving from then on).
+    /// until it logs both addresses (it is serving from then on). The
+    /// binary is the one cargo built, or `TETHER_BIN` (to measure another
+    /// build the same way).
     pub fn start(args: &[&str]) -> Gateway {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+        let bin = std::env::var("TETHER_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tether").to_string());
+        let mut child = Command::new(bin)
             .args(["--device-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--stats-interval", "0"])
             .args(args)
             .env("RUST_LOG", "info")

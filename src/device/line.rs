@@ -27,14 +27,18 @@ pub struct LineTooLong;
 #[derive(Debug, Default)]
 pub struct LineFramer {
     /// Bytes of the current partial line, without any `\n`. Invariant:
-    /// `partial.len() < max_line`, and it has no allocation while empty.
-    partial: Vec<u8>,
+    /// `partial.len() < max_line`, and `None` while there is none. Boxed:
+    /// a partial line is rare (a line split across reads), and one pointer
+    /// instead of a `Vec`'s three words saves 16 bytes on every idle
+    /// collar.
+    #[allow(clippy::box_collection)]
+    partial: Option<Box<Vec<u8>>>,
 }
 
 impl LineFramer {
     /// Bytes held for an unfinished line.
     pub fn pending(&self) -> usize {
-        self.partial.len()
+        self.partial.as_ref().map_or(0, |p| p.len())
     }
 
     /// Frames `input`, calling `on_line` for each complete line (without its
@@ -52,21 +56,21 @@ impl LineFramer {
     ) -> Result<(), LineTooLong> {
         // Finish the line held from earlier reads, if any. Only the new
         // bytes are scanned for the terminator.
-        if !self.partial.is_empty() {
+        if let Some(partial) = &mut self.partial {
             let Some(end) = memchr::memchr(b'\n', input) else {
-                if self.partial.len() + input.len() >= max_line {
+                if partial.len() + input.len() >= max_line {
                     return Err(LineTooLong);
                 }
-                self.partial.extend_from_slice(input);
+                partial.extend_from_slice(input);
                 return Ok(());
             };
-            if self.partial.len() + end + 1 > max_line {
+            if partial.len() + end + 1 > max_line {
                 return Err(LineTooLong);
             }
-            self.partial.extend_from_slice(&input[..end]);
-            let flow = on_line(strip_cr(&self.partial));
+            partial.extend_from_slice(&input[..end]);
+            let flow = on_line(strip_cr(partial));
             // Free the buffer: between lines a connection holds no heap memory.
-            self.partial = Vec::new();
+            self.partial = None;
             if flow.is_break() {
                 return Ok(());
             }
@@ -89,7 +93,9 @@ impl LineFramer {
         if tail.len() >= max_line {
             return Err(LineTooLong);
         }
-        self.partial.extend_from_slice(tail);
+        if !tail.is_empty() {
+            self.partial = Some(Box::new(tail.to_vec()));
+        }
         Ok(())
     }
 }
@@ -149,7 +155,7 @@ mod tests {
         assert_eq!(framer.pending(), 2);
         framer.feed(b"NG\n", 64, |_| ControlFlow::Continue(())).unwrap();
         assert_eq!(framer.pending(), 0);
-        assert_eq!(framer.partial.capacity(), 0, "no heap memory between lines");
+        assert!(framer.partial.is_none(), "no heap memory between lines");
     }
 
     #[test]

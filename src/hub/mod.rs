@@ -366,3 +366,79 @@ impl App for Hub {
         let _ = write!(line, " devices={} subscribers={}", self.registry.len(), self.feeds.streams());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! What of the hub needs no reactor: what a turned-away connection is
+    //! told, the session a new connection gets, and production for a
+    //! connection that has no feed. [`Hub::apply`] acts through [`Ops`],
+    //! which only the reactor builds; it is exercised through a running
+    //! gateway by the integration tests (`tests/protocol.rs`,
+    //! `tests/http_devices.rs`, `tests/http_events.rs`), and the feeds it
+    //! drives are unit-tested in [`feeds`].
+
+    use super::*;
+    use crate::reactor::Session as _;
+
+    fn hub() -> Hub {
+        Hub::new(Clock::new(), 10, "https://app.example".into())
+    }
+
+    fn refusal(kind: Kind, reason: CloseReason) -> (String, Stats) {
+        let mut out = Vec::new();
+        let mut stats = Stats::default();
+        hub().refusal(kind, reason, &mut out, &mut stats);
+        (String::from_utf8(out).unwrap(), stats)
+    }
+
+    #[test]
+    fn an_http_client_turned_away_gets_a_closing_json_error() {
+        let (text, stats) = refusal(Kind::Http, CloseReason::PeerLimit);
+        let body = r#"{"error":"too many connections from this address"}"#;
+        assert_eq!(
+            text,
+            format!(
+                "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                 Cache-Control: no-store\r\nAccess-Control-Allow-Origin: https://app.example\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            )
+        );
+        assert_eq!(stats.http_responses.get(&429), Some(&1));
+        let (text, stats) = refusal(Kind::Http, CloseReason::ServerFull);
+        assert!(text.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{text}");
+        assert!(text.ends_with("Connection: close\r\n\r\n{\"error\":\"server full\"}"), "{text}");
+        assert_eq!(stats.http_responses.get(&503), Some(&1));
+    }
+
+    #[test]
+    fn a_collar_turned_away_is_told_bye_with_the_reason() {
+        let (text, stats) = refusal(Kind::Device, CloseReason::ServerFull);
+        assert_eq!((text.as_str(), stats.lines_out), ("BYE server-full\n", 1));
+        let (text, stats) = refusal(Kind::Device, CloseReason::PeerLimit);
+        assert_eq!((text.as_str(), stats.lines_out), ("BYE per-ip-limit\n", 1));
+        assert!(stats.http_responses.is_empty());
+    }
+
+    #[test]
+    fn each_listener_gets_its_protocol() {
+        let mut hub = hub();
+        let peer = Peer::V4([127, 0, 0, 1], 4000);
+        assert!(matches!(hub.open(Kind::Device, &peer, 5), Proto::Device(_)));
+        let http = hub.open(Kind::Http, &peer, 7);
+        assert!(matches!(http, Proto::Http(_)));
+        assert_eq!(http.idle_since(), Some(7), "opened at the turn's time");
+    }
+
+    #[test]
+    fn a_connection_without_a_feed_produces_nothing() {
+        let mut hub = hub();
+        let (mut out, mut pool, mut stats) = (OutBuf::default(), Pool::default(), Stats::default());
+        assert!(matches!(hub.produce(Token(3), &mut out, &mut pool, 1024, &mut stats), Produce::Idle));
+        assert!(out.is_empty());
+        let mut line = String::new();
+        hub.report(&mut line);
+        assert_eq!(line, " devices=0 subscribers=0");
+        assert_eq!(hub.online(), 0);
+    }
+}

@@ -130,7 +130,10 @@ impl<A: App> Reactor<A> {
                 conn.out.consume(n, &mut self.pool);
                 if conn.out.is_empty() {
                     self.on_flushed(key);
-                } else if conn.phase == Phase::Open && self.slow_consumer(key) {
+                } else if conn.blocked && conn.phase == Phase::Open && self.slow_consumer(key) {
+                    // Only a peer whose kernel took less than it was given
+                    // is judged: what the byte budget held back for the
+                    // next turn says nothing about the peer.
                     self.close(key, CloseReason::SlowConsumer);
                     self.settle(app);
                 } else {

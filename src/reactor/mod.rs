@@ -46,6 +46,8 @@ pub mod listener;
 pub mod outbuf;
 mod run;
 pub mod session;
+#[cfg(test)]
+mod tests;
 pub mod token;
 
 use std::collections::VecDeque;
@@ -410,18 +412,21 @@ impl<A: App> Reactor<A> {
     /// Files the connection's deadline. Deadlines move later on their own
     /// (bytes arriving), and a timer that fires early is simply re-filed
     /// then, so resetting a deadline on activity costs nothing here; only a
-    /// deadline that moved earlier than the one filed is re-filed now.
+    /// deadline that moved earlier than the one filed is re-filed now, and
+    /// one that went away is cancelled (so an idle connection with no
+    /// deadline holds no timer and never wakes the loop).
     fn rearm(&mut self, key: usize) {
         let conn = &self.conns[key];
         if conn.phase != Phase::Open {
             return;
         }
-        let Some(at) = conn.session.deadline(&self.config, conn.last_rx) else { return };
+        let want = conn.session.deadline(&self.config, conn.last_rx);
         let filed = conn.timer.and_then(|id| self.wheel.due_at(id));
-        if filed.is_some_and(|filed| filed <= at) {
-            return;
+        match (filed, want) {
+            (Some(filed), Some(at)) if filed <= at => {}
+            (None, None) => {}
+            _ => self.set_timer(key, want),
         }
-        self.set_timer(key, Some(at));
     }
 
     /// Files the connection's one timer at `at`, replacing any pending one.

@@ -43,12 +43,9 @@ impl<A: App> Reactor<A> {
             self.after_call(key, next);
             self.settle(app);
         }
+        // Work left over (the read or request budget ran out) puts the
+        // connection back in the queue, after the others (`after_call`).
         self.read_input(app, key, self.budgets.reads);
-        let Some(conn) = self.conns.get(key) else { return };
-        if conn.phase == Phase::Open && (conn.session.has_work() || (conn.readable && self.may_read(key))) {
-            // Budget spent with work left: after the others.
-            self.schedule_run(key);
-        }
     }
 
     /// Whether the connection's input should be read now: the session
@@ -173,9 +170,9 @@ impl<A: App> Reactor<A> {
     }
 
     /// Whether the connection's unsent output passed a `CloseAbove` limit.
-    /// Judged when the kernel will take no more (the socket is blocked, or
-    /// after the turn's write): a peer that reads is never dropped for
-    /// what one turn made the session say.
+    /// Asked only when the kernel takes no more (the socket is blocked): a
+    /// peer that reads is never dropped for what one turn made the session
+    /// say.
     pub(super) fn slow_consumer(&self, key: usize) -> bool {
         let conn = &self.conns[key];
         match conn.session.output_limit(&self.config) {
@@ -192,8 +189,8 @@ impl<A: App> Reactor<A> {
     }
 
     /// Carries out what a session call decided, for an open connection:
-    /// close it, or enforce its output limit, re-file its deadline and
-    /// schedule its flush.
+    /// close it, or enforce its output limit, schedule its flush and its
+    /// next run, re-file its deadline.
     pub(super) fn after_call(&mut self, key: usize, next: Next) {
         let Some(conn) = self.conns.get(key) else { return };
         if conn.phase != Phase::Open {
@@ -205,8 +202,14 @@ impl<A: App> Reactor<A> {
         if conn.blocked && self.slow_consumer(key) {
             return self.close(key, CloseReason::SlowConsumer);
         }
-        if !conn.out.is_empty() {
+        // Buffered work, or input held back that may be read now (the
+        // session took its reply and wants input again): serve it next.
+        let (output, work) = (!conn.out.is_empty(), conn.session.has_work() || conn.readable && self.may_read(key));
+        if output {
             self.schedule_flush(key);
+        }
+        if work {
+            self.schedule_run(key);
         }
         self.rearm(key);
         self.track_idle(key);
@@ -231,9 +234,6 @@ impl<A: App> Reactor<A> {
                 {
                     let next = self.call(key, |s, cx| s.on_reply(reply, cx));
                     self.after_call(key, next);
-                    if self.conns.get(key).is_some_and(|c| c.session.has_work()) {
-                        self.schedule_run(key);
-                    }
                 }
             } else if let Some((origin, effect)) = self.effects.pop_front() {
                 let levels = self.levels();

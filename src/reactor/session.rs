@@ -88,6 +88,13 @@ impl<'a, C, E> Cx<'a, C, E> {
         self.out.push(bytes, self.pool);
     }
 
+    /// Which turn of the loop this call is in (turns are numbered from
+    /// 1), so that a session can spread its per-turn budget over several
+    /// calls in one turn.
+    pub fn turn(&self) -> u64 {
+        self.stats.loop_iterations
+    }
+
     /// Appends whatever `write` writes to this connection's output.
     pub fn send_with<T>(&mut self, write: impl FnOnce(&mut Vec<u8>) -> T) -> T {
         self.out.append_with(self.pool, write)

@@ -1,0 +1,1005 @@
+//! The reactor driven with a made-up protocol, over real loopback sockets.
+//!
+//! The reactor knows no protocol, so it is tested with the smallest one
+//! that exercises every call of [`Session`] and [`App`]: [`Echo`] answers
+//! each `\n`-terminated line with itself, and a few lines ask for more
+//! (an effect, a question to the app, a message to another connection, a
+//! close, a fed stream of bytes). [`TestApp`] gives the effects their
+//! meaning through [`Ops`] and reports what it saw: closes as they happen
+//! (a channel the test waits on), the rest when the reactor has stopped.
+//!
+//! Each test runs its own reactor on 127.0.0.1:0 in a thread and talks to
+//! it with std `TcpStream`s whose reads time out: a test waits exactly as
+//! long as the reactor needs and never sleeps to synchronize. Where a test
+//! needs bytes to be in the kernel before the reactor looks (so that one
+//! turn sees them together with an accept or a deadline), it connects and
+//! writes before `run` starts: the connection waits in the listener's
+//! queue with its bytes already in its receive buffer, and the first turn
+//! accepts and reads it. The wheel's first tick is 0, so a deadline at 0
+//! fires in that same first turn.
+
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use mio::Token;
+
+use super::*;
+use crate::config::TcpKeepalive;
+use crate::net::ListenOptions;
+
+/// Longest any single wait may take before the test fails.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The protocol's settings.
+#[derive(Debug, Clone)]
+struct Config {
+    limit: OutputLimit,
+    /// The deadline every session has until it has handled one (absolute).
+    deadline: Option<Millis>,
+    /// At its deadline, a session that has not received a line closes.
+    strict: bool,
+}
+
+/// What an [`Echo`] asks of the app.
+#[derive(Debug)]
+enum Fx {
+    /// `name N`: the app knows this connection as `N` from now on.
+    Name(String),
+    /// `fx W`: only recorded, with the lines the session had read by then.
+    Note(String),
+    /// `ask W`: the app replies `re W`.
+    Ask(String),
+    /// `send N T`: the app writes `T\n` to `N` and tells the sender how that went.
+    Send(String, String),
+    /// `reply N T`: the app delivers `T` to `N` as a reply.
+    Reply(String, String),
+    /// `close N` (a lingering close, with last words) or `kill N` (freed at once).
+    Close(String, CloseReason),
+    /// `feed K`: the app produces `K` bytes for this connection.
+    Feed(usize),
+    /// `stats`: the app answers with the reactor's counters.
+    Stats,
+    /// From `on_close`.
+    Closed(CloseReason),
+    /// `on_input` left the output over its limit.
+    OverLimit,
+    /// `on_input` was called while the output was over its limit.
+    ReadWhileOverLimit,
+}
+
+/// The made-up protocol: one line in, one line out.
+#[derive(Debug)]
+struct Echo {
+    /// The unfinished line.
+    partial: Vec<u8>,
+    lines: usize,
+    last_line_at: Millis,
+    /// Said `busy`: not idle, whatever the time.
+    busy: bool,
+    /// Set by `deadline N`: N ms after that line (else the config's).
+    deadline_at: Option<Millis>,
+    /// The deadline was handled (it fires once).
+    judged: bool,
+    /// Times `on_deadline` said `Close` and was asked again: a diagnostic
+    /// count, not protocol state (the decision itself changes nothing).
+    vetoes: usize,
+}
+
+impl Echo {
+    fn on_line(&mut self, line: &str, cx: &mut CxOf<'_, Echo>) -> Next {
+        let words: Vec<&str> = line.splitn(3, ' ').collect();
+        match words[..] {
+            ["name", name] => {
+                cx.effects.push(Fx::Name(name.into()));
+                cx.send(format!("named {name}\n").as_bytes());
+            }
+            ["fx", what] => cx.effects.push(Fx::Note(what.into())),
+            ["ask", what] => cx.effects.push(Fx::Ask(what.into())),
+            ["send", to, text] => cx.effects.push(Fx::Send(to.into(), text.into())),
+            ["reply", to, text] => cx.effects.push(Fx::Reply(to.into(), text.into())),
+            ["close", who] => cx.effects.push(Fx::Close(who.into(), CloseReason::Replaced)),
+            ["kill", who] => cx.effects.push(Fx::Close(who.into(), CloseReason::HeartbeatTimeout)),
+            ["feed", n] => cx.effects.push(Fx::Feed(n.parse().unwrap())),
+            ["deadline", ms] => self.deadline_at = Some(cx.now + ms.parse::<Millis>().unwrap()),
+            ["stats"] => cx.effects.push(Fx::Stats),
+            ["busy"] => {
+                self.busy = true;
+                cx.send(b"busy\n");
+            }
+            ["quit"] => return Next::Close(CloseReason::Completed),
+            _ => {
+                cx.send(line.as_bytes());
+                cx.send(b"\n");
+            }
+        }
+        Next::Continue
+    }
+}
+
+impl Session for Echo {
+    type Config = Config;
+    type Effect = Fx;
+    type Reply = String;
+
+    fn on_input(&mut self, input: &[u8], cx: &mut CxOf<'_, Self>) -> Next {
+        let limit = cx.config.limit.bytes();
+        if cx.out.len() > limit {
+            cx.effects.push(Fx::ReadWhileOverLimit);
+        }
+        self.partial.extend_from_slice(input);
+        let mut next = Next::Continue;
+        while next == Next::Continue
+            && let Some(end) = memchr::memchr(b'\n', &self.partial)
+        {
+            let line: Vec<u8> = self.partial.drain(..=end).collect();
+            self.lines += 1;
+            self.last_line_at = cx.now;
+            next = self.on_line(&String::from_utf8_lossy(&line[..end]), cx);
+        }
+        if cx.out.len() > limit {
+            cx.effects.push(Fx::OverLimit);
+        }
+        next
+    }
+
+    fn on_reply(&mut self, reply: String, cx: &mut CxOf<'_, Self>) -> Next {
+        cx.send(format!("{reply}\n").as_bytes());
+        Next::Continue
+    }
+
+    fn on_deadline(&mut self, cx: &mut CxOf<'_, Self>) -> Next {
+        if self.deadline(cx.config, cx.last_rx).is_some_and(|at| cx.now < at) {
+            return Next::Continue; // early (the deadline moved later)
+        }
+        if cx.config.strict && self.lines == 0 {
+            self.vetoes += 1;
+            return Next::Close(CloseReason::HandshakeTimeout);
+        }
+        self.judged = true;
+        cx.send(format!("deadline after {} lines, {} vetoed\n", self.lines, self.vetoes).as_bytes());
+        Next::Continue
+    }
+
+    fn on_drain(&mut self, _cx: &mut CxOf<'_, Self>) -> Next {
+        Next::Close(CloseReason::Shutdown)
+    }
+
+    fn on_close(&mut self, reason: CloseReason, cx: &mut CxOf<'_, Self>) {
+        match reason {
+            CloseReason::SlowConsumer => cx.out.clear(cx.pool),
+            CloseReason::Replaced | CloseReason::Shutdown => {
+                cx.send(format!("bye {}\n", reason.as_str()).as_bytes());
+            }
+            _ => {}
+        }
+        cx.effects.push(Fx::Closed(reason));
+    }
+
+    fn deadline(&self, config: &Config, _last_rx: Millis) -> Option<Millis> {
+        if self.judged { None } else { self.deadline_at.or(config.deadline) }
+    }
+
+    fn idle_since(&self) -> Option<Millis> {
+        (!self.busy).then_some(self.last_line_at)
+    }
+
+    fn output_limit(&self, config: &Config) -> OutputLimit {
+        config.limit
+    }
+}
+
+/// What the app tells the test while the reactor runs.
+#[derive(Debug, Clone, PartialEq)]
+enum Note {
+    /// A connection closed: its name, if it gave one, and why.
+    Closed(Option<String>, CloseReason),
+    /// A session's output went over its limit.
+    OverLimit,
+}
+
+/// A fed connection's production: bytes of [`pattern`] from `sent` on.
+#[derive(Debug)]
+struct Feeding {
+    sent: usize,
+    left: usize,
+}
+
+/// Byte `i` of what a fed connection is sent.
+fn pattern(i: usize) -> u8 {
+    b'a' + (i % 26) as u8
+}
+
+/// The application: effects to [`Ops`], with a record of what it saw.
+#[derive(Debug)]
+struct TestApp {
+    notes: Sender<Note>,
+    names: HashMap<String, Token>,
+    feeds: HashMap<Token, Feeding>,
+    /// `fx` notes in the order applied: origin, word, and how many lines
+    /// the origin's session had read when the note was applied.
+    applied: Vec<(Token, String, usize)>,
+    /// The budget of every `produce` call.
+    produce_budgets: Vec<usize>,
+    over_limit: usize,
+    read_while_over_limit: usize,
+}
+
+impl TestApp {
+    fn name_of(&self, token: Token) -> Option<String> {
+        self.names.iter().find(|&(_, &t)| t == token).map(|(name, _)| name.clone())
+    }
+}
+
+impl App for TestApp {
+    type Session = Echo;
+
+    fn open(&mut self, _kind: Kind, _peer: &Peer, now: Millis) -> Echo {
+        Echo {
+            partial: Vec::new(),
+            lines: 0,
+            last_line_at: now,
+            busy: false,
+            deadline_at: None,
+            judged: false,
+            vetoes: 0,
+        }
+    }
+
+    fn refusal(&mut self, _kind: Kind, reason: CloseReason, out: &mut Vec<u8>, _stats: &mut Stats) {
+        out.extend_from_slice(format!("refused {}\n", reason.as_str()).as_bytes());
+    }
+
+    fn apply(&mut self, origin: Token, effect: Fx, ops: &mut Ops<'_, Echo>) {
+        match effect {
+            Fx::Name(name) => {
+                self.names.insert(name, origin);
+            }
+            Fx::Note(what) => {
+                let lines = ops.session(origin).map_or(0, |s| s.lines);
+                self.applied.push((origin, what, lines));
+            }
+            Fx::Ask(what) => ops.reply(origin, format!("re {what}")),
+            Fx::Send(to, text) => {
+                let result = match self.names.get(&to) {
+                    Some(&token) => ops.send(token, format!("{text}\n").as_bytes()),
+                    None => Err(SendError::Gone),
+                };
+                let _ = ops.send(origin, format!("sent {result:?}\n").as_bytes());
+            }
+            Fx::Reply(to, text) => {
+                if let Some(&token) = self.names.get(&to) {
+                    ops.reply(token, text);
+                }
+                let _ = ops.send(origin, b"replied\n");
+            }
+            Fx::Close(who, reason) => {
+                if let Some(&token) = self.names.get(&who) {
+                    ops.close(token, reason);
+                }
+            }
+            Fx::Feed(bytes) => {
+                self.feeds.insert(origin, Feeding { sent: 0, left: bytes });
+                ops.feed(origin);
+                ops.wake(origin);
+            }
+            Fx::Stats => {
+                let stats = ops.stats();
+                let line = format!("writes {} reads {}\n", stats.writes, stats.reads);
+                let _ = ops.send(origin, line.as_bytes());
+            }
+            Fx::Closed(reason) => {
+                let _ = self.notes.send(Note::Closed(self.name_of(origin), reason));
+            }
+            Fx::OverLimit => {
+                self.over_limit += 1;
+                let _ = self.notes.send(Note::OverLimit);
+            }
+            Fx::ReadWhileOverLimit => self.read_while_over_limit += 1,
+        }
+    }
+
+    fn produce(
+        &mut self,
+        token: Token,
+        out: &mut OutBuf,
+        pool: &mut Pool,
+        budget: usize,
+        _stats: &mut Stats,
+    ) -> Produce<String> {
+        self.produce_budgets.push(budget);
+        let Some(feeding) = self.feeds.get_mut(&token) else { return Produce::Idle };
+        let n = budget.min(feeding.left);
+        out.append_with(pool, |buf| buf.extend((feeding.sent..feeding.sent + n).map(pattern)));
+        feeding.sent += n;
+        feeding.left -= n;
+        if feeding.left > 0 {
+            return Produce::More;
+        }
+        self.feeds.remove(&token);
+        Produce::Reply("fed".into())
+    }
+}
+
+/// How a test reactor is set up: one listener of collars on 127.0.0.1:0.
+struct Setup {
+    config: Config,
+    budgets: Budgets,
+    cap: usize,
+    per_ip: Option<usize>,
+    evict_idle: bool,
+    /// `SO_SNDBUF` of accepted sockets.
+    send_buffer: Option<usize>,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        Setup {
+            config: Config { limit: OutputLimit::PauseAbove(1 << 20), deadline: None, strict: false },
+            budgets: Budgets::default(),
+            cap: 64,
+            per_ip: None,
+            evict_idle: false,
+            send_buffer: None,
+        }
+    }
+
+    /// Binds the listener. Connections made before [`Bound::run`] wait in
+    /// its queue, their bytes in the kernel.
+    fn bind(self) -> Bound {
+        let spec = Spec {
+            kind: Kind::Device,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            options: ListenOptions { backlog: 1024, keepalive: TcpKeepalive::Off, send_buffer: self.send_buffer },
+            cap: self.cap,
+            per_ip: self.per_ip,
+            evict_idle: self.evict_idle,
+            open_while_draining: false,
+        };
+        let settings = Settings {
+            budgets: self.budgets,
+            linger_timeout: Duration::from_millis(500),
+            drain_timeout: TIMEOUT,
+            stats_interval: Duration::ZERO,
+            fd_limit: 1024,
+        };
+        let reactor = Reactor::new(vec![spec], self.config, settings).unwrap();
+        let addr = reactor.local_addr(Kind::Device).unwrap();
+        let (notes_tx, notes) = mpsc::channel();
+        let app = TestApp {
+            notes: notes_tx,
+            names: HashMap::new(),
+            feeds: HashMap::new(),
+            applied: Vec::new(),
+            produce_budgets: Vec::new(),
+            over_limit: 0,
+            read_while_over_limit: 0,
+        };
+        Bound { reactor, app, notes, addr }
+    }
+
+    fn run(self) -> Server {
+        self.bind().run()
+    }
+}
+
+/// A reactor bound and not running yet.
+struct Bound {
+    reactor: Reactor<TestApp>,
+    app: TestApp,
+    notes: Receiver<Note>,
+    addr: SocketAddr,
+}
+
+impl Bound {
+    fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    fn run(self) -> Server {
+        let Bound { mut reactor, mut app, notes, addr } = self;
+        let handle = reactor.handle();
+        let thread = thread::spawn(move || {
+            let exit = reactor.run(&mut app).unwrap();
+            Finished { stats: reactor.stats().clone(), app, exit }
+        });
+        Server { addr, handle, notes, thread }
+    }
+}
+
+/// A reactor running in its thread.
+struct Server {
+    addr: SocketAddr,
+    handle: Handle,
+    notes: Receiver<Note>,
+    thread: JoinHandle<Finished>,
+}
+
+/// A reactor's final counters and its app, once `run` returned.
+struct Finished {
+    stats: Stats,
+    app: TestApp,
+    exit: Exit,
+}
+
+impl Server {
+    fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// The next close the app was told of.
+    fn closed(&self) -> (Option<String>, CloseReason) {
+        loop {
+            match self.notes.recv_timeout(TIMEOUT).expect("no close in time") {
+                Note::Closed(name, reason) => return (name, reason),
+                Note::OverLimit => {}
+            }
+        }
+    }
+
+    /// Waits until a session's output has gone over its limit.
+    fn over_limit(&self) {
+        loop {
+            if self.notes.recv_timeout(TIMEOUT).expect("never over the limit") == Note::OverLimit {
+                return;
+            }
+        }
+    }
+
+    /// Stops at once (two stop requests) and returns what the reactor saw.
+    fn stop(self) -> Finished {
+        self.handle.shutdown();
+        self.handle.shutdown();
+        self.thread.join().expect("the reactor thread panicked")
+    }
+
+    /// One stop request: `run` returns once every connection has closed.
+    fn drain(self) -> Finished {
+        self.handle.shutdown();
+        self.thread.join().expect("the reactor thread panicked")
+    }
+}
+
+/// A blocking client whose reads time out.
+struct Client {
+    stream: TcpStream,
+    /// Bytes read and not yet taken.
+    pending: Vec<u8>,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr) -> Client {
+        Client::from(TcpStream::connect(addr).unwrap())
+    }
+
+    /// A client with small kernel buffers, so that a reactor it does not
+    /// read from backs up quickly.
+    fn connect_small(addr: SocketAddr) -> Client {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket.set_send_buffer_size(4096).unwrap();
+        socket.connect(&addr.into()).unwrap();
+        Client::from(TcpStream::from(socket))
+    }
+
+    fn from(stream: TcpStream) -> Client {
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client { stream, pending: Vec::new() }
+    }
+
+    fn send(&mut self, bytes: impl AsRef<[u8]>) {
+        self.stream.write_all(bytes.as_ref()).unwrap();
+    }
+
+    /// The next `n` bytes.
+    fn take(&mut self, n: usize) -> Vec<u8> {
+        let mut buf = vec![0; 64 * 1024];
+        while self.pending.len() < n {
+            match self.stream.read(&mut buf) {
+                Ok(0) => panic!("end of file after {:?}", self.pending.escape_ascii().to_string()),
+                Ok(got) => self.pending.extend_from_slice(&buf[..got]),
+                Err(e) => panic!("{e} waiting for {n} bytes, got {:?}", self.pending.escape_ascii().to_string()),
+            }
+        }
+        self.pending.drain(..n).collect()
+    }
+
+    /// The next bytes are exactly `expected`.
+    fn expect(&mut self, expected: impl AsRef<[u8]>) {
+        let expected = expected.as_ref();
+        let got = self.take(expected.len());
+        if got != expected {
+            let at = got.iter().zip(expected).position(|(a, b)| a != b).unwrap_or(0);
+            let show = |bytes: &[u8]| bytes[at..bytes.len().min(at + 80)].escape_ascii().to_string();
+            panic!("differs at byte {at} of {}: got {:?}, expected {:?}", expected.len(), show(&got), show(expected));
+        }
+    }
+
+    /// The reactor closed the connection (nothing more came before).
+    fn expect_closed(&mut self) {
+        assert!(self.pending.is_empty(), "unread: {:?}", self.pending.escape_ascii().to_string());
+        let mut buf = [0; 1024];
+        match self.stream.read(&mut buf) {
+            Ok(0) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+            Ok(n) => panic!("more bytes instead of the end: {:?}", buf[..n].escape_ascii().to_string()),
+            Err(e) => panic!("{e} waiting for the end of the connection"),
+        }
+    }
+}
+
+/// `count` lines of `width` (at least 16) bytes each, newline included,
+/// all different.
+fn lines(count: usize, width: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(count * width);
+    for i in 0..count {
+        let line = format!("line {i:09} ");
+        out.extend_from_slice(line.as_bytes());
+        out.extend(std::iter::repeat_n(b'.', width - line.len() - 1));
+        out.push(b'\n');
+    }
+    out
+}
+
+// (a) Writes are batched.
+
+#[test]
+fn many_lines_in_one_read_are_answered_in_one_write() {
+    let server = Setup::new().run();
+    let mut c = server.connect();
+    let input = lines(100, 20);
+    c.send(&input);
+    c.expect(&input);
+    c.send("stats\n");
+    c.expect("writes 1 reads 2\n");
+
+    // Output for one connection that several others cause in one turn
+    // goes out in one write too.
+    let mut a = server.connect();
+    let mut b = server.connect();
+    a.send("name a\n");
+    a.expect("named a\n");
+    b.send("name b\n");
+    b.expect("named b\n");
+    b.send("send a x\nsend a y\nsend a z\n");
+    b.expect("sent Ok(())\n".repeat(3));
+    a.expect("x\ny\nz\n");
+    a.send("stats\n");
+    // 2 writes above, then one for each of: named a, named b, b's three
+    // answers, a's three lines.
+    a.expect("writes 6 reads 6\n");
+    server.stop();
+}
+
+// (b) Per-turn budgets.
+
+#[test]
+fn with_a_read_budget_of_one_input_past_64_kib_is_all_answered() {
+    let mut setup = Setup::new();
+    setup.budgets.reads = 1;
+    let bound = setup.bind();
+    let input = lines(10_000, 100);
+    // 80 KB are in the kernel before the first turn, so its one read
+    // fills the 64 KiB buffer and leaves the rest for the next turn.
+    let mut c = bound.connect();
+    c.send(&input[..80_000]);
+    let server = bound.run();
+    let mut writer = c.stream.try_clone().unwrap();
+    let rest = input[80_000..].to_vec();
+    let writing = thread::spawn(move || writer.write_all(&rest).unwrap());
+    c.expect(&input);
+    writing.join().unwrap();
+    let done = server.stop();
+    assert!(done.stats.budget_spent[Budget::Reads as usize] > 0);
+    assert_eq!(done.stats.bytes_in, input.len() as u64);
+}
+
+#[test]
+fn with_an_accept_budget_of_one_every_waiting_connection_is_served() {
+    let mut setup = Setup::new();
+    setup.budgets.accepts = 1;
+    let bound = setup.bind();
+    let mut clients: Vec<Client> = (0..20).map(|_| bound.connect()).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.send(format!("hello {i}\n"));
+    }
+    let server = bound.run();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.expect(format!("hello {i}\n"));
+    }
+    let done = server.stop();
+    assert_eq!(done.stats.accepted[Kind::Device as usize], 20);
+    // One accept per turn, each followed by "the queue may hold more".
+    assert_eq!(done.stats.budget_spent[Budget::Accepts as usize], 20);
+    assert!(done.stats.loop_iterations >= 20);
+}
+
+#[test]
+fn with_a_timer_budget_of_one_every_due_deadline_fires() {
+    let mut setup = Setup::new();
+    setup.budgets.timers = 1;
+    setup.config.deadline = Some(0); // due at once, all in one tick
+    let bound = setup.bind();
+    let mut clients: Vec<Client> = (0..20).map(|_| bound.connect()).collect();
+    let server = bound.run();
+    for c in &mut clients {
+        c.expect("deadline after 0 lines, 0 vetoed\n");
+    }
+    let done = server.stop();
+    // Twenty due in the first turn; each turn fires one and leaves the
+    // rest for the next, until the last.
+    assert_eq!(done.stats.budget_spent[Budget::Timers as usize], 19);
+}
+
+#[test]
+fn a_write_budget_splits_a_large_answer_across_turns() {
+    let mut setup = Setup::new();
+    setup.budgets.write_bytes = 1000;
+    let server = setup.run();
+    let mut c = server.connect();
+    let line = format!("{}\n", "w".repeat(4999));
+    c.send(&line);
+    c.expect(&line);
+    c.send("stats\n");
+    c.expect("writes 5 reads 2\n");
+    let done = server.stop();
+    assert_eq!(done.stats.budget_spent[Budget::WriteBytes as usize], 4);
+}
+
+#[test]
+fn the_turns_write_budget_is_shared_by_the_fed_connections_in_turn() {
+    let mut setup = Setup::new();
+    setup.budgets.write_bytes = 1000;
+    setup.budgets.turn_write_bytes = 1500;
+    let bound = setup.bind();
+    // Fed from the first turn on, all three.
+    let mut clients: Vec<Client> = (0..3).map(|_| bound.connect()).collect();
+    for c in &mut clients {
+        c.send("feed 20000\n");
+    }
+    let server = bound.run();
+    let expected: Vec<u8> = (0..20_000).map(pattern).collect();
+    for c in &mut clients {
+        c.expect(&expected);
+        c.expect("fed\n");
+    }
+    let done = server.stop();
+    assert!(done.stats.budget_spent[Budget::TurnWriteBytes as usize] > 0);
+    let budgets = &done.app.produce_budgets;
+    assert!(budgets.iter().all(|&b| (1..=1000).contains(&b)), "{budgets:?}");
+    assert!(budgets.contains(&500), "the second fed connection of a turn gets what is left: {budgets:?}");
+}
+
+// (c) Deadlines judge input that arrived.
+
+#[test]
+fn a_deadline_due_in_the_turn_that_reads_a_line_sees_the_line() {
+    let mut setup = Setup::new();
+    setup.config.deadline = Some(0);
+    setup.config.strict = true;
+    let bound = setup.bind();
+    let mut talkers: Vec<Client> = (0..16).map(|_| bound.connect()).collect();
+    for c in &mut talkers {
+        c.send("hi\n");
+    }
+    let mut silent = bound.connect();
+    let server = bound.run();
+    // Accepted, read and due in the first turn: the run phase reads the
+    // line before the timer phase judges the deadline, so the session
+    // never even considers closing (no veto).
+    for c in &mut talkers {
+        c.expect("hi\ndeadline after 1 lines, 0 vetoed\n");
+    }
+    // Not vacuous: one that sent nothing is closed by the same deadline.
+    assert_eq!(server.closed(), (None, CloseReason::HandshakeTimeout));
+    silent.expect_closed();
+    let done = server.stop();
+    assert_eq!(done.stats.closed(Kind::Device, CloseReason::HandshakeTimeout), 1);
+}
+
+#[test]
+fn a_deadline_reads_what_arrived_before_it_closes() {
+    let mut setup = Setup::new();
+    setup.config.deadline = Some(0);
+    setup.config.strict = true;
+    let bound = setup.bind();
+    // A line one byte longer than the read buffer: the first turn's one
+    // read takes all but its newline, so when the deadline fires in that
+    // turn the line has arrived but has not been read.
+    let line = format!("{}\n", "x".repeat(SCRATCH));
+    let mut clients: Vec<Client> = (0..4).map(|_| bound.connect()).collect();
+    for c in &mut clients {
+        c.send(&line);
+    }
+    let server = bound.run();
+    for c in &mut clients {
+        c.expect(&line);
+        // Closing was considered once, then the last-chance read found
+        // the newline.
+        c.expect("deadline after 1 lines, 1 vetoed\n");
+    }
+    let done = server.stop();
+    assert_eq!(done.stats.closed(Kind::Device, CloseReason::HandshakeTimeout), 0);
+    assert!(done.stats.budget_spent[Budget::Reads as usize] >= 4);
+}
+
+#[test]
+fn a_deadline_that_a_call_moves_earlier_is_filed_after_the_call() {
+    // From none to 20 ms from now: the reactor files it after the call,
+    // and it fires once.
+    let server = Setup::new().run();
+    let mut c = server.connect();
+    c.send("deadline 20\n");
+    c.expect("deadline after 1 lines, 0 vetoed\n");
+    c.send("ping\n");
+    c.expect("ping\n");
+    server.stop();
+}
+
+// (d) Back-pressure.
+
+#[test]
+fn a_paused_connection_is_not_read_until_its_client_reads_then_gets_every_answer() {
+    let mut setup = Setup::new();
+    setup.config.limit = OutputLimit::PauseAbove(4096);
+    setup.send_buffer = Some(4096);
+    // Several reads per turn, so that reading on past the limit within a
+    // turn would show.
+    setup.budgets.reads = 4;
+    let server = setup.run();
+    let mut c = Client::connect_small(server.addr);
+    let input = lines(60_000, 100);
+    // Write without reading until the kernel will take no more: the
+    // reactor has stopped reading this connection.
+    c.stream.set_nonblocking(true).unwrap();
+    let mut written = 0;
+    loop {
+        match c.stream.write(&input[written..]) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(written < input.len(), "the reactor never stopped reading");
+    }
+    server.over_limit();
+    c.stream.set_nonblocking(false).unwrap();
+    let mut writer = c.stream.try_clone().unwrap();
+    let rest = input[written..].to_vec();
+    let writing = thread::spawn(move || writer.write_all(&rest).unwrap());
+    c.expect(&input);
+    writing.join().unwrap();
+    let done = server.stop();
+    assert!(done.app.over_limit > 0);
+    assert_eq!(done.app.read_while_over_limit, 0, "input was handed over while the output was over its limit");
+    assert_eq!(done.stats.closed(Kind::Device, CloseReason::SlowConsumer), 0);
+}
+
+#[test]
+fn a_client_that_does_not_read_past_close_above_is_closed_as_a_slow_consumer() {
+    let mut setup = Setup::new();
+    setup.config.limit = OutputLimit::CloseAbove(4096);
+    setup.send_buffer = Some(4096);
+    let server = setup.run();
+    let c = Client::connect_small(server.addr);
+    let mut writer = c.stream.try_clone().unwrap();
+    // Writes until the reactor drops the connection (then the writes fail).
+    let writing = thread::spawn(move || {
+        let input = lines(100_000, 100);
+        let _ = writer.write_all(&input);
+    });
+    assert_eq!(server.closed(), (None, CloseReason::SlowConsumer));
+    c.stream.shutdown(Shutdown::Both).unwrap();
+    writing.join().unwrap();
+    let done = server.stop();
+    assert_eq!(done.stats.closed(Kind::Device, CloseReason::SlowConsumer), 1);
+}
+
+#[test]
+fn a_client_that_reads_is_not_a_slow_consumer_even_when_a_turn_says_more_than_the_limit() {
+    let mut setup = Setup::new();
+    setup.config.limit = OutputLimit::CloseAbove(100);
+    setup.budgets.write_bytes = 1000;
+    let server = setup.run();
+    // One read's answers: 1000 bytes, over the limit, written at once; and
+    // 4000 bytes, more than a turn's write, so that what is left after the
+    // first write is over the limit too though the kernel took it all.
+    for input in [lines(50, 20), lines(200, 20)] {
+        let mut c = server.connect();
+        c.send(&input);
+        c.expect(&input);
+        c.send("quit\n");
+        assert_eq!(server.closed(), (None, CloseReason::Completed));
+        c.expect_closed();
+    }
+    let done = server.stop();
+    assert!(done.app.over_limit >= 2, "each turn said more than the limit of 100");
+    assert_eq!(done.stats.closed(Kind::Device, CloseReason::SlowConsumer), 0);
+}
+
+// (e) Effects, replies, closes, stale tokens.
+
+#[test]
+fn effects_are_applied_in_order_after_the_call_that_returned_them() {
+    let server = Setup::new().run();
+    let mut c = server.connect();
+    c.send("fx a\nfx b\nfx c\nask done\n");
+    // The reply to the last effect follows the three before it.
+    c.expect("re done\n");
+    let done = server.stop();
+    let applied: Vec<(String, usize)> =
+        done.app.applied.iter().map(|(_, what, lines)| (what.clone(), *lines)).collect();
+    // Applied in order, each after the call that read all four lines.
+    assert_eq!(applied, vec![("a".into(), 4), ("b".into(), 4), ("c".into(), 4)]);
+}
+
+#[test]
+fn replies_reach_the_session_they_are_for() {
+    let server = Setup::new().run();
+    let mut a = server.connect();
+    let mut b = server.connect();
+    a.send("name a\n");
+    a.expect("named a\n");
+    b.send("name b\n");
+    b.expect("named b\n");
+    a.send("ask x\n");
+    a.expect("re x\n");
+    b.send("reply a hello\n");
+    b.expect("replied\n");
+    a.expect("hello\n");
+    // Output queued in the call comes before the reply to its effect.
+    a.send("one\nask y\ntwo\n");
+    a.expect("one\ntwo\nre y\n");
+    server.stop();
+}
+
+#[test]
+fn ops_close_closes_for_the_reason_given_after_the_last_words() {
+    let server = Setup::new().run();
+    let mut a = server.connect();
+    let mut b = server.connect();
+    a.send("name a\n");
+    a.expect("named a\n");
+    b.send("name b\n");
+    b.expect("named b\n");
+    b.send("close a\n");
+    assert_eq!(server.closed(), (Some("a".into()), CloseReason::Replaced));
+    a.expect("bye replaced\n");
+    a.expect_closed();
+    b.send("still here\n");
+    b.expect("still here\n");
+    let done = server.stop();
+    assert_eq!(done.stats.closed(Kind::Device, CloseReason::Replaced), 1);
+}
+
+#[test]
+fn a_stale_token_is_ignored_even_when_its_slot_is_reused() {
+    let server = Setup::new().run();
+    let mut a = server.connect();
+    let mut b = server.connect();
+    a.send("name a\n");
+    a.expect("named a\n");
+    b.send("name b\n");
+    b.expect("named b\n");
+    // Closed without lingering: freed at once, its slot free for the next.
+    b.send("kill a\n");
+    assert_eq!(server.closed(), (Some("a".into()), CloseReason::HeartbeatTimeout));
+    a.expect_closed();
+    let mut c = server.connect();
+    c.send("name c\n");
+    c.expect("named c\n");
+    b.send("send a boo\n");
+    b.expect("sent Err(Gone)\n");
+    b.send("reply a boo\n");
+    b.expect("replied\n");
+    b.send("close a\n");
+    b.send("ping\n");
+    b.expect("ping\n");
+    // Nothing of the above reached the connection in a's old slot.
+    c.send("ping\n");
+    c.expect("ping\n");
+    let done = server.stop();
+    let (a, c) = (done.app.names["a"], done.app.names["c"]);
+    assert_eq!(token::unpack(a).0, token::unpack(c).0, "the slot was reused");
+    assert_ne!(a, c);
+    assert_eq!(done.stats.closed(Kind::Device, CloseReason::Replaced), 0);
+}
+
+// (f) Caps.
+
+#[test]
+fn at_the_cap_the_longest_idle_connection_makes_room_and_without_one_a_newcomer_is_refused() {
+    let mut setup = Setup::new();
+    setup.cap = 2;
+    setup.evict_idle = true;
+    let server = setup.run();
+    let mut a = server.connect();
+    a.send("name a\n");
+    a.expect("named a\n");
+    let mut b = server.connect();
+    b.send("name b\n");
+    b.expect("named b\n");
+    // Full: a has been idle the longest.
+    let mut c = server.connect();
+    c.send("name c\n");
+    c.expect("named c\n");
+    assert_eq!(server.closed(), (Some("a".into()), CloseReason::Evicted));
+    a.expect_closed();
+    // b is busy, so c, though newer, is the one to go.
+    b.send("busy\n");
+    b.expect("busy\n");
+    let mut d = server.connect();
+    d.send("name d\n");
+    d.expect("named d\n");
+    assert_eq!(server.closed(), (Some("c".into()), CloseReason::Evicted));
+    c.expect_closed();
+    // Nobody idle: the newcomer is turned away with the app's words.
+    d.send("busy\n");
+    d.expect("busy\n");
+    let mut e = server.connect();
+    e.expect("refused server-full\n");
+    e.expect_closed();
+    b.send("ping\n");
+    b.expect("ping\n");
+    let done = server.stop();
+    assert_eq!(done.stats.closed(Kind::Device, CloseReason::Evicted), 2);
+    assert_eq!(done.stats.closed(Kind::Device, CloseReason::ServerFull), 1);
+}
+
+#[test]
+fn a_second_connection_from_one_address_is_refused_past_the_per_ip_cap() {
+    let mut setup = Setup::new();
+    setup.per_ip = Some(1);
+    let server = setup.run();
+    let mut a = server.connect();
+    a.send("hi\n");
+    a.expect("hi\n");
+    let mut b = server.connect();
+    b.expect("refused per-ip-limit\n");
+    b.expect_closed();
+    // Once the first is gone, the address may connect again.
+    drop(a);
+    assert_eq!(server.closed(), (None, CloseReason::PeerClosed));
+    let mut c = server.connect();
+    c.send("hi\n");
+    c.expect("hi\n");
+    let done = server.stop();
+    assert_eq!(done.stats.closed(Kind::Device, CloseReason::PeerLimit), 1);
+    assert_eq!(done.stats.accepted[Kind::Device as usize], 3);
+}
+
+// Closing and stopping.
+
+#[test]
+fn a_client_that_half_closes_still_gets_its_answers() {
+    let server = Setup::new().run();
+    let mut c = server.connect();
+    c.send("one\ntwo\n");
+    c.stream.shutdown(Shutdown::Write).unwrap();
+    c.expect("one\ntwo\n");
+    c.expect_closed();
+    assert_eq!(server.closed(), (None, CloseReason::PeerClosed));
+    server.stop();
+}
+
+#[test]
+fn a_stop_request_drains_every_connection_with_its_last_words() {
+    let server = Setup::new().run();
+    let mut clients: Vec<Client> = (0..3).map(|_| server.connect()).collect();
+    for c in &mut clients {
+        c.send("hi\n");
+        c.expect("hi\n");
+    }
+    let draining = thread::spawn(move || server.drain());
+    for c in &mut clients {
+        c.expect("bye shutdown\n");
+        c.expect_closed();
+    }
+    drop(clients);
+    let done = draining.join().unwrap();
+    assert_eq!(done.exit, Exit::Drained);
+    assert_eq!(done.stats.closed(Kind::Device, CloseReason::Shutdown), 3);
+}
