@@ -1,9 +1,11 @@
 //! The real binary: graceful shutdown on SIGTERM/SIGINT (`BYE shutdown`,
 //! device listener closed, HTTP listener open with `/health` draining,
-//! exit 0, drain timeout), a second signal forcing the exit (143 / 130),
-//! running out of file descriptors (EMFILE) without crashing, spinning or
-//! losing a connection (and counting it in `/metrics`), and the command
-//! line (`--help`, a bad duration, the API token from the environment).
+//! exit 0, drain timeout), a second signal forcing the exit (143 / 130)
+//! and saying so on stderr, running out of file descriptors (EMFILE)
+//! without crashing, spinning or losing a connection (and counting it in
+//! `/metrics`), the command line (`--help`, a bad duration, the API token
+//! from the environment, host names as listen addresses), and what it
+//! logs at start-up and shutdown, word for word.
 
 mod common;
 
@@ -293,4 +295,91 @@ fn while_draining_the_http_listener_stays_open_and_health_says_draining() {
     assert_eq!(tether.wait().code(), Some(0));
     let refused = TcpStream::connect(tether.http).map(|_| ()).expect_err("connected after the exit");
     assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused, "{refused}");
+}
+
+/// The flags of the second edition: the per-address cap and the loop's
+/// per-turn budgets, each under its own heading.
+#[test]
+fn help_lists_the_per_address_cap_and_the_loop_budgets() {
+    let output = tether_command().arg("--help").output().unwrap();
+    assert!(output.status.success(), "{}", output.status);
+    let help = String::from_utf8(output.stdout).unwrap();
+    for flag in [
+        "--http-max-per-ip",
+        "--budget-reads",
+        "--budget-requests",
+        "--budget-accepts",
+        "--budget-timers",
+        "--budget-write",
+        "--budget-turn-write",
+    ] {
+        assert!(help.contains(flag), "--help does not mention {flag}:\n{help}");
+    }
+    assert!(help.contains("Loop budgets (per turn):"), "{help}");
+}
+
+/// A log line without its `[time LEVEL target]` prefix.
+fn message(line: &str) -> &str {
+    line.split_once("] ").map_or(line, |(_, message)| message)
+}
+
+/// The start-up line about descriptors says what happened: raised, or
+/// left as it was (it once said "raised from 2048" when nothing was).
+#[test]
+fn the_file_descriptor_line_says_whether_the_limit_was_raised() {
+    let tether = Process::start(&[], Some(2048));
+    let line = tether.preamble.iter().find(|l| l.contains("file descriptors")).expect("a line about descriptors");
+    assert_eq!(message(line), "file descriptors: soft limit 2048 (the hard limit is 2048)");
+
+    let tether = Process::start_with_fd_limits(&[], 1024, 2048);
+    let line = tether.preamble.iter().find(|l| l.contains("file descriptors")).expect("a line about descriptors");
+    assert_eq!(message(line), "file descriptors: soft limit raised from 1024 to 2048 (the hard limit)");
+}
+
+/// Counts in the log agree with their nouns: "1 connection", not "1
+/// connections".
+#[test]
+fn the_drain_lines_count_one_connection_in_the_singular() {
+    let mut tether = Process::start(&["--drain-timeout", "300ms", "--linger-timeout", "60s"], None);
+    let mut dev = tether.device(&mac(1));
+    tether.signal(libc::SIGTERM);
+    dev.expect(b"BYE shutdown\n");
+    dev.expect_eof();
+    // `dev` stays open: the drain times out.
+    assert_eq!(tether.wait().code(), Some(0));
+    let draining = tether.expect_log("draining");
+    assert_eq!(message(&draining), "draining: 1 connection to close, waiting up to 300ms");
+    let timeout = tether.expect_log("drain timeout");
+    assert_eq!(message(&timeout), "drain timeout: closing the 1 connection still open");
+    drop(dev);
+}
+
+/// Listen addresses may name a host, resolved at start (`localhost:3001`
+/// was once refused as "not an address").
+#[test]
+fn listen_addresses_may_name_a_host() {
+    let tether = Process::start(&["--device-listen", "localhost:0", "--http-listen", "localhost:0"], None);
+    assert!(tether.addr.ip().is_loopback() && tether.http.ip().is_loopback(), "{} {}", tether.addr, tether.http);
+    let mut dev = tether.device(&mac(1));
+    dev.send(b"PING\n");
+    dev.expect(b"PONG\n");
+    let mut http = HttpClient::connect(tether.http);
+    assert_eq!(http.get("/health").status, 200);
+}
+
+/// A second stop signal while draining exits at once, and says why on
+/// stderr first (the exit was once silent: a status of 130 and nothing
+/// in the log to say where it came from).
+#[test]
+fn a_second_signal_while_draining_says_why_on_stderr() {
+    for (signal, name, status) in [(libc::SIGINT, "SIGINT", 130), (libc::SIGTERM, "SIGTERM", 143)] {
+        let (mut tether, _dev) = draining(signal);
+        tether.signal(signal);
+        assert_eq!(tether.wait().code(), Some(status), "{name}");
+        let line = tether.expect_log("second stop signal");
+        assert_eq!(
+            line,
+            format!("tether: a second stop signal ({name}) while draining: exiting now with status {status}")
+        );
+    }
 }
