@@ -369,17 +369,6 @@ mod tests {
     }
 
     #[test]
-    fn no_setting_is_read_from_the_environment() {
-        // So `Config::default()` is the same whatever the environment holds
-        // (`TETHER_API_TOKEN=s3cret cargo test` once failed): only the
-        // binary reads it.
-        use clap::CommandFactory;
-        for arg in Config::command().get_arguments() {
-            assert_eq!(arg.get_env(), None, "--{} reads the environment", arg.get_id());
-        }
-    }
-
-    #[test]
     fn addresses_may_name_a_host() {
         assert_eq!(parse_addr("127.0.0.1:3001"), Ok("127.0.0.1:3001".parse().unwrap()));
         let local = parse_addr("localhost:3001").unwrap();

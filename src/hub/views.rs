@@ -3,8 +3,6 @@
 //! Each view is a plain struct borrowing what it shows; field order is the
 //! order on the wire. Times are RFC 3339 strings ([`Rfc3339`]).
 
-use std::io::Write as _;
-
 use serde::Serialize;
 
 use crate::device::{Fix, Mac};
@@ -87,7 +85,14 @@ pub fn poll_body(events: &[&Event], next: u64, reset: bool) -> Vec<u8> {
 /// The `event: reset` frame of a stream whose client missed events after
 /// `last_event_id`: reload the state; `latest` is the newest event id.
 pub fn write_reset(out: &mut Vec<u8>, last_event_id: u64, latest: u64) {
-    let _ = write!(out, "event: reset\ndata: {{\"last_event_id\":{last_event_id},\"latest\":{latest}}}\n\n");
+    #[derive(Serialize)]
+    struct Reset {
+        last_event_id: u64,
+        latest: u64,
+    }
+    out.extend_from_slice(b"event: reset\ndata: ");
+    out.extend_from_slice(&json::to_vec(&Reset { last_event_id, latest }));
+    out.extend_from_slice(b"\n\n");
 }
 
 #[cfg(test)]
