@@ -1,20 +1,27 @@
 #!/usr/bin/env bash
-# The same collar load against three servers of the same protocol, one per
-# concurrency model, side by side:
+# The same collar load against servers of the same protocol, one per
+# concurrency model, side by side, above a floor:
 #
+#   echo      the floor, not a model: a bare mio loop that answers PING and
+#             IDENTIFY and nothing else (examples/echo.rs): no protocol
+#             core, timers or limits. What the others cost above it is
+#             what their protocol handling and bookkeeping cost.
 #   threaded  one OS thread per connection, blocking std I/O (examples/threaded.rs)
 #   tether    the gateway: one thread, one epoll reactor (mio)
 #   tokio     one task per connection on a single-threaded tokio runtime
 #             (examples/tokio_gateway.rs; tokio is a dev-dependency only)
 #
-# All three run tether's sans-IO protocol core, so what differs is only how
-# connections are multiplexed. For each model and each size (default 1000,
-# 5000, 15000 connections) it holds N-ACTIVE idle collars, then runs ACTIVE
-# collars in a closed PING/PONG loop for RTT_SECS, and reports process memory
-# per connection, server CPU per round trip, and RTT percentiles.
+# The three models run tether's sans-IO protocol core, so what differs
+# between them is only how connections are multiplexed. For each server and
+# each size (default 1000, 5000, 15000 connections) it holds N-ACTIVE idle
+# collars, then runs ACTIVE collars in a closed PING/PONG loop for RTT_SECS,
+# and reports process memory per connection, server CPU per round trip, and
+# RTT percentiles.
 #
 # Usage: scripts/models.sh [N ...]
-# Environment: ACTIVE (default 50), RTT_SECS (default 5). Loopback only.
+# Environment: ACTIVE (default 50), RTT_SECS (default 5), TETHER_BIN (the
+# gateway binary, default target/release/tether: set it to measure another
+# build the same way). Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +29,7 @@ sizes=("$@")
 (( ${#sizes[@]} )) || sizes=(1000 5000 15000)
 active=${ACTIVE:-50}
 rtt_secs=${RTT_SECS:-5}
+tether_bin=${TETHER_BIN:-target/release/tether}
 hard=$(ulimit -Hn)
 ulimit -n "$hard"
 for n in "${sizes[@]}"; do
@@ -32,7 +40,9 @@ for n in "${sizes[@]}"; do
 done
 
 echo "building release binaries..."
-cargo build --release --quiet --workspace --bins --example threaded --example tokio_gateway
+cargo build --release --quiet --workspace --bins --example echo --example threaded --example tokio_gateway
+[[ -x "$tether_bin" ]] || { echo "TETHER_BIN=$tether_bin is not an executable" >&2; exit 1; }
+echo "gateway binary: $tether_bin"
 
 work=$(mktemp -d)
 server=""; fleet=""
@@ -52,10 +62,15 @@ sockets() { find "/proc/$1/fd" -lname 'socket:*' 2>/dev/null | wc -l; }
 start_server() {
     local log="$work/server.log"
     case "$1" in
+        echo) target/release/examples/echo 127.0.0.1:0 2>"$log" & ;;
         threaded) target/release/examples/threaded 127.0.0.1:0 2>"$log" & ;;
         tokio) target/release/examples/tokio_gateway 127.0.0.1:0 2>"$log" & ;;
-        tether) RUST_LOG=warn,tether::gateway=info target/release/tether --device-listen 127.0.0.1:0 \
-                    --http-listen 127.0.0.1:0 --stats-interval 0 2>"$log" & ;;
+        # Collars get the descriptors left after --fd-reserve (32) and the
+        # HTTP share (--max-http-connections, 1024 by default); 16 is all
+        # this script needs, so 15,000 collars fit under a 20,000 limit.
+        # Older builds log their listening line from tether::reactor.
+        tether) RUST_LOG=warn,tether::gateway=info,tether::reactor=info "$tether_bin" --device-listen 127.0.0.1:0 \
+                    --http-listen 127.0.0.1:0 --stats-interval 0 --max-http-connections 16 2>"$log" & ;;
     esac
     server=$!
     addr=""
@@ -73,23 +88,33 @@ results="$work/results.tsv"
 for n in "${sizes[@]}"; do
     act=$(( active < n / 2 ? active : n / 2 ))
     idle=$((n - act))
-    for model in threaded tether tokio; do
+    for model in echo threaded tether tokio; do
         start_server "$model"
         sleep 0.5
         base_rss=$(rss_kib "$server")
         base_sockets=$(sockets "$server")
         target/release/tether-load --target "$addr" -n "$idle" --duration 600s --json \
-            --source-ips 127.0.0.2-127.0.0.3 --mac-base 02:4C:00:00:00:00 >"$work/fleet.json" 2>/dev/null &
+            --source-ips 127.0.0.2-127.0.0.3 --mac-base 02:4C:00:00:00:00 >"$work/fleet.json" 2>"$work/fleet.log" &
         fleet=$!
         for _ in $(seq 600); do
             (( $(sockets "$server") - base_sockets >= idle )) && break
+            kill -0 "$server" 2>/dev/null && kill -0 "$fleet" 2>/dev/null || break
             sleep 0.2
         done
         sleep 2
+        if ! kill -0 "$server" 2>/dev/null || ! kill -0 "$fleet" 2>/dev/null; then
+            echo "model $model at $n: the server or the idle fleet stopped while connecting" >&2
+            tail -5 "$work/server.log" "$work/fleet.log" >&2
+            exit 1
+        fi
         held_rss=$(rss_kib "$server")
         cpu0=$(cpu_ticks "$server")
         target/release/tether-load --target "$addr" -n "$act" --rtt --active "$act" \
-            --duration "${rtt_secs}s" --json --mac-base 02:4D:00:00:00:00 >"$work/rtt.json" 2>/dev/null
+            --duration "${rtt_secs}s" --json --mac-base 02:4D:00:00:00:00 >"$work/rtt.json" 2>"$work/rtt.log" || {
+            echo "model $model at $n: the RTT fleet failed" >&2
+            tail -5 "$work/server.log" "$work/rtt.log" >&2
+            exit 1
+        }
         cpu1=$(cpu_ticks "$server")
         kill -INT "$fleet"; wait "$fleet" || true; fleet=""
         kill "$server"; wait "$server" 2>/dev/null || true; server=""
@@ -112,11 +137,13 @@ EOF
 done
 
 echo
-printf '%-10s %8s %8s %12s %12s %12s %10s %10s\n' model conns held bytes/conn "CPU us/RT" "round trips/s" "p50 us" "p99 us"
+printf '%-12s %8s %8s %12s %12s %12s %10s %10s\n' model conns held bytes/conn "CPU us/RT" "round trips/s" "p50 us" "p99 us"
 while IFS=$'\t' read -r model n held bytes cpu rate p50 p99; do
-    printf '%-10s %8s %8s %12s %12s %12s %10s %10s\n' "$model" "$n" "$held" "$bytes" "$cpu" "$rate" "$p50" "$p99"
+    [[ "$model" == echo ]] && model="echo/floor"
+    printf '%-12s %8s %8s %12s %12s %12s %10s %10s\n' "$model" "$n" "$held" "$bytes" "$cpu" "$rate" "$p50" "$p99"
 done <"$results"
 echo
+echo "echo/floor: examples/echo.rs, a bare mio loop with no protocol core, timers or limits; not a model."
 echo "bytes/conn: the server's RSS growth while holding the idle collars, per collar."
 echo "CPU us/RT: the server's user+system CPU during the RTT phase per PING/PONG round trip."
 echo "round trips/s and RTT from $active collars in a closed loop on loopback; client and server share the cores."
