@@ -19,7 +19,7 @@
 //! When `accept` fails with EMFILE/ENFILE the connection stays in the
 //! kernel's queue. Retrying at once would spin (the error repeats until a
 //! descriptor is freed) and giving up would strand it, so accepting pauses
-//! for [`ACCEPT_BACKOFF`] and resumes from a timer with the backlog still
+//! for [`ACCEPT_BACKOFF`] (`poll` wakes up for it) with the backlog still
 //! marked pending.
 
 use std::collections::{BTreeSet, HashMap};
@@ -224,7 +224,7 @@ impl<A: App> Reactor<A> {
             self.listeners[i].paused_until = None;
             let mut accepted = 0;
             loop {
-                if accepted == self.budgets.accepts {
+                if accepted == self.settings.budgets.accepts {
                     // The queue may hold more: the next turn goes on.
                     self.stats.budget_spent(Budget::Accepts);
                     break;
@@ -240,7 +240,9 @@ impl<A: App> Reactor<A> {
                         break;
                     }
                     Err(e) if connection_specific(&e) => {
-                        // That connection is gone; the queue may hold others.
+                        // That connection is gone; the queue may hold
+                        // others. It counts against the budget all the same.
+                        accepted += 1;
                         self.stats.accept_failed += 1;
                         debug!("accept: {e} (skipped)");
                     }
@@ -377,7 +379,7 @@ impl<A: App> Reactor<A> {
             return;
         }
         let since = if conn.phase == Phase::Open && conn.out.is_empty() { conn.session.idle_since() } else { None };
-        let token = token::pack(key, conn.generation);
+        let token = conn.token(key);
         self.listeners[i].set_idle(token, since);
     }
 }
