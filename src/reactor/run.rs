@@ -10,6 +10,7 @@
 //! where one connection's handler affects another.
 
 use std::ops::ControlFlow;
+use std::time::Instant;
 
 use log::{debug, trace};
 
@@ -24,8 +25,17 @@ use crate::close::CloseReason;
 impl<A: App> Reactor<A> {
     /// Serves the connections queued when the phase began; those queued
     /// meanwhile (a budget ran out, a reply arrived) wait for the next turn.
+    ///
+    /// The phase also stops once it has taken `--budget-turn-time` (after
+    /// one connection at least): the connections not served yet stay at the
+    /// front of the queue, first in the next turn.
     pub(super) fn run_phase(&mut self, app: &mut A) {
-        for _ in 0..self.run_queue.len() {
+        let until = Instant::now() + self.settings.budgets.turn_time;
+        for served in 0..self.run_queue.len() {
+            if served > 0 && Instant::now() >= until {
+                self.stats.budget_spent(Budget::TurnTime);
+                return;
+            }
             let Some(token) = self.run_queue.pop_front() else { break };
             let Some(key) = self.live_key(token) else { continue };
             self.conns[key].in_run_queue = false;
