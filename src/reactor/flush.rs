@@ -214,10 +214,7 @@ impl<A: App> Reactor<A> {
         let conn = &mut self.conns[key];
         conn.phase = Phase::Closing { peer_done: false };
         conn.fed = false;
-        let (token, kind, unread) = (conn.token(key), conn.kind, conn.readable);
-        let i = kind_index(&self.listeners, kind);
-        self.listeners[i].set_idle(token, None);
-        if unread {
+        if conn.readable {
             // Input held back (a budget, back-pressure) is read and dropped
             // from now on: closing with unread input would reset the
             // connection and could destroy the last words.
@@ -291,7 +288,7 @@ impl<A: App> Reactor<A> {
         }
         conn.out.clear(&mut self.pool);
         let i = kind_index(&self.listeners, conn.kind);
-        self.listeners[i].release(conn.peer.ip(), conn.token(key));
+        self.listeners[i].release(conn.peer.ip());
         debug!("#{key} closed");
     }
 }
