@@ -165,9 +165,14 @@ pub struct Config {
     #[arg(long, default_value = "64KiB", value_name = "BYTES", value_parser = parse_size, help_heading = "Loop budgets (per turn)")]
     pub budget_write: usize,
 
-    /// Bytes written to all connections together per turn.
+    /// Bytes of event streams produced per turn, all streams together.
     #[arg(long, default_value = "1MiB", value_name = "BYTES", value_parser = parse_size, help_heading = "Loop budgets (per turn)")]
     pub budget_turn_write: usize,
+
+    /// Time spent reading and answering per turn, all connections together
+    /// (the rest wait, first in line, for the next turn).
+    #[arg(long, default_value = "2ms", value_name = "DURATION", value_parser = parse_turn_time, help_heading = "Loop budgets (per turn)")]
+    pub budget_turn_time: Duration,
 }
 
 impl Default for Config {
@@ -210,6 +215,7 @@ impl Config {
             timers: self.budget_timers,
             write_bytes: self.budget_write,
             turn_write_bytes: self.budget_turn_write,
+            turn_time: self.budget_turn_time,
         }
     }
 
@@ -302,6 +308,15 @@ pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
     }
     let mut addrs = text.to_socket_addrs().map_err(|e| format!("{text:?} is not HOST:PORT ({e})"))?;
     addrs.next().ok_or_else(|| format!("{text:?} resolves to no address"))
+}
+
+/// Parses a turn's time budget: a duration of at least 1 ms (each turn
+/// serves at least one connection whatever it is).
+pub fn parse_turn_time(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d < Duration::from_millis(1) => Err(format!("{text:?}: a turn needs at least 1ms")),
+        d => Ok(d),
+    }
 }
 
 /// Parses a count of at least 1.

@@ -20,6 +20,8 @@ pub struct HubLevels {
     pub events_held: usize,
     /// Bytes held by the rendered frames of recent events.
     pub frame_cache_bytes: usize,
+    /// Output accepted for sending that the kernel has not taken yet.
+    pub unsent_bytes: usize,
     pub uptime_seconds: f64,
 }
 
@@ -75,7 +77,7 @@ pub fn render(out: &mut String, stats: &Stats, levels: &Levels, hub: &HubLevels)
     m.single("tether_heartbeat_timeouts_total", "counter", "Devices closed for not answering a heartbeat.", timeouts);
     m.single("tether_events_published_total", "counter", "Device events published.", stats.events_published);
 
-    m.family("tether_http_responses_total", "counter", "HTTP responses sent, by status.");
+    m.family("tether_http_responses_total", "counter", "HTTP responses made, by status (queued for sending).");
     for (status, n) in &stats.http_responses {
         m.sample("tether_http_responses_total", &[("status", &status.to_string())], *n);
     }
@@ -99,7 +101,11 @@ pub fn render(out: &mut String, stats: &Stats, levels: &Levels, hub: &HubLevels)
         "The longest busy time of one loop turn since the start.",
         stats.longest_turn_ever.as_secs_f64(),
     );
-    m.family("tether_budget_spent_total", "counter", "Turns in which a per-turn budget ran out with work left.");
+    m.family(
+        "tether_budget_spent_total",
+        "counter",
+        "Times a per-turn budget ran out with work left (per connection for the per-connection budgets).",
+    );
     for budget in Budget::ALL {
         m.sample("tether_budget_spent_total", &[("budget", budget.as_str())], stats.budget_spent[budget as usize]);
     }
@@ -128,6 +134,12 @@ pub fn render(out: &mut String, stats: &Stats, levels: &Levels, hub: &HubLevels)
         levels.caps[Kind::Http as usize] as u64,
     );
     m.single("tether_pooled_buffers", "gauge", "Output buffers kept for reuse.", levels.pooled_buffers as u64);
+    m.single(
+        "tether_unsent_bytes",
+        "gauge",
+        "Output held in user space that the kernel has not taken yet, all connections together.",
+        hub.unsent_bytes as u64,
+    );
     if let Some(rss) = resident_memory() {
         m.single("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", rss);
     }

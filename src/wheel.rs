@@ -145,6 +145,12 @@ impl<T: Copy> Wheel<T> {
         Some(payload)
     }
 
+    /// When a timer filed now for `deadline` would fire (see
+    /// [`Wheel::due_at`]).
+    pub fn fires_at(&self, deadline: Millis) -> Millis {
+        deadline.div_ceil(self.tick_ms).max(self.next_tick).saturating_mul(self.tick_ms)
+    }
+
     /// When a pending timer fires: the start of its tick, which is at or
     /// after the deadline it was filed with and less than one tick later.
     /// `None` when the handle is stale.
@@ -335,6 +341,7 @@ mod tests {
         assert_eq!(w.due_at(a), Some(50), "10 ms ticks: 45 fires at the start of tick 5");
         let b = w.insert(60, 2);
         assert_eq!(w.due_at(b), Some(60));
+        assert_eq!((w.fires_at(45), w.fires_at(60)), (50, 60), "what due_at would say, before filing");
         w.cancel(a);
         assert_eq!(w.due_at(a), None);
     }

@@ -205,3 +205,31 @@ fn the_turn_write_budget_shares_a_turn_between_streams() {
     }
     assert!(spent(&gw, "turn-write-bytes") >= 1.0);
 }
+
+/// `--budget-turn-time 1ms`: 20 clients, each with 16 `GET /metrics`
+/// pipelined (each answer renders the whole exposition), arrive in one
+/// turn. Served one after the other, they would make a turn of many
+/// milliseconds; the run phase stops once it has taken its time and the
+/// rest are served first in the next turns. Every client gets all its
+/// answers.
+#[test]
+fn the_turn_time_budget_spreads_a_crowd_of_costly_requests_over_turns() {
+    const CLIENTS: usize = 20;
+    const REQUESTS: usize = 16;
+    let config = Config { budget_turn_time: Duration::from_millis(1), http_max_per_ip: 0, ..config() };
+    let (gw, mut clients) = Gateway::start_with(config, |gw| {
+        (0..CLIENTS)
+            .map(|_| {
+                let mut client = gw.http_client();
+                client.send("GET /metrics HTTP/1.1\r\n\r\n".repeat(REQUESTS).as_bytes());
+                client
+            })
+            .collect::<Vec<HttpClient>>()
+    });
+    for client in &mut clients {
+        for _ in 0..REQUESTS {
+            assert_eq!(client.read_response().status, 200);
+        }
+    }
+    assert!(spent(&gw, "turn-time") >= 1.0, "{CLIENTS} x {REQUESTS} costly requests in one turn's time");
+}

@@ -657,8 +657,10 @@ fn at_the_http_cap_the_longest_idle_keep_alive_connection_makes_room() {
     let gw = Gateway::start(config);
     let mut a = gw.http_client();
     let mut b = gw.http_client();
-    // Served, so both are held and idle; `a` the longer.
+    // Served, so both are held and idle; `a` the longer (idleness is told
+    // in milliseconds: the pause makes it strictly longer).
     assert_eq!(a.get("/devices").status, 200);
+    std::thread::sleep(Duration::from_millis(3));
     assert_eq!(b.get("/devices").status, 200);
     let mut c = gw.http_client();
     assert_eq!(c.get("/devices").status, 200);

@@ -312,6 +312,7 @@ fn help_lists_the_per_address_cap_and_the_loop_budgets() {
         "--budget-timers",
         "--budget-write",
         "--budget-turn-write",
+        "--budget-turn-time",
     ] {
         assert!(help.contains(flag), "--help does not mention {flag}:\n{help}");
     }

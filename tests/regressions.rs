@@ -9,8 +9,9 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::time::Duration;
 
-use common::{Gateway, HttpClient, config, mac};
+use common::{Gateway, HttpClient, config, mac, metric};
 use socket2::SockRef;
+use tether::Config;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -101,4 +102,72 @@ fn a_collar_that_reads_is_not_dropped_for_the_answers_to_one_read() {
     let mut line = String::new();
     answers.read_line(&mut line).unwrap();
     assert_eq!(line, "PONG\n");
+}
+
+/// With `--linger-timeout 0` a close frees the connection at once. A
+/// pipelined request answered past the request budget (from the session's
+/// `on_resume`) that closed the connection freed it inside the run phase,
+/// which then read it again: a panic of the whole gateway any HTTP client
+/// could cause.
+#[test]
+fn a_close_from_resumed_work_with_no_linger_does_not_kill_the_loop() {
+    let gw = Gateway::start(Config { linger_timeout: Duration::ZERO, budget_requests: 1, ..config() });
+    let mut client = gw.http_client();
+    client.send(b"GET /nope HTTP/1.1\r\n\r\nGET /nope HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert_eq!(client.read_response().status, 404);
+    assert_eq!(client.read_response().status, 404);
+    client.expect_eof();
+    // The loop lives on.
+    assert_eq!(gw.http_client().get("/health").status, 200);
+    gw.stop_drained();
+}
+
+/// Requests already read were answered every turn whatever the unsent
+/// output, so a client that pipelines and never reads made the gateway
+/// hold megabytes of answers (2,500 `GET /metrics` held ~18 MB); now
+/// buffered work waits, like input, while the output is past its limit.
+#[test]
+fn a_client_that_does_not_read_cannot_make_the_gateway_hold_its_answers() {
+    let gw = Gateway::start(config());
+    let mut stuck = HttpClient::connect_with_recv_buffer(gw.http, 4096);
+    stuck.send("GET /metrics HTTP/1.1\r\n\r\n".repeat(2500).as_bytes());
+    // Each scrape is at least one turn of the loop later: a gateway that
+    // kept answering would grow by ~16 answers of ~8 KB a turn.
+    let mut scrapes = gw.http_client();
+    let mut most: f64 = 0.0;
+    for _ in 0..20 {
+        let page = scrapes.get("/metrics");
+        most = most.max(metric(page.text(), "tether_unsent_bytes"));
+    }
+    // The pause limit (64 KiB) plus one call's answers (16 x ~8 KB), and
+    // the scrapes' own.
+    assert!(most < 320.0 * 1024.0, "{most} bytes held for a client that reads nothing");
+    drop(stuck);
+    gw.stop_drained();
+}
+
+/// A connection's effects were applied after the close its call asked
+/// for: `IDENTIFY` and an over-long line in one read announced the collar
+/// `connected` from `0.0.0.0:0` (and took its MAC over from a live
+/// holder) for a connection already closed. Now it never goes online.
+#[test]
+fn a_collar_closed_in_the_read_that_identified_it_is_never_announced() {
+    let gw = Gateway::start(config());
+    let mut events = gw.http_client();
+    events.send(b"GET /events HTTP/1.1\r\n\r\n");
+    events.expect(common::STREAM_START.as_bytes());
+    let mut holder = gw.device(&mac(1));
+    assert!(events.read_event().contains("event: connected"));
+    let mut impostor = gw.connect();
+    let mut bytes = format!("IDENTIFY:{}\n", mac(1)).into_bytes();
+    bytes.extend_from_slice(&[b'A'; 2000]);
+    impostor.send(&bytes);
+    impostor.expect(b"OK\nBYE line-too-long\n");
+    // The holder is still the one online, and nothing was announced: the
+    // next event is the holder's own.
+    holder.send(b"LOCATION:1.5,2.5\n");
+    let event = events.read_event();
+    assert!(event.starts_with("id: 2\nevent: location\n"), "{event}");
+    holder.send(b"PING\n");
+    holder.expect(b"PONG\n");
 }

@@ -12,9 +12,14 @@
 //! once: the held tail is never rescanned when more bytes arrive, so a long
 //! line trickling in byte by byte costs O(n), not O(n²).
 //!
+//! The consumer may stop the framing after any line (its answers are
+//! backing up, say): the rest of the read is then put off, and
+//! [`LineFramer::resume`] hands it out later. A read is at most 64 KiB, so
+//! that is what a connection may hold while it waits.
+//!
 //! A line longer than the limit is refused as soon as it is known to be too
 //! long, without waiting for its end, so a peer cannot make the gateway
-//! buffer more than `max_line` bytes.
+//! buffer more than `max_line` bytes of one line.
 
 use std::ops::ControlFlow;
 
@@ -22,41 +27,63 @@ use std::ops::ControlFlow;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LineTooLong;
 
-/// The framing state of one connection: the start of a line whose end has
-/// not arrived yet.
+/// The framing state of one connection: bytes received and not framed yet.
 #[derive(Debug, Default)]
 pub struct LineFramer {
-    /// Bytes of the current partial line, without any `\n`. Invariant:
-    /// `partial.len() < max_line`, and `None` while there is none. Boxed:
-    /// a partial line is rare (a line split across reads), and one pointer
-    /// instead of a `Vec`'s three words saves 16 bytes on every idle
-    /// collar.
-    #[allow(clippy::box_collection)]
-    partial: Option<Box<Vec<u8>>>,
+    /// `None` while nothing is held. Boxed: most of the time nothing is, and
+    /// one pointer instead of a `Vec`'s three words saves 16 bytes on every
+    /// idle collar.
+    held: Option<Box<Held>>,
+}
+
+#[derive(Debug)]
+struct Held {
+    /// Without put-off lines: the start of a line whose end has not arrived
+    /// (no `\n`, shorter than `max_line`). With them: the rest of a read
+    /// whose framing was stopped, whole lines first.
+    bytes: Vec<u8>,
+    put_off: bool,
+}
+
+/// How far [`frame`] got through its input.
+enum Framed {
+    /// Every whole line was handed out; the unfinished tail starts here.
+    All(usize),
+    /// The consumer stopped after the line that ends here.
+    Stopped(usize),
 }
 
 impl LineFramer {
-    /// Bytes held for an unfinished line.
+    /// Bytes held, for an unfinished line or put off.
     pub fn pending(&self) -> usize {
-        self.partial.as_ref().map_or(0, |p| p.len())
+        self.held.as_ref().map_or(0, |h| h.bytes.len())
+    }
+
+    /// Whether lines were put off and wait for [`LineFramer::resume`].
+    pub fn holds_lines(&self) -> bool {
+        self.held.as_ref().is_some_and(|h| h.put_off)
     }
 
     /// Frames `input`, calling `on_line` for each complete line (without its
     /// terminator) in order. `max_line` bounds a line including its `\n`.
+    /// Must not be called while lines are put off (see
+    /// [`LineFramer::holds_lines`]): input would overtake them.
     ///
-    /// Stops early when `on_line` breaks; the rest of `input` is dropped,
-    /// since the caller is about to stop reading this stream. Returns
-    /// `Err(LineTooLong)` once a line is known to exceed the limit; the
-    /// framer is then in an unspecified state and the stream must be closed.
+    /// When `on_line` breaks, the rest of `input` is put off for
+    /// [`LineFramer::resume`]. Returns `Err(LineTooLong)` once a line is
+    /// known to exceed the limit; the framer is then in an unspecified state
+    /// and the stream must be closed.
     pub fn feed(
         &mut self,
         mut input: &[u8],
         max_line: usize,
         mut on_line: impl FnMut(&[u8]) -> ControlFlow<()>,
     ) -> Result<(), LineTooLong> {
+        debug_assert!(!self.holds_lines(), "input fed behind put-off lines");
         // Finish the line held from earlier reads, if any. Only the new
         // bytes are scanned for the terminator.
-        if let Some(partial) = &mut self.partial {
+        if let Some(held) = &mut self.held {
+            let partial = &mut held.bytes;
             let Some(end) = memchr::memchr(b'\n', input) else {
                 if partial.len() + input.len() >= max_line {
                     return Err(LineTooLong);
@@ -70,34 +97,74 @@ impl LineFramer {
             partial.extend_from_slice(&input[..end]);
             let flow = on_line(strip_cr(partial));
             // Free the buffer: between lines a connection holds no heap memory.
-            self.partial = None;
-            if flow.is_break() {
-                return Ok(());
-            }
+            self.held = None;
             input = &input[end + 1..];
-        }
-
-        // Whole lines inside this read are handed out in place.
-        let mut start = 0;
-        for end in memchr::memchr_iter(b'\n', input) {
-            if end - start + 1 > max_line {
-                return Err(LineTooLong);
-            }
-            if on_line(strip_cr(&input[start..end])).is_break() {
+            if flow.is_break() {
+                self.put_off(input);
                 return Ok(());
             }
-            start = end + 1;
         }
-
-        let tail = &input[start..];
-        if tail.len() >= max_line {
-            return Err(LineTooLong);
-        }
-        if !tail.is_empty() {
-            self.partial = Some(Box::new(tail.to_vec()));
+        match frame(input, max_line, on_line)? {
+            Framed::All(start) if start < input.len() => {
+                self.held = Some(Box::new(Held { bytes: input[start..].to_vec(), put_off: false }));
+            }
+            Framed::All(_) => {}
+            Framed::Stopped(start) => self.put_off(&input[start..]),
         }
         Ok(())
     }
+
+    /// Frames the lines put off by a consumer that stopped, as
+    /// [`LineFramer::feed`] does (and it may stop again).
+    pub fn resume(
+        &mut self,
+        max_line: usize,
+        on_line: impl FnMut(&[u8]) -> ControlFlow<()>,
+    ) -> Result<(), LineTooLong> {
+        let Some(mut held) = self.held.take_if(|h| h.put_off) else { return Ok(()) };
+        let done = match frame(&held.bytes, max_line, on_line)? {
+            Framed::All(start) => {
+                held.put_off = false;
+                start
+            }
+            Framed::Stopped(start) => start,
+        };
+        held.bytes.drain(..done);
+        if !held.bytes.is_empty() {
+            self.held = Some(held);
+        }
+        Ok(())
+    }
+
+    fn put_off(&mut self, rest: &[u8]) {
+        if !rest.is_empty() {
+            self.held = Some(Box::new(Held { bytes: rest.to_vec(), put_off: true }));
+        }
+    }
+}
+
+/// Hands out the whole lines of `input` until the consumer stops; refuses a
+/// line (or an unfinished tail) over `max_line`.
+fn frame(
+    input: &[u8],
+    max_line: usize,
+    mut on_line: impl FnMut(&[u8]) -> ControlFlow<()>,
+) -> Result<Framed, LineTooLong> {
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', input) {
+        if end - start + 1 > max_line {
+            return Err(LineTooLong);
+        }
+        let flow = on_line(strip_cr(&input[start..end]));
+        start = end + 1;
+        if flow.is_break() {
+            return Ok(Framed::Stopped(start));
+        }
+    }
+    if input.len() - start >= max_line {
+        return Err(LineTooLong);
+    }
+    Ok(Framed::All(start))
 }
 
 fn strip_cr(line: &[u8]) -> &[u8] {
@@ -155,7 +222,7 @@ mod tests {
         assert_eq!(framer.pending(), 2);
         framer.feed(b"NG\n", 64, |_| ControlFlow::Continue(())).unwrap();
         assert_eq!(framer.pending(), 0);
-        assert!(framer.partial.is_none(), "no heap memory between lines");
+        assert!(framer.held.is_none(), "no heap memory between lines");
     }
 
     #[test]
@@ -176,16 +243,24 @@ mod tests {
     }
 
     #[test]
-    fn break_stops_at_that_line() {
+    fn a_stop_puts_the_rest_off_until_resumed() {
         let mut framer = LineFramer::default();
         let mut seen = Vec::new();
-        framer
-            .feed(b"A\nB\nC\n", 64, |line| {
-                seen.push(line.to_vec());
-                if line == b"B" { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
-            })
-            .unwrap();
-        assert_eq!(seen, vec![b"A".to_vec(), b"B".to_vec()]);
+        let stop_after = |line: &[u8], seen: &mut Vec<Vec<u8>>| {
+            seen.push(line.to_vec());
+            if line == b"B" || line == b"D" { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        };
+        framer.feed(b"A\nB\nC\nD\nE\nF", 64, |line| stop_after(line, &mut seen)).unwrap();
+        assert_eq!(seen, [&b"A"[..], b"B"]);
+        assert!(framer.holds_lines());
+        framer.resume(64, |line| stop_after(line, &mut seen)).unwrap();
+        assert_eq!(seen, [&b"A"[..], b"B", b"C", b"D"]);
+        framer.resume(64, |line| stop_after(line, &mut seen)).unwrap();
+        assert_eq!(seen.len(), 5, "E");
+        assert!(!framer.holds_lines() && framer.pending() == 1, "F is a partial line now");
+        framer.feed(b"\n", 64, |line| stop_after(line, &mut seen)).unwrap();
+        assert_eq!(seen.last().unwrap(), b"F");
+        assert!(framer.held.is_none());
     }
 
     /// Splits `stream` at the given cut points.
@@ -202,7 +277,38 @@ mod tests {
         chunks
     }
 
+    /// Frames `stream` in `chunks`, stopping after every line whose index
+    /// is in `stops` and resuming (before the next read) until nothing is put
+    /// off.
+    fn frame_with_stops(chunks: &[&[u8]], stops: &[usize], max_line: usize) -> Result<Vec<Vec<u8>>, LineTooLong> {
+        let mut framer = LineFramer::default();
+        let mut lines: Vec<Vec<u8>> = Vec::new();
+        let mut on_line = |line: &[u8]| {
+            lines.push(line.to_vec());
+            if stops.contains(&(lines.len() - 1)) { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        };
+        for chunk in chunks {
+            framer.feed(chunk, max_line, &mut on_line)?;
+            while framer.holds_lines() {
+                framer.resume(max_line, &mut on_line)?;
+            }
+        }
+        Ok(lines)
+    }
+
     proptest! {
+        /// Stopping and resuming anywhere changes nothing in what is framed.
+        #[test]
+        fn stops_and_resumes_yield_the_same_lines(
+            stream in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(b'A'), any::<u8>()], 0..300),
+            cuts in proptest::collection::vec(any::<usize>(), 0..20),
+            stops in proptest::collection::vec(0usize..100, 0..20),
+            max_line in 1usize..48,
+        ) {
+            let chunks = split(&stream, &cuts);
+            prop_assert_eq!(frame_with_stops(&chunks, &stops, max_line), frame(&chunks, max_line));
+        }
+
         /// Any split of a byte stream into reads yields the same lines, and
         /// the same verdict on an overlong line.
         #[test]

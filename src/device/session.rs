@@ -3,10 +3,13 @@
 //! A [`DeviceSession`] takes whatever bytes a read returned, frames them
 //! into lines, applies each to the collar's rules, and appends the answers
 //! to its output: many lines in one read get their answers in one write
-//! at the end of the turn. What the rest of the gateway must hear of (the
+//! at the end of the turn. Once the answers pass `--max-output` the rest
+//! of the read waits (put off in the framer) until they drain. What the rest of the gateway must hear of (the
 //! collar identified, reported a fix, went away) is returned as an
 //! [`Effect`]. Deadlines come from the rules; the heartbeat `PING` is sent
 //! from here, and a close is announced with `BYE <reason>`.
+
+use std::ops::ControlFlow;
 
 use crate::close::CloseReason;
 use crate::effect::{Effect, Reply};
@@ -48,14 +51,16 @@ impl Session for DeviceSession {
 
     fn on_input(&mut self, input: &[u8], cx: &mut CxOf<'_, Self>) -> Next {
         let collar = &mut self.collar;
-        let framed = self.framer.feed(input, cx.config.max_line, |line| {
-            on_line(collar, line, cx);
-            std::ops::ControlFlow::Continue(())
-        });
-        match framed {
-            Ok(()) => Next::Continue,
-            Err(_too_long) => Next::Close(CloseReason::LineTooLong),
-        }
+        let framed = self.framer.feed(input, cx.config.max_line, |line| on_line(collar, line, cx));
+        framed.map_or(Next::Close(CloseReason::LineTooLong), |()| Next::Continue)
+    }
+
+    /// Answers the lines put off when the output passed `--max-output`
+    /// (the reactor calls this once it drained).
+    fn on_resume(&mut self, cx: &mut CxOf<'_, Self>) -> Next {
+        let collar = &mut self.collar;
+        let framed = self.framer.resume(cx.config.max_line, |line| on_line(collar, line, cx));
+        framed.map_or(Next::Close(CloseReason::LineTooLong), |()| Next::Continue)
     }
 
     fn on_reply(&mut self, _reply: Reply, _cx: &mut CxOf<'_, Self>) -> Next {
@@ -100,31 +105,46 @@ impl Session for DeviceSession {
         self.collar.next_deadline(last_rx, &config.timeouts)
     }
 
+    /// Lines put off are answered before more input is read.
+    fn wants_input(&self, _config: &DeviceSettings) -> bool {
+        !self.framer.holds_lines()
+    }
+
+    fn has_work(&self) -> bool {
+        self.framer.holds_lines()
+    }
+
     fn output_limit(&self, config: &DeviceSettings) -> OutputLimit {
         OutputLimit::CloseAbove(config.max_output)
     }
 }
 
-/// Applies one line: answer it, and tell the hub what changed.
-fn on_line(collar: &mut Collar, line: &[u8], cx: &mut CxOf<'_, DeviceSession>) {
+/// Applies one line: answer it, and tell the hub what changed. Stops the
+/// framing once the answers pass `--max-output`: the rest of the read is
+/// put off until they drain, so what one read can make a collar be sent
+/// (an `ERR` line is up to 23 bytes for a 1-byte line) stays bounded.
+fn on_line(collar: &mut Collar, line: &[u8], cx: &mut CxOf<'_, DeviceSession>) -> ControlFlow<()> {
     let command = protocol::parse(line);
     cx.stats.line_in(LineKind::of(&command));
     let answer = match collar.on_command(command, cx.now) {
-        Step::Reply(answer) => answer,
-        Step::Silent => return,
+        Step::Reply(answer) => Some(answer),
+        Step::Silent => None,
         Step::Located => {
             if let (Some(mac), Some(&fix)) = (collar.mac, collar.location.as_deref()) {
                 cx.effects.push(Effect::Located { mac, fix });
             }
-            return;
+            None
         }
         Step::Identified(mac) => {
             cx.effects.push(Effect::Identified { mac });
-            Line::Ok
+            Some(Line::Ok)
         }
     };
-    cx.stats.lines_out += 1;
-    cx.send(answer.bytes());
+    if let Some(answer) = answer {
+        cx.stats.lines_out += 1;
+        cx.send(answer.bytes());
+    }
+    if cx.out.len() > cx.config.max_output { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
 }
 
 #[cfg(test)]
@@ -220,6 +240,26 @@ mod tests {
         assert_eq!(h.sent(), "ERR unknown-command\n");
         assert_eq!(h.effects[1], Effect::Located { mac: MAC, fix: crate::device::Fix { lat: 1.5, lon: -2.5, at: 3 } });
         assert_eq!(h.stats.lines_out, 3);
+    }
+
+    #[test]
+    fn the_answers_to_one_read_stop_at_max_output_and_the_rest_waits() {
+        let mut h = Harness::new();
+        // 1,000 empty lines: 1,000 `ERR not-identified` (19 bytes each)
+        // against a limit of 64 bytes.
+        let lines = vec![b'\n'; 1000];
+        assert_eq!(h.input(0, &lines), Next::Continue);
+        let mut answered = h.out.len();
+        assert!(answered > 64 && answered <= 64 + 19, "{answered} bytes for one read");
+        assert!(h.session.has_work() && !h.session.wants_input(&h.settings));
+        while h.session.has_work() {
+            h.out.clear(&mut h.pool);
+            assert_eq!(h.with(1, 1, |s, cx| s.on_resume(cx)), Next::Continue);
+            assert!(h.out.len() <= 64 + 19);
+            answered += h.out.len();
+        }
+        assert_eq!(answered, 1000 * b"ERR not-identified\n".len(), "every line answered");
+        assert!(h.session.wants_input(&h.settings));
     }
 
     #[test]

@@ -32,7 +32,7 @@ use log::debug;
 
 use super::api::{self, Decision};
 use super::chunked::Chunked;
-use super::request::{self, Body, Limits, RequestError};
+use super::request::{self, Body, Head, Limits, RequestError};
 use super::response::{self, Response};
 use crate::close::CloseReason;
 use crate::effect::{Answer, Effect, Query, Reply};
@@ -90,6 +90,48 @@ enum State {
     Streaming,
 }
 
+/// Bytes received and not yet consumed by a complete request: the request
+/// in progress and any pipelined after it. Answered requests are skipped
+/// over rather than drained one by one (which would move the rest of the
+/// buffer for every request of a pipeline); the dead prefix is reclaimed
+/// when more arrives, and the buffer freed once it is all consumed, so an
+/// idle keep-alive connection holds none.
+#[derive(Debug, Default)]
+struct InBuf {
+    bytes: Vec<u8>,
+    /// Where the unconsumed bytes start.
+    start: usize,
+}
+
+impl InBuf {
+    fn unread(&self) -> &[u8] {
+        &self.bytes[self.start..]
+    }
+
+    fn len(&self) -> usize {
+        self.bytes.len() - self.start
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&mut self, input: &[u8]) {
+        if self.start > 0 {
+            self.bytes.drain(..self.start);
+            self.start = 0;
+        }
+        self.bytes.extend_from_slice(input);
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start >= self.bytes.len() {
+            *self = InBuf::default();
+        }
+    }
+}
+
 /// The request at the front of `inbuf`, once its head is parsed.
 #[derive(Debug)]
 enum Front {
@@ -103,7 +145,7 @@ enum Front {
 #[derive(Debug)]
 pub struct HttpSession {
     /// Bytes received and not yet consumed by a complete request.
-    inbuf: Vec<u8>,
+    inbuf: InBuf,
     /// What is known of the request at the front of `inbuf`, so that its
     /// head is not parsed again for each piece of the body.
     front: Option<Front>,
@@ -126,7 +168,7 @@ pub struct HttpSession {
 impl HttpSession {
     pub fn new(now: Millis) -> HttpSession {
         HttpSession {
-            inbuf: Vec::new(),
+            inbuf: InBuf::default(),
             front: None,
             continue_sent: false,
             mark: now,
@@ -164,21 +206,23 @@ impl HttpSession {
                 cx.stats.budget_spent(Budget::Requests);
                 return Next::Continue;
             }
-            let len = match self.front(cx) {
-                Ok(Some(len)) => len,
-                Ok(None) => return Next::Continue,
-                Err(e) => {
-                    let exchange = Exchange { keep_alive: false, head_only: false };
-                    self.respond(cx, exchange, &Answer::error(e.status(), e.message()), &[]);
-                    return Next::Close(CloseReason::BadRequest);
-                }
-            };
-            self.answered += 1;
             // Taken out so the request can borrow it while the session
             // changes; put back, minus the request, after.
             let inbuf = mem::take(&mut self.inbuf);
-            let next = self.handle(&inbuf[..len], cx);
+            let (len, next) = match self.front(inbuf.unread(), cx) {
+                Ok(Some((head, len))) => (len, self.handle(&head, &inbuf.unread()[head.len..len], cx)),
+                Ok(None) => (0, Next::Continue),
+                Err(e) => {
+                    let exchange = Exchange { keep_alive: false, head_only: false };
+                    self.respond(cx, exchange, &Answer::error(e.status(), e.message()), &[]);
+                    (0, Next::Close(CloseReason::BadRequest))
+                }
+            };
             self.inbuf = inbuf;
+            if len == 0 {
+                return next;
+            }
+            self.answered += 1;
             self.consumed(len, cx.now);
             if next != Next::Continue {
                 return next;
@@ -186,54 +230,54 @@ impl HttpSession {
         }
     }
 
-    /// The length of the complete request at the front of `inbuf`, `None`
-    /// while it is incomplete.
-    fn front(&mut self, cx: &mut CxOf<'_, Self>) -> Result<Option<usize>, RequestError> {
+    /// The complete request at the front of `buf` (the unread input): its
+    /// head and its whole length; `None` while it is incomplete. A request
+    /// that arrives whole is parsed once; one whose body arrives later has
+    /// its head parsed again when the body is complete.
+    fn front<'b>(&mut self, buf: &'b [u8], cx: &mut CxOf<'_, Self>) -> Result<Option<(Head<'b>, usize)>, RequestError> {
         let limits = cx.config.limits;
-        match &mut self.front {
-            Some(Front::Length { total }) => return Ok((self.inbuf.len() >= *total).then_some(*total)),
-            Some(Front::Chunked { head_len, body }) => {
-                return Ok(body.feed(&self.inbuf[*head_len..], limits)?.map(|n| *head_len + n));
-            }
-            None => {}
-        }
-        let Some(head) = request::parse_head(&self.inbuf, limits)? else { return Ok(None) };
-        let (head_len, expects_continue) = (head.len, head.expects_continue);
-        let complete = match head.body {
-            Body::Length(n) => {
-                let total = head_len + n;
-                self.front = Some(Front::Length { total });
-                (self.inbuf.len() >= total).then_some(total)
-            }
-            Body::Chunked => {
-                let mut body = Box::<Chunked>::default();
-                let done = body.feed(&self.inbuf[head_len..], limits)?.map(|n| head_len + n);
-                self.front = Some(Front::Chunked { head_len, body });
-                done
+        let len = match &mut self.front {
+            Some(Front::Length { total }) => (buf.len() >= *total).then_some(*total),
+            Some(Front::Chunked { head_len, body }) => body.feed(&buf[*head_len..], limits)?.map(|n| *head_len + n),
+            None => {
+                let Some(head) = request::parse_head(buf, limits)? else { return Ok(None) };
+                let complete = match head.body {
+                    Body::Length(n) => {
+                        let total = head.len + n;
+                        self.front = Some(Front::Length { total });
+                        (buf.len() >= total).then_some(total)
+                    }
+                    Body::Chunked => {
+                        let mut body = Box::<Chunked>::default();
+                        let done = body.feed(&buf[head.len..], limits)?.map(|n| head.len + n);
+                        self.front = Some(Front::Chunked { head_len: head.len, body });
+                        done
+                    }
+                };
+                if complete.is_none() && head.expects_continue && !mem::replace(&mut self.continue_sent, true) {
+                    cx.send(response::CONTINUE);
+                }
+                return Ok(complete.map(|len| (head, len)));
             }
         };
-        if complete.is_none() && expects_continue && !mem::replace(&mut self.continue_sent, true) {
-            cx.send(response::CONTINUE);
-        }
-        Ok(complete)
+        let Some(len) = len else { return Ok(None) };
+        // The head parsed before; it parses the same way again.
+        let head = request::parse_head(buf, limits)?.ok_or(RequestError::Malformed("malformed request"))?;
+        Ok(Some((head, len)))
     }
 
-    /// Handles the complete request `raw` (head and body as sent).
-    fn handle(&mut self, raw: &[u8], cx: &mut CxOf<'_, Self>) -> Next {
-        // The head was parsed already; it parses the same way again.
-        let Ok(Some(head)) = request::parse_head(raw, cx.config.limits) else {
-            unreachable!("a complete request's head parses");
-        };
+    /// Handles a complete request: its head, and its body as sent.
+    fn handle(&mut self, head: &Head<'_>, sent: &[u8], cx: &mut CxOf<'_, Self>) -> Next {
         let body: &[u8] = match &self.front {
             Some(Front::Chunked { body, .. }) => &body.body,
-            _ => &raw[head.len..],
+            _ => sent,
         };
         if log::log_enabled!(log::Level::Debug) {
             debug!("{:?} HTTP {:?} {}{}", cx.token, head.method, head.path, api::redacted_query(head.query));
         }
         let exchange =
             Exchange { keep_alive: head.keep_alive && !cx.draining, head_only: head.method == request::Method::Head };
-        match api::decide(&head, body, cx.config, cx.now, cx.draining) {
+        match api::decide(head, body, cx.config, cx.now, cx.draining) {
             Decision::Respond(answer, headers) => self.answer(cx, exchange, &answer, &headers),
             Decision::Ask(query, until) => {
                 cx.effects.push(Effect::Ask(query));
@@ -245,11 +289,7 @@ impl HttpSession {
 
     /// Drops a handled request from `inbuf`; the next one is timed from now.
     fn consumed(&mut self, len: usize, now: Millis) {
-        self.inbuf.drain(..len);
-        if self.inbuf.is_empty() {
-            // Free the buffer: an idle keep-alive connection holds none.
-            self.inbuf = Vec::new();
-        }
+        self.inbuf.consume(len);
         self.front = None;
         self.continue_sent = false;
         self.served += 1;
@@ -299,7 +339,7 @@ impl Session for HttpSession {
             // The first byte of a new request starts its clock.
             self.mark = cx.now;
         }
-        self.inbuf.extend_from_slice(input);
+        self.inbuf.push(input);
         self.process(cx)
     }
 
@@ -311,6 +351,10 @@ impl Session for HttpSession {
         let State::Awaiting { exchange, .. } = self.state else { return Next::Continue };
         match reply {
             Reply::Stream => {
+                // The connection belongs to the stream: whatever was sent
+                // behind the request will never be read.
+                self.inbuf = InBuf::default();
+                self.front = None;
                 cx.send_with(|buf| response::write_stream_head(buf, &cx.config.cors_origin));
                 cx.send(b"retry: 3000\n\n");
                 cx.stats.http_response(200);

@@ -3,9 +3,11 @@
 //! A subscriber is not a queue of copies but a [`Feed`]: where it is in the
 //! log (the next id to send), its `?mac=` filter, and whether it is caught
 //! up. Publishing an event appends it to the log once and wakes the feeds
-//! that were caught up: it costs O(1) whatever the number of subscribers,
-//! since a feed that is behind is not touched (it will read the new event
-//! when its turn to write comes). The reactor's flush phase then asks for
+//! that were caught up; a feed that is behind is not touched (it will read
+//! the new event when its turn to write comes). So a publish costs O(1)
+//! plus one wake per subscriber that had caught up, which it pays once per
+//! catch-up and not per event: during a burst, the first event wakes every
+//! subscriber and the next thousand wake nobody. The reactor's flush phase then asks for
 //! each woken feed's output ([`Feeds::produce`]), which copies its events
 //! from the rendered frames into its output, up to the connection's byte
 //! budget per turn.
@@ -28,7 +30,7 @@ use crate::close::CloseReason;
 use crate::device::Mac;
 use crate::effect::{Answer, Reply};
 use crate::events::{Event, EventLog};
-use crate::reactor::{Budget, OutBuf, Pool, Produce};
+use crate::reactor::{OutBuf, Pool, Produce};
 use crate::stats::Stats;
 
 /// Most events in one long-poll answer; `next` tells the client where to
@@ -57,6 +59,25 @@ struct Feed {
     /// Caught up and waiting to be woken by the next matching event, at
     /// this index of its waiting list (so that removing it costs O(1)).
     waiting: Option<usize>,
+    /// Something was produced for it: a stream that falls off the log from
+    /// then on is a slow consumer; one that never had anything (it was
+    /// opened during a burst) starts over at the log's start instead.
+    started: bool,
+}
+
+impl Feed {
+    /// The log no longer holds the feed's next event (it starts at
+    /// `first`). Whether the feed must be cut: a stream that was sent
+    /// events fell behind; one that was sent nothing yet starts over at
+    /// `first`, owing its client an `event: reset`.
+    fn fell_off(&mut self, first: u64) -> bool {
+        if self.started {
+            return true;
+        }
+        self.lost_after.get_or_insert(self.next.saturating_sub(1));
+        self.next = first;
+        false
+    }
 }
 
 /// The ids of one MAC's events in the log, and the feeds filtering on it.
@@ -69,7 +90,7 @@ struct Filter {
     users: usize,
 }
 
-/// Every feed, and the indexes that make publishing O(1).
+/// Every feed, and the indexes that keep publishing from touching them.
 #[derive(Debug, Default)]
 pub struct Feeds {
     feeds: HashMap<Token, Feed>,
@@ -119,7 +140,7 @@ impl Feeds {
             Some(id) => (id + 1, None),
         };
         self.streams += 1;
-        self.add(token, Feed { kind: Kind::Stream, filter, next, lost_after, waiting: None }, log);
+        self.add(token, Feed { kind: Kind::Stream, filter, next, lost_after, waiting: None, started: false }, log);
         self.behind.insert((next, token));
     }
 
@@ -136,7 +157,11 @@ impl Feeds {
         if !wait || self.has_news(since, filter, log) {
             return Some(self.poll_answer(since, filter, log));
         }
-        self.add(token, Feed { kind: Kind::Poll, filter, next: since + 1, lost_after: None, waiting: None }, log);
+        self.add(
+            token,
+            Feed { kind: Kind::Poll, filter, next: since + 1, lost_after: None, waiting: None, started: false },
+            log,
+        );
         self.park(token);
         None
     }
@@ -231,7 +256,12 @@ impl Feeds {
             && next < first
         {
             self.behind.pop_first();
-            woken.cut.push(token);
+            let Some(feed) = self.feeds.get_mut(&token) else { continue };
+            if feed.fell_off(first) {
+                woken.cut.push(token);
+            } else {
+                self.behind.insert((feed.next, token));
+            }
         }
     }
 
@@ -272,10 +302,11 @@ impl Feeds {
             return Produce::Reply(Reply::Answer(answer));
         }
         let Some(feed) = self.feeds.get_mut(&token) else { return Produce::Idle };
-        if feed.next < log.first_id() && feed.lost_after.is_none() {
+        let before = feed.next;
+        if feed.next < log.first_id() && feed.fell_off(log.first_id()) {
             return Produce::Close(CloseReason::SlowConsumer);
         }
-        let before = feed.next;
+        feed.started = true;
         let (filter, frames, filters) = (feed.filter, &self.frames, &self.filters);
         let caught_up = out.append_with(pool, |buf| {
             if let Some(id) = feed.lost_after.take() {
@@ -322,7 +353,6 @@ impl Feeds {
             Produce::Idle
         } else {
             self.behind.insert((next, token));
-            stats.budget_spent(Budget::WriteBytes);
             Produce::More
         }
     }
@@ -589,18 +619,19 @@ mod tests {
         let longest = (1..=50).map(|id| b.frames([id]).len()).max().unwrap();
         let budget = 300;
         let mut sent = ids(&first);
-        let mores = loop {
+        let mut mores = 1;
+        loop {
             let produced = b.produce(t(1), budget);
             let out = b.taken(t(1));
             assert!(!out.is_empty(), "a woken feed with events to send sends one");
             assert!(out.len() < budget + longest, "{} bytes for a budget of {budget}", out.len());
             sent.extend(ids(&out));
             match produced {
-                Produce::More => continue,
-                Produce::Idle => break b.stats.budget_spent[Budget::WriteBytes as usize],
+                Produce::More => mores += 1,
+                Produce::Idle => break,
                 other => panic!("{other:?}"),
             }
-        };
+        }
         assert_eq!(sent, (1..=50).collect::<Vec<_>>(), "every id once, in order");
         assert!(mores >= 50 * b.frames([50]).len() as u64 / budget as u64 - 1, "{mores} turns for the budget");
         assert_eq!(b.stats.events_delivered, 50);
@@ -734,6 +765,35 @@ mod tests {
             b.publish(A);
         }
         assert_eq!(reply_body(b.produce(t(2), ENOUGH)), b.poll_body(7..=9, 9, true));
+    }
+
+    #[test]
+    fn a_stream_opened_during_a_burst_starts_over_rather_than_being_cut() {
+        let mut b = Bench::new(3);
+        for _ in 0..5 {
+            b.publish(A); // the log holds 3..=5
+        }
+        // Last-Event-ID 1: events 2.. were lost. Last-Event-ID 2: resumes
+        // exactly at the log's first event. A new stream: at the head.
+        b.stream(t(1), None, Some(1));
+        b.stream(t(2), None, Some(2));
+        b.stream(t(3), None, None);
+        // Four events are published before the flush phase produces for
+        // them (a collar served later in the same turn, or a short turn
+        // budget under fan-out): 3..=6 leave the log.
+        for _ in 0..4 {
+            let woken = b.publish(A);
+            assert!(woken.cut.is_empty(), "cut before anything was sent to them: {:?}", woken.cut);
+        }
+        let reset = |last: u64| format!("event: reset\ndata: {{\"last_event_id\":{last},\"latest\":9}}\n\n");
+        for (token, last) in [(t(1), 1), (t(2), 2), (t(3), 5)] {
+            assert_eq!(b.catch_up(token), reset(last) + &b.frames([7, 8, 9]), "{token:?}");
+        }
+        // Once it was sent something, falling off the log is being slow.
+        for _ in 0..3 {
+            b.publish(A);
+        }
+        assert_eq!(b.publish(A).cut.len(), 3);
     }
 
     #[test]

@@ -14,7 +14,8 @@
 //! - a collar's `IDENTIFY` puts it online; an older connection with that
 //!   MAC is announced as `disconnected` (`replaced`) and closed, then the
 //!   new one as `connected`;
-//! - a collar's `LOCATION:` is published (O(1), see [`feeds`]) and answers
+//! - a collar's `LOCATION:` is published (see [`feeds`]: no subscriber is
+//!   touched but those waiting for news) and answers
 //!   the location queries waiting on that connection;
 //! - a collar going away is announced, unless it was replaced, and fails
 //!   the location queries waiting on it (502);
@@ -108,6 +109,10 @@ impl Hub {
     }
 
     fn identified(&mut self, origin: Token, mac: Mac, ops: &mut Ops<'_, Proto>) {
+        // A collar whose connection closed in the same call (an over-long
+        // line right behind its IDENTIFY) never goes online: it takes no MAC
+        // over and is not announced, so its goodbye says nothing either.
+        let Some(peer) = ops.peer(origin).cloned() else { return };
         if let Some(old) = self.registry.insert(mac, origin)
             && ops.session(old).is_some()
         {
@@ -119,7 +124,6 @@ impl Hub {
             ops.close(old, CloseReason::Replaced);
         }
         debug!("{origin:?} identified as {mac}");
-        let peer = ops.peer(origin).cloned().unwrap_or(Peer::V4([0; 4], 0));
         self.publish(mac, EventKind::Connected { peer }, ops);
     }
 
@@ -203,6 +207,7 @@ impl Hub {
             long_polls: self.feeds.polls() + self.waiting_on.len(),
             events_held: self.log.len(),
             frame_cache_bytes: self.feeds.frame_bytes(),
+            unsent_bytes: ops.unsent_bytes(),
             uptime_seconds: ops.now() as f64 / 1000.0,
         };
         let mut body = String::with_capacity(16 * 1024);

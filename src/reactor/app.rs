@@ -20,7 +20,7 @@ use slab::Slab;
 use super::conn::{Conn, Peer, Phase};
 use super::listener::Kind;
 use super::outbuf::{OutBuf, Pool};
-use super::session::{OutputLimit, Session};
+use super::session::Session;
 use super::token;
 use crate::close::CloseReason;
 use crate::stats::Stats;
@@ -135,6 +135,13 @@ impl<S: Session> Ops<'_, S> {
         self.conns.get_mut(key).filter(|c| c.generation == generation && c.phase == Phase::Open)
     }
 
+    /// Output accepted for sending that the kernel has not taken yet, all
+    /// connections together (a walk over the slab: for `/metrics`, not for
+    /// every effect).
+    pub fn unsent_bytes(&self) -> usize {
+        self.conns.iter().map(|(_, c)| c.out.len()).sum()
+    }
+
     /// The session of an open connection.
     pub fn session(&self, token: Token) -> Option<&S> {
         self.open(token).map(|c| &c.session)
@@ -159,14 +166,11 @@ impl<S: Session> Ops<'_, S> {
             .get_mut(key)
             .filter(|c| c.generation == generation && c.phase == Phase::Open)
             .ok_or(SendError::Gone)?;
-        let limit = match conn.session.output_limit(self.config) {
-            OutputLimit::CloseAbove(n) | OutputLimit::PauseAbove(n) => n,
-        };
-        if conn.out.len() + bytes.len() > limit {
+        if conn.out.len() + bytes.len() > conn.session.output_limit(self.config).bytes() {
             return Err(SendError::Full);
         }
         conn.out.push(bytes, self.pool);
-        self.schedule_flush(token);
+        conn.queue_flush(key, self.flush_queue);
         Ok(())
     }
 
@@ -184,24 +188,8 @@ impl<S: Session> Ops<'_, S> {
     /// nothing: the WRITABLE edge brings it back.
     pub fn wake(&mut self, token: Token) {
         let (key, generation) = token::unpack(token);
-        if let Some(conn) = self.conns.get_mut(key)
-            && conn.generation == generation
-            && conn.phase == Phase::Open
-            && conn.fed
-            && !conn.blocked
-            && !conn.in_produce_queue
-        {
-            conn.in_produce_queue = true;
-            self.produce_queue.push_back(token);
-        }
-    }
-
-    fn schedule_flush(&mut self, token: Token) {
-        let (key, _) = token::unpack(token);
-        let conn = &mut self.conns[key];
-        if !conn.in_flush_queue && !conn.blocked {
-            conn.in_flush_queue = true;
-            self.flush_queue.push_back(token);
+        if let Some(conn) = self.conns.get_mut(key).filter(|c| c.generation == generation) {
+            conn.queue_produce(key, self.produce_queue);
         }
     }
 

@@ -8,6 +8,8 @@
 //! ([`crate::stats::Stats::budget_spent`]), so an operator sees which
 //! limit shapes the load.
 
+use std::time::Duration;
+
 /// The per-turn budgets. Each is at least 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budgets {
@@ -24,6 +26,10 @@ pub struct Budgets {
     pub write_bytes: usize,
     /// Bytes written to all connections together per turn.
     pub turn_write_bytes: usize,
+    /// Time the run phase may take in one turn, all connections together:
+    /// the per-connection budgets bound one connection, this bounds a
+    /// crowd of them (many clients each asking for large pages, say).
+    pub turn_time: Duration,
 }
 
 impl Default for Budgets {
@@ -35,6 +41,7 @@ impl Default for Budgets {
             timers: 1024,
             write_bytes: 64 * 1024,
             turn_write_bytes: 1024 * 1024,
+            turn_time: Duration::from_millis(2),
         }
     }
 }
@@ -48,11 +55,19 @@ pub enum Budget {
     Timers = 3,
     WriteBytes = 4,
     TurnWriteBytes = 5,
+    TurnTime = 6,
 }
 
 impl Budget {
-    pub const ALL: [Budget; 6] =
-        [Budget::Reads, Budget::Requests, Budget::Accepts, Budget::Timers, Budget::WriteBytes, Budget::TurnWriteBytes];
+    pub const ALL: [Budget; 7] = [
+        Budget::Reads,
+        Budget::Requests,
+        Budget::Accepts,
+        Budget::Timers,
+        Budget::WriteBytes,
+        Budget::TurnWriteBytes,
+        Budget::TurnTime,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -62,6 +77,7 @@ impl Budget {
             Budget::Timers => "timers",
             Budget::WriteBytes => "write-bytes",
             Budget::TurnWriteBytes => "turn-write-bytes",
+            Budget::TurnTime => "turn-time",
         }
     }
 }

@@ -14,13 +14,16 @@
 //! send a reset, which can destroy those last words before the peer reads
 //! them.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 
+use mio::Token;
 use mio::net::TcpStream;
 
 use super::listener::Kind;
 use super::outbuf::OutBuf;
+use super::token;
 use crate::time::Millis;
 use crate::wheel::TimerId;
 
@@ -64,6 +67,39 @@ pub struct Conn<S> {
     /// In the produce queue (a fed connection with output to produce).
     pub in_produce_queue: bool,
     pub session: S,
+}
+
+impl<S> Conn<S> {
+    /// This connection's token, given its slab key.
+    pub fn token(&self, key: usize) -> Token {
+        token::pack(key, self.generation)
+    }
+
+    /// Puts it in the run queue, once.
+    pub(super) fn queue_run(&mut self, key: usize, queue: &mut VecDeque<Token>) {
+        if !self.in_run_queue {
+            self.in_run_queue = true;
+            queue.push_back(self.token(key));
+        }
+    }
+
+    /// Puts it in the flush queue, once, unless it waits for a WRITABLE
+    /// edge (which will bring it back).
+    pub(super) fn queue_flush(&mut self, key: usize, queue: &mut VecDeque<Token>) {
+        if !self.in_flush_queue && !self.blocked {
+            self.in_flush_queue = true;
+            queue.push_back(self.token(key));
+        }
+    }
+
+    /// Puts an open fed connection in the produce queue, once, unless it
+    /// waits for a WRITABLE edge.
+    pub(super) fn queue_produce(&mut self, key: usize, queue: &mut VecDeque<Token>) {
+        if self.fed && self.phase == Phase::Open && !self.in_produce_queue && !self.blocked {
+            self.in_produce_queue = true;
+            queue.push_back(self.token(key));
+        }
+    }
 }
 
 /// Where a connection is in its life.

@@ -24,10 +24,10 @@ use super::conn::Phase;
 use super::io::{self, Io};
 use super::listener::kind_index;
 use super::session::Session as _;
-use super::{Reactor, token};
+use super::{Reactor, TICK};
 use crate::close::CloseReason;
 use crate::net;
-use crate::time::deadline;
+use crate::time::{deadline, millis};
 
 impl<A: App> Reactor<A> {
     /// Produces the output of fed connections, round robin, until the
@@ -36,7 +36,7 @@ impl<A: App> Reactor<A> {
     /// writes (a collar's `PONG`) never wait behind big ones: the turn's
     /// budget bounds what is produced, not who is written.
     pub(super) fn flush_phase(&mut self, app: &mut A) {
-        let mut left = self.budgets.turn_write_bytes;
+        let mut left = self.settings.budgets.turn_write_bytes;
         for _ in 0..self.produce_queue.len() {
             if left == 0 {
                 self.stats.budget_spent(Budget::TurnWriteBytes);
@@ -45,7 +45,7 @@ impl<A: App> Reactor<A> {
             let Some(token) = self.produce_queue.pop_front() else { break };
             let Some(key) = self.live_key(token) else { continue };
             self.conns[key].in_produce_queue = false;
-            let budget = self.budgets.write_bytes.min(left);
+            let budget = self.settings.budgets.write_bytes.min(left);
             let before = self.conns[key].out.len();
             let more = self.produce(app, key, budget);
             let Some(conn) = self.conns.get(key) else { continue };
@@ -65,7 +65,7 @@ impl<A: App> Reactor<A> {
             if conn.blocked {
                 continue;
             }
-            self.write_once(app, key, self.budgets.write_bytes);
+            self.write_once(app, key, self.settings.budgets.write_bytes);
             if let Some(conn) = self.conns.get(key)
                 && !conn.blocked
                 && !conn.out.is_empty()
@@ -85,11 +85,14 @@ impl<A: App> Reactor<A> {
         if conn.out.len() >= budget {
             return true;
         }
-        let token = token::pack(key, conn.generation);
+        let token = conn.token(key);
         let room = budget - conn.out.len();
         match app.produce(token, &mut conn.out, &mut self.pool, room, &mut self.stats) {
             Produce::Idle => false,
-            Produce::More => true,
+            Produce::More => {
+                self.stats.budget_spent(Budget::WriteBytes);
+                true
+            }
             Produce::Reply(reply) => {
                 conn.fed = false;
                 self.replies.push_back((token, reply));
@@ -211,10 +214,7 @@ impl<A: App> Reactor<A> {
         let conn = &mut self.conns[key];
         conn.phase = Phase::Closing { peer_done: false };
         conn.fed = false;
-        let (token, kind, unread) = (token::pack(key, conn.generation), conn.kind, conn.readable);
-        let i = kind_index(&self.listeners, kind);
-        self.listeners[i].set_idle(token, None);
-        if unread {
+        if conn.readable {
             // Input held back (a budget, back-pressure) is read and dropped
             // from now on: closing with unread input would reset the
             // connection and could destroy the last words.
@@ -233,17 +233,24 @@ impl<A: App> Reactor<A> {
 
     /// Bounds a closing connection's remaining life by `--linger-timeout`,
     /// and moves it on at once if its output is already flushed.
+    ///
+    /// With no linger (`--linger-timeout 0`) the last words still get this
+    /// turn's flush, bounded by one tick, and the connection is freed once
+    /// they are out, without waiting for the peer.
     fn linger(&mut self, key: usize) {
-        match deadline(self.now, self.settings.linger_timeout) {
-            None => self.free(key),
-            at => {
-                self.set_timer(key, at);
-                if self.conns[key].out.is_empty() {
-                    self.on_flushed(key);
-                } else {
-                    self.schedule_flush(key);
-                }
+        let at = match deadline(self.now, self.settings.linger_timeout) {
+            Some(at) => at,
+            None if self.conns[key].out.is_empty() => return self.free(key),
+            None => {
+                self.conns[key].phase = Phase::Closing { peer_done: true };
+                self.now.saturating_add(millis(TICK))
             }
+        };
+        self.set_timer(key, Some(at));
+        if self.conns[key].out.is_empty() {
+            self.on_flushed(key);
+        } else {
+            self.schedule_flush(key);
         }
     }
 
@@ -281,7 +288,7 @@ impl<A: App> Reactor<A> {
         }
         conn.out.clear(&mut self.pool);
         let i = kind_index(&self.listeners, conn.kind);
-        self.listeners[i].release(conn.peer.ip(), token::pack(key, conn.generation));
+        self.listeners[i].release(conn.peer.ip());
         debug!("#{key} closed");
     }
 }

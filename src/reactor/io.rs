@@ -13,7 +13,7 @@
 //! the caller must come back, since no new edge will announce the bytes
 //! left behind). The gateway and `tether-load` both read this way.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, Read, Write};
 use std::ops::ControlFlow;
 
 use mio::net::TcpStream;
@@ -48,20 +48,6 @@ pub fn read(mut stream: &TcpStream, buf: &mut [u8]) -> Io {
 pub fn write(mut stream: &TcpStream, buf: &[u8]) -> Io {
     loop {
         return match stream.write(buf) {
-            Ok(0) => Io::Failed(io::ErrorKind::WriteZero.into()),
-            Ok(n) => Io::Done(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Io::WouldBlock,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => Io::Failed(e),
-        };
-    }
-}
-
-/// Writes once from several buffers (`writev`), retrying only when
-/// interrupted by a signal.
-pub fn write_vectored(mut stream: &TcpStream, bufs: &[IoSlice<'_>]) -> Io {
-    loop {
-        return match stream.write_vectored(bufs) {
             Ok(0) => Io::Failed(io::ErrorKind::WriteZero.into()),
             Ok(n) => Io::Done(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Io::WouldBlock,

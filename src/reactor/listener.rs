@@ -19,10 +19,10 @@
 //! When `accept` fails with EMFILE/ENFILE the connection stays in the
 //! kernel's queue. Retrying at once would spin (the error repeats until a
 //! descriptor is freed) and giving up would strand it, so accepting pauses
-//! for [`ACCEPT_BACKOFF`] and resumes from a timer with the backlog still
+//! for [`ACCEPT_BACKOFF`] (`poll` wakes up for it) with the backlog still
 //! marked pending.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -105,11 +105,14 @@ pub(super) struct Listener {
     pub held: usize,
     /// Connections held per address, when [`Spec::per_ip`] is set.
     per_ip: HashMap<IpAddr, usize>,
-    /// Connections that may be closed to make room, oldest idle first,
-    /// when [`Spec::evict_idle`] is set; `idle_filed` says under which time
-    /// each is filed.
-    idle: BTreeSet<(Millis, Token)>,
-    idle_filed: HashMap<Token, Millis>,
+    /// Connections that may be closed to make room, when
+    /// [`Spec::evict_idle`] is set: each entry is a connection and the time
+    /// it became idle, in the order they became idle. Entries are not taken
+    /// out when a connection gets busy or closes (a request costs one
+    /// `push_back`, not a search): an entry whose connection is gone, or is
+    /// no longer idle since that time, is stale and skipped. The queue is
+    /// compacted when it holds more than twice the connections held.
+    idle: VecDeque<(Token, Millis)>,
 }
 
 impl Listener {
@@ -121,8 +124,7 @@ impl Listener {
             paused_until: None,
             held: 0,
             per_ip: HashMap::new(),
-            idle: BTreeSet::new(),
-            idle_filed: HashMap::new(),
+            idle: VecDeque::new(),
         }
     }
 
@@ -146,26 +148,6 @@ impl Listener {
         self.paused_until = None;
     }
 
-    /// Files (or re-files, or withdraws) a connection as idle since `since`.
-    pub fn set_idle(&mut self, token: Token, since: Option<Millis>) {
-        if !self.spec.evict_idle || self.idle_filed.get(&token).copied() == since {
-            return;
-        }
-        if let Some(old) = self.idle_filed.remove(&token) {
-            self.idle.remove(&(old, token));
-        }
-        if let Some(since) = since {
-            self.idle.insert((since, token));
-            self.idle_filed.insert(token, since);
-        }
-    }
-
-    /// The connections that may be closed to make room, idle the longest
-    /// first.
-    pub fn idle(&self) -> impl Iterator<Item = Token> + '_ {
-        self.idle.iter().map(|&(_, token)| token)
-    }
-
     /// A connection from `ip` was admitted.
     fn hold(&mut self, ip: IpAddr) {
         self.held += 1;
@@ -175,9 +157,8 @@ impl Listener {
     }
 
     /// A connection from `ip` was freed.
-    pub fn release(&mut self, ip: IpAddr, token: Token) {
+    pub fn release(&mut self, ip: IpAddr) {
         self.held -= 1;
-        self.set_idle(token, None);
         if self.spec.per_ip.is_some()
             && let Some(n) = self.per_ip.get_mut(&ip)
         {
@@ -191,6 +172,21 @@ impl Listener {
     fn held_from(&self, ip: IpAddr) -> usize {
         self.per_ip.get(&ip).copied().unwrap_or(0)
     }
+}
+
+/// Takes the connection idle the longest from `queue` (see
+/// [`Listener::idle`]) for which `still_idle` gives a slab key, dropping
+/// the stale entries in front of it.
+fn take_idle(
+    queue: &mut VecDeque<(Token, Millis)>,
+    still_idle: impl Fn(Token, Millis) -> Option<usize>,
+) -> Option<usize> {
+    while let Some((token, since)) = queue.pop_front() {
+        if let Some(key) = still_idle(token, since) {
+            return Some(key);
+        }
+    }
+    None
 }
 
 /// Errors that concern one connection in the queue, not the listener.
@@ -224,7 +220,7 @@ impl<A: App> Reactor<A> {
             self.listeners[i].paused_until = None;
             let mut accepted = 0;
             loop {
-                if accepted == self.budgets.accepts {
+                if accepted == self.settings.budgets.accepts {
                     // The queue may hold more: the next turn goes on.
                     self.stats.budget_spent(Budget::Accepts);
                     break;
@@ -240,7 +236,9 @@ impl<A: App> Reactor<A> {
                         break;
                     }
                     Err(e) if connection_specific(&e) => {
-                        // That connection is gone; the queue may hold others.
+                        // That connection is gone; the queue may hold
+                        // others. It counts against the budget all the same.
+                        accepted += 1;
                         self.stats.accept_failed += 1;
                         debug!("accept: {e} (skipped)");
                     }
@@ -287,12 +285,11 @@ impl<A: App> Reactor<A> {
             // Make room by closing the connection idle the longest, if the
             // listener allows it and one is idle (input that arrived and is
             // not read yet is not idleness); else turn the new one away.
-            let idle = self.listeners[i]
-                .idle()
-                .filter_map(|token| self.live_key(token))
-                .find(|&key| !self.conns[key].readable);
+            let mut queue = std::mem::take(&mut self.listeners[i].idle);
+            let idle = take_idle(&mut queue, |token, since| self.idle_since(token, since));
+            self.listeners[i].idle = queue;
             match idle {
-                Some(idle) if self.listeners[i].spec.evict_idle => {
+                Some(idle) => {
                     debug!("#{idle} closed to make room for a connection from {peer}");
                     self.close(idle, CloseReason::Evicted);
                     self.settle(app);
@@ -369,16 +366,38 @@ impl<A: App> Reactor<A> {
         let _ = sock::read(&stream, &mut self.scratch);
     }
 
-    /// Files the connection as idle (or not) with its listener.
+    /// Files the connection with its listener if it is idle (see
+    /// [`Listener::idle`]).
     pub(super) fn track_idle(&mut self, key: usize) {
         let conn = &self.conns[key];
         let i = kind_index(&self.listeners, conn.kind);
-        if !self.listeners[i].spec.evict_idle {
+        if !self.listeners[i].spec.evict_idle || conn.phase != Phase::Open || !conn.out.is_empty() {
             return;
         }
-        let since = if conn.phase == Phase::Open && conn.out.is_empty() { conn.session.idle_since() } else { None };
-        let token = token::pack(key, conn.generation);
-        self.listeners[i].set_idle(token, since);
+        let Some(since) = conn.session.idle_since() else { return };
+        let token = conn.token(key);
+        let listener = &mut self.listeners[i];
+        if listener.idle.back() == Some(&(token, since)) {
+            return;
+        }
+        listener.idle.push_back((token, since));
+        if listener.idle.len() > 2 * listener.held + 64 {
+            let mut idle = std::mem::take(&mut self.listeners[i].idle);
+            idle.retain(|&(token, since)| self.idle_since(token, since).is_some());
+            self.listeners[i].idle = idle;
+        }
+    }
+
+    /// The slab key of the connection `token`, if it is open, has nothing
+    /// to send and no input waiting, and has been idle since `since`.
+    fn idle_since(&self, token: Token, since: Millis) -> Option<usize> {
+        let key = self.live_key(token)?;
+        let conn = &self.conns[key];
+        let idle = conn.phase == Phase::Open
+            && !conn.readable
+            && conn.out.is_empty()
+            && conn.session.idle_since() == Some(since);
+        idle.then_some(key)
     }
 }
 

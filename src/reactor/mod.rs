@@ -37,6 +37,26 @@
 //! application's side), `session` (the protocol's side), `conn`,
 //! `outbuf`, `budget`, `token`, `io`.
 
+/// A [`Cx`] for one call on `$conn` (a `&mut Conn` of `$self.conns`),
+/// lending it the reactor's shared parts. A macro rather than a method:
+/// the borrows of `$self`'s fields must stay apart from `$conn`'s.
+macro_rules! cx {
+    ($self:ident, $conn:ident, $token:expr) => {
+        $crate::reactor::Cx {
+            now: $self.now,
+            token: $token,
+            last_rx: $conn.last_rx,
+            draining: $self.drain_deadline.is_some(),
+            config: &$self.config,
+            out: &mut $conn.out,
+            pool: &mut $self.pool,
+            effects: &mut $self.new_effects,
+            stats: &mut $self.stats,
+            budgets: &$self.settings.budgets,
+        }
+    };
+}
+
 pub mod app;
 pub mod budget;
 pub mod conn;
@@ -134,7 +154,6 @@ pub struct Settings {
 /// The event loop, generic over the application it serves.
 pub struct Reactor<A: App> {
     settings: Settings,
-    budgets: Budgets,
     /// The sessions' settings, lent to every session call.
     config: <A::Session as Session>::Config,
     poll: Poll,
@@ -204,7 +223,6 @@ impl<A: App> Reactor<A> {
         // arrive.
         wheel.reserve(capacity);
         Ok(Reactor {
-            budgets: settings.budgets,
             next_report: deadline(0, settings.stats_interval),
             settings,
             config,
@@ -354,7 +372,7 @@ impl<A: App> Reactor<A> {
     }
 
     fn token_of(&self, key: usize) -> Token {
-        token::pack(key, self.conns[key].generation)
+        self.conns[key].token(key)
     }
 
     /// A readiness event for a connection: note it; the phases act on it.
@@ -379,34 +397,19 @@ impl<A: App> Reactor<A> {
 
     /// Puts a connection in the run queue (once).
     fn schedule_run(&mut self, key: usize) {
-        let conn = &mut self.conns[key];
-        if !conn.in_run_queue {
-            conn.in_run_queue = true;
-            let token = token::pack(key, conn.generation);
-            self.run_queue.push_back(token);
-        }
+        self.conns[key].queue_run(key, &mut self.run_queue);
     }
 
     /// Puts a connection in the flush queue (once), unless it waits for a
     /// WRITABLE edge.
     fn schedule_flush(&mut self, key: usize) {
-        let conn = &mut self.conns[key];
-        if !conn.in_flush_queue && !conn.blocked {
-            conn.in_flush_queue = true;
-            let token = token::pack(key, conn.generation);
-            self.flush_queue.push_back(token);
-        }
+        self.conns[key].queue_flush(key, &mut self.flush_queue);
     }
 
     /// Puts a fed connection in the produce queue (once), unless it waits
     /// for a WRITABLE edge.
     fn schedule_produce(&mut self, key: usize) {
-        let conn = &mut self.conns[key];
-        if conn.fed && conn.phase == Phase::Open && !conn.in_produce_queue && !conn.blocked {
-            conn.in_produce_queue = true;
-            let token = token::pack(key, conn.generation);
-            self.produce_queue.push_back(token);
-        }
+        self.conns[key].queue_produce(key, &mut self.produce_queue);
     }
 
     /// Files the connection's deadline. Deadlines move later on their own
@@ -423,7 +426,9 @@ impl<A: App> Reactor<A> {
         let want = conn.session.deadline(&self.config, conn.last_rx);
         let filed = conn.timer.and_then(|id| self.wheel.due_at(id));
         match (filed, want) {
-            (Some(filed), Some(at)) if filed <= at => {}
+            // Compared as the wheel rounds: a deadline that did not move is
+            // not filed again.
+            (Some(filed), Some(at)) if filed <= self.wheel.fires_at(at) => {}
             (None, None) => {}
             _ => self.set_timer(key, want),
         }
@@ -447,7 +452,7 @@ impl<A: App> Reactor<A> {
         self.wheel.expire(self.now, &mut expired);
         self.due.extend(expired.drain(..));
         self.expired = expired;
-        for _ in 0..self.budgets.timers {
+        for _ in 0..self.settings.budgets.timers {
             let Some((id, token)) = self.due.pop_front() else { break };
             // Handling one deadline can free another connection or re-arm
             // its timer; either way, that connection's expiry is void.

@@ -10,22 +10,32 @@
 //! where one connection's handler affects another.
 
 use std::ops::ControlFlow;
+use std::time::Instant;
 
 use log::{debug, trace};
 
+use super::Reactor;
 use super::app::{App, Ops};
 use super::budget::Budget;
 use super::conn::Phase;
 use super::io::{self, ReadEnd};
-use super::session::{Cx, CxOf, Next, OutputLimit, Session};
-use super::{Reactor, token};
+use super::session::{CxOf, Next, OutputLimit, Session};
 use crate::close::CloseReason;
 
 impl<A: App> Reactor<A> {
     /// Serves the connections queued when the phase began; those queued
     /// meanwhile (a budget ran out, a reply arrived) wait for the next turn.
+    ///
+    /// The phase also stops once it has taken `--budget-turn-time` (after
+    /// one connection at least): the connections not served yet stay at the
+    /// front of the queue, first in the next turn.
     pub(super) fn run_phase(&mut self, app: &mut A) {
-        for _ in 0..self.run_queue.len() {
+        let until = Instant::now() + self.settings.budgets.turn_time;
+        for served in 0..self.run_queue.len() {
+            if served > 0 && Instant::now() >= until {
+                self.stats.budget_spent(Budget::TurnTime);
+                return;
+            }
             let Some(token) = self.run_queue.pop_front() else { break };
             let Some(key) = self.live_key(token) else { continue };
             self.conns[key].in_run_queue = false;
@@ -33,51 +43,54 @@ impl<A: App> Reactor<A> {
         }
     }
 
-    /// One connection's turn: buffered work first, then input.
+    /// One connection's turn: buffered work first, then input. Work left
+    /// over (a budget ran out) puts the connection back in the queue, after
+    /// the others (`after_call`).
     fn serve(&mut self, app: &mut A, key: usize) {
         if self.conns[key].phase != Phase::Open {
             return self.discard_input(key);
         }
-        if self.conns[key].session.has_work() {
+        if self.may_work(key) && self.conns[key].session.has_work() {
             let next = self.call(key, |s, cx| s.on_resume(cx));
             self.after_call(key, next);
             self.settle(app);
         }
-        // Work left over (the read or request budget ran out) puts the
-        // connection back in the queue, after the others (`after_call`).
-        self.read_input(app, key, self.budgets.reads);
+        // The work may have closed (even freed) the connection.
+        if self.is_open(key) {
+            self.read_input(app, key, self.settings.budgets.reads, false);
+        }
     }
 
-    /// Whether the connection's input should be read now: the session
-    /// wants it, and its output is not backed up past its limit.
-    fn may_read(&self, key: usize) -> bool {
+    pub(super) fn is_open(&self, key: usize) -> bool {
+        self.conns.get(key).is_some_and(|c| c.phase == Phase::Open)
+    }
+
+    /// Whether the connection may be given more work now: it is open and
+    /// its unsent output is within its limit. Buffered work is not done,
+    /// nor input read, while the output is backed up: what one turn makes a
+    /// session say is bounded by its limit plus one call's worth.
+    fn may_work(&self, key: usize) -> bool {
         let conn = &self.conns[key];
-        conn.phase == Phase::Open
-            && conn.out.len() <= conn.session.output_limit(&self.config).bytes()
-            && conn.session.wants_input(&self.config)
+        conn.phase == Phase::Open && conn.out.len() <= conn.session.output_limit(&self.config).bytes()
     }
 
-    /// Reads up to `budget` times and hands the bytes to the session.
-    pub(super) fn read_input(&mut self, app: &mut A, key: usize, budget: usize) {
-        if !self.conns[key].readable || !self.may_read(key) {
+    /// Whether the connection's input should be read now: it may work, and
+    /// the session wants input.
+    fn may_read(&self, key: usize) -> bool {
+        self.may_work(key) && self.conns[key].session.wants_input(&self.config)
+    }
+
+    /// Reads up to `budget` times and hands the bytes to the session. A
+    /// `last_chance` read is tried even when no readiness event said the
+    /// socket had input (see [`Reactor::deadline_passed`]).
+    pub(super) fn read_input(&mut self, app: &mut A, key: usize, budget: usize, last_chance: bool) {
+        if !(self.conns[key].readable || last_chance) || !self.may_read(key) {
             return;
         }
         let now = self.now;
-        let draining = self.draining();
         let conn = &mut self.conns[key];
-        let token = token::pack(key, conn.generation);
-        let mut cx = Cx {
-            now,
-            token,
-            last_rx: conn.last_rx,
-            draining,
-            config: &self.config,
-            out: &mut conn.out,
-            pool: &mut self.pool,
-            effects: &mut self.new_effects,
-            stats: &mut self.stats,
-            budgets: &self.budgets,
-        };
+        let token = conn.token(key);
+        let mut cx = cx!(self, conn, token);
         let session = &mut conn.session;
         let mut next = Next::Continue;
         let mut got = false;
@@ -125,7 +138,7 @@ impl<A: App> Reactor<A> {
     /// FIN (then the lingering close is over).
     fn discard_input(&mut self, key: usize) {
         let conn = &mut self.conns[key];
-        let end = io::read_budgeted(&conn.stream, &mut self.scratch, self.budgets.reads, true, |bytes| {
+        let end = io::read_budgeted(&conn.stream, &mut self.scratch, self.settings.budgets.reads, true, |bytes| {
             self.stats.bytes_in += bytes.len() as u64;
             ControlFlow::Continue(())
         });
@@ -149,21 +162,9 @@ impl<A: App> Reactor<A> {
     /// Calls the session of connection `key` with a [`Cx`] for it, and
     /// queues the effects it returns.
     pub(super) fn call<R>(&mut self, key: usize, f: impl FnOnce(&mut A::Session, &mut CxOf<'_, A::Session>) -> R) -> R {
-        let draining = self.draining();
         let conn = &mut self.conns[key];
-        let token = token::pack(key, conn.generation);
-        let mut cx = Cx {
-            now: self.now,
-            token,
-            last_rx: conn.last_rx,
-            draining,
-            config: &self.config,
-            out: &mut conn.out,
-            pool: &mut self.pool,
-            effects: &mut self.new_effects,
-            stats: &mut self.stats,
-            budgets: &self.budgets,
-        };
+        let token = conn.token(key);
+        let mut cx = cx!(self, conn, token);
         let result = f(&mut conn.session, &mut cx);
         self.take_effects(token);
         result
@@ -204,7 +205,8 @@ impl<A: App> Reactor<A> {
         }
         // Buffered work, or input held back that may be read now (the
         // session took its reply and wants input again): serve it next.
-        let (output, work) = (!conn.out.is_empty(), conn.session.has_work() || conn.readable && self.may_read(key));
+        let output = !conn.out.is_empty();
+        let work = (conn.session.has_work() && self.may_work(key)) || (conn.readable && self.may_read(key));
         if output {
             self.schedule_flush(key);
         }
@@ -262,9 +264,8 @@ impl<A: App> Reactor<A> {
     pub(super) fn deadline_passed(&mut self, app: &mut A, key: usize) {
         let mut next = self.call(key, |s, cx| s.on_deadline(cx));
         if matches!(next, Next::Close(_)) {
-            self.conns[key].readable = true;
-            self.read_input(app, key, 1);
-            if !self.conns.get(key).is_some_and(|c| c.phase == Phase::Open) {
+            self.read_input(app, key, 1, true);
+            if !self.is_open(key) {
                 return;
             }
             next = self.call(key, |s, cx| s.on_deadline(cx));
