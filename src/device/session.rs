@@ -153,8 +153,7 @@ mod tests {
 
     use super::*;
     use crate::device::Mac;
-    use crate::reactor::{Budgets, Cx, OutBuf, Pool};
-    use crate::stats::Stats;
+    use crate::reactor::session::Parts;
 
     const MAC: Mac = Mac([0xCE, 0x96, 0xC2, 0x78, 0x27, 0xFC]);
 
@@ -175,24 +174,12 @@ mod tests {
     struct Harness {
         session: DeviceSession,
         settings: DeviceSettings,
-        out: OutBuf,
-        pool: Pool,
-        effects: Vec<Effect>,
-        stats: Stats,
-        budgets: Budgets,
+        parts: Parts<Effect>,
     }
 
     impl Harness {
         fn new() -> Harness {
-            Harness {
-                session: DeviceSession::new(0),
-                settings: settings(),
-                out: OutBuf::default(),
-                pool: Pool::default(),
-                effects: Vec::new(),
-                stats: Stats::default(),
-                budgets: Budgets::default(),
-            }
+            Harness { session: DeviceSession::new(0), settings: settings(), parts: Parts::default() }
         }
 
         fn with<R>(
@@ -201,19 +188,7 @@ mod tests {
             last_rx: Millis,
             f: impl FnOnce(&mut DeviceSession, &mut CxOf<'_, DeviceSession>) -> R,
         ) -> R {
-            let mut cx = Cx {
-                now,
-                token: mio::Token(1),
-                last_rx,
-                draining: false,
-                config: &self.settings,
-                out: &mut self.out,
-                pool: &mut self.pool,
-                effects: &mut self.effects,
-                stats: &mut self.stats,
-                budgets: &self.budgets,
-            };
-            f(&mut self.session, &mut cx)
+            f(&mut self.session, &mut self.parts.cx(&self.settings, now, last_rx))
         }
 
         fn input(&mut self, now: Millis, bytes: &[u8]) -> Next {
@@ -222,8 +197,8 @@ mod tests {
 
         /// The output so far, taken.
         fn sent(&mut self) -> String {
-            let text = String::from_utf8(self.out.pending().to_vec()).unwrap();
-            self.out.clear(&mut self.pool);
+            let text = String::from_utf8(self.parts.out.pending().to_vec()).unwrap();
+            self.parts.out.clear(&mut self.parts.pool);
             text
         }
     }
@@ -235,11 +210,14 @@ mod tests {
         assert_eq!(h.sent(), "");
         assert_eq!(h.input(2, b"NG\nIDENTIFY:ce-96-c2-78-27-fc\r\nLOCATION:1.5,-2"), Next::Continue);
         assert_eq!(h.sent(), "PONG\nOK\n");
-        assert_eq!(h.effects, vec![Effect::Identified { mac: MAC }]);
+        assert_eq!(h.parts.effects, vec![Effect::Identified { mac: MAC }]);
         assert_eq!(h.input(3, b".5\nHELLO\n"), Next::Continue);
         assert_eq!(h.sent(), "ERR unknown-command\n");
-        assert_eq!(h.effects[1], Effect::Located { mac: MAC, fix: crate::device::Fix { lat: 1.5, lon: -2.5, at: 3 } });
-        assert_eq!(h.stats.lines_out, 3);
+        assert_eq!(
+            h.parts.effects[1],
+            Effect::Located { mac: MAC, fix: crate::device::Fix { lat: 1.5, lon: -2.5, at: 3 } }
+        );
+        assert_eq!(h.parts.stats.lines_out, 3);
     }
 
     #[test]
@@ -249,14 +227,14 @@ mod tests {
         // against a limit of 64 bytes.
         let lines = vec![b'\n'; 1000];
         assert_eq!(h.input(0, &lines), Next::Continue);
-        let mut answered = h.out.len();
+        let mut answered = h.parts.out.len();
         assert!(answered > 64 && answered <= 64 + 19, "{answered} bytes for one read");
         assert!(h.session.has_work() && !h.session.wants_input(&h.settings));
         while h.session.has_work() {
-            h.out.clear(&mut h.pool);
+            h.parts.out.clear(&mut h.parts.pool);
             assert_eq!(h.with(1, 1, |s, cx| s.on_resume(cx)), Next::Continue);
-            assert!(h.out.len() <= 64 + 19);
-            answered += h.out.len();
+            assert!(h.parts.out.len() <= 64 + 19);
+            answered += h.parts.out.len();
         }
         assert_eq!(answered, 1000 * b"ERR not-identified\n".len(), "every line answered");
         assert!(h.session.wants_input(&h.settings));
@@ -281,17 +259,17 @@ mod tests {
         assert_eq!(h.with(350, 0, |s, cx| s.on_deadline(cx)), Next::Close(CloseReason::HeartbeatTimeout));
         h.with(350, 0, |s, cx| s.on_close(CloseReason::HeartbeatTimeout, cx));
         assert_eq!(h.sent(), "", "a peer presumed dead is not told");
-        assert_eq!(h.effects.last(), Some(&Effect::Offline { mac: MAC, reason: CloseReason::HeartbeatTimeout }));
+        assert_eq!(h.parts.effects.last(), Some(&Effect::Offline { mac: MAC, reason: CloseReason::HeartbeatTimeout }));
     }
 
     #[test]
     fn a_slow_consumer_gets_the_end_of_its_started_line_then_its_bye() {
         let mut h = Harness::new();
         assert_eq!(h.input(0, b"PING\nPING\n"), Next::Continue);
-        h.out.consume(2, &mut h.pool); // "PO" went out
+        h.parts.out.consume(2, &mut h.parts.pool); // "PO" went out
         h.with(1, 1, |s, cx| s.on_close(CloseReason::SlowConsumer, cx));
         assert_eq!(h.sent(), "NG\nBYE slow-consumer\n");
-        assert!(h.effects.is_empty(), "a collar that never identified goes unannounced");
+        assert!(h.parts.effects.is_empty(), "a collar that never identified goes unannounced");
         assert_eq!(h.session.output_limit(&h.settings), OutputLimit::CloseAbove(64));
     }
 }

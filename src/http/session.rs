@@ -478,8 +478,7 @@ mod tests {
     use super::*;
     use crate::device::Mac;
     use crate::http::request::Limits;
-    use crate::reactor::{Budgets, Cx, OutBuf, Pool};
-    use crate::stats::Stats;
+    use crate::reactor::session::Parts;
 
     const MAC: Mac = Mac([0xCE, 0x96, 0xC2, 0x78, 0x27, 0xFC]);
     /// A request with a `Content-Length` body that the hub must answer.
@@ -514,46 +513,20 @@ mod tests {
     struct Harness {
         session: HttpSession,
         settings: HttpSettings,
-        out: OutBuf,
-        pool: Pool,
-        effects: Vec<Effect>,
-        stats: Stats,
-        budgets: Budgets,
-        draining: bool,
+        parts: Parts<Effect>,
     }
 
     impl Harness {
         /// A connection accepted at `now`.
         fn new(now: Millis) -> Harness {
-            Harness {
-                session: HttpSession::new(now),
-                settings: settings(),
-                out: OutBuf::default(),
-                pool: Pool::default(),
-                effects: Vec::new(),
-                stats: Stats::default(),
-                budgets: Budgets::default(),
-                draining: false,
-            }
+            Harness { session: HttpSession::new(now), settings: settings(), parts: Parts::default() }
         }
 
         /// One call at `now`, which is also the turn: calls at the same
         /// time share a turn's request budget.
         fn with<R>(&mut self, now: Millis, f: impl FnOnce(&mut HttpSession, &mut CxOf<'_, HttpSession>) -> R) -> R {
-            self.stats.loop_iterations = now + 1;
-            let mut cx = Cx {
-                now,
-                token: mio::Token(1),
-                last_rx: now,
-                draining: self.draining,
-                config: &self.settings,
-                out: &mut self.out,
-                pool: &mut self.pool,
-                effects: &mut self.effects,
-                stats: &mut self.stats,
-                budgets: &self.budgets,
-            };
-            f(&mut self.session, &mut cx)
+            self.parts.stats.loop_iterations = now + 1;
+            f(&mut self.session, &mut self.parts.cx(&self.settings, now, now))
         }
 
         fn input(&mut self, now: Millis, bytes: &str) -> Next {
@@ -591,14 +564,14 @@ mod tests {
 
         /// The output so far, taken.
         fn sent(&mut self) -> String {
-            let text = String::from_utf8(self.out.pending().to_vec()).unwrap();
-            self.out.clear(&mut self.pool);
+            let text = String::from_utf8(self.parts.out.pending().to_vec()).unwrap();
+            self.parts.out.clear(&mut self.parts.pool);
             text
         }
 
         /// The effects so far, taken.
         fn effects(&mut self) -> Vec<Effect> {
-            mem::take(&mut self.effects)
+            mem::take(&mut self.parts.effects)
         }
     }
 
@@ -646,7 +619,7 @@ mod tests {
             "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 28\r\n\
              Cache-Control: no-store\r\nAccess-Control-Allow-Origin: *\r\n\r\n{\"error\":\"no such endpoint\"}"
         );
-        assert_eq!(h.stats.http_responses.get(&404), Some(&1));
+        assert_eq!(h.parts.stats.http_responses.get(&404), Some(&1));
     }
 
     #[test]
@@ -657,7 +630,7 @@ mod tests {
                 let mut h = Harness::new(0);
                 for piece in [&COMMAND[..a], &COMMAND[a..b]] {
                     assert_eq!(h.input(1, piece), Next::Continue);
-                    assert!(h.effects.is_empty(), "asked before the whole request (cuts {a}, {b})");
+                    assert!(h.parts.effects.is_empty(), "asked before the whole request (cuts {a}, {b})");
                 }
                 assert_eq!(h.input(2, &COMMAND[b..]), Next::Continue);
                 assert_eq!(h.effects(), vec![command_query()], "cuts {a}, {b}");
@@ -754,7 +727,7 @@ mod tests {
         assert_eq!(h.sent(), "");
         // More requests while waiting are kept, not parsed.
         assert_eq!(h.input(2, "GET /devices/CE:96:C2:78:27:FC HTTP/1.1\r\n\r\n"), Next::Continue);
-        assert!(h.effects.is_empty());
+        assert!(h.parts.effects.is_empty());
         assert_eq!(h.sent(), "");
 
         assert_eq!(h.reply(3, answer(200, r#"{"status":"ok"}"#)), Next::Continue);
@@ -772,7 +745,7 @@ mod tests {
 
         assert_eq!(h.reply(5, Reply::Answer(Answer::error(404, "device not online"))), Next::Continue);
         assert_eq!(h.sent(), error(404, "device not online", false));
-        assert!(h.effects.is_empty());
+        assert!(h.parts.effects.is_empty());
         assert_eq!(h.session.served, 4);
         // A reply nobody waits for is dropped.
         assert_eq!(h.reply(6, answer(200, "{}")), Next::Continue);
@@ -782,28 +755,28 @@ mod tests {
     #[test]
     fn the_request_budget_stops_a_pipeline_and_resume_goes_on() {
         let mut h = Harness::new(0);
-        h.budgets.requests = 2;
+        h.parts.budgets.requests = 2;
         assert!(!h.session.has_work());
         assert_eq!(h.input(1, &NOPE.repeat(5)), Next::Continue);
         assert_eq!(h.sent(), not_found().repeat(2));
         assert!(h.session.has_work(), "three requests are left for the next turn");
-        assert_eq!(h.stats.budget_spent[Budget::Requests as usize], 1);
+        assert_eq!(h.parts.stats.budget_spent[Budget::Requests as usize], 1);
         assert_eq!(h.resume(2), Next::Continue);
         assert_eq!(h.sent(), not_found().repeat(2));
         assert!(h.session.has_work());
         assert_eq!(h.resume(3), Next::Continue);
         assert_eq!(h.sent(), not_found());
         assert!(!h.session.has_work());
-        assert_eq!(h.stats.budget_spent[Budget::Requests as usize], 2);
+        assert_eq!(h.parts.stats.budget_spent[Budget::Requests as usize], 2);
         assert_eq!(h.resume(4), Next::Continue);
         assert_eq!(h.sent(), "", "nothing left");
 
         // Questions to the hub count against the budget too.
         let mut h = Harness::new(0);
-        h.budgets.requests = 1;
+        h.parts.budgets.requests = 1;
         assert_eq!(h.input(1, &format!("{NOPE}{HEALTH}")), Next::Continue);
         assert_eq!(h.sent(), not_found());
-        assert!(h.effects.is_empty() && h.session.has_work());
+        assert!(h.parts.effects.is_empty() && h.session.has_work());
         assert_eq!(h.resume(2), Next::Continue);
         assert_eq!(h.effects(), vec![Effect::Ask(Query::Health)]);
         assert!(!h.session.has_work(), "awaiting is not work the reactor can resume");
@@ -811,7 +784,7 @@ mod tests {
         // The budget is per turn: a reply in the same turn goes on with
         // what is left of it, one in the next turn with a new one.
         let mut h = Harness::new(0);
-        h.budgets.requests = 2;
+        h.parts.budgets.requests = 2;
         assert_eq!(h.input(1, &HEALTH.repeat(4)), Next::Continue);
         assert_eq!(h.effects(), vec![Effect::Ask(Query::Health)]);
         assert_eq!(h.reply(1, Reply::Answer(Answer::json(200, b"{}".to_vec()))), Next::Continue);
@@ -875,8 +848,8 @@ mod tests {
             let mut h = Harness::new(0);
             assert_eq!(h.input(1, request), Next::Close(CloseReason::BadRequest), "{request}");
             assert_eq!(h.sent(), error(status, message, true), "{request}");
-            assert_eq!(h.stats.http_responses.get(&status), Some(&1));
-            assert!(h.effects.is_empty());
+            assert_eq!(h.parts.stats.http_responses.get(&status), Some(&1));
+            assert!(h.parts.effects.is_empty());
         }
         // A head that grows past the limit before it is whole is refused
         // without waiting for its end.
@@ -894,7 +867,7 @@ mod tests {
     #[test]
     fn input_stops_at_one_requests_worth() {
         let mut h = Harness::new(0);
-        h.budgets.requests = 100; // (the budget has its own test)
+        h.parts.budgets.requests = 100; // (the budget has its own test)
         assert!(h.wants_input());
         assert_eq!(h.input(1, HEALTH), Next::Continue);
         assert_eq!(h.effects(), vec![Effect::Ask(Query::Health)]);
@@ -970,7 +943,7 @@ mod tests {
              Access-Control-Allow-Headers: Authorization, Content-Type, Last-Event-ID\r\n\
              Access-Control-Max-Age: 86400\r\n\r\n"
         );
-        assert!(h.effects.is_empty());
+        assert!(h.parts.effects.is_empty());
         assert_eq!(h.input(3, "GET /devices HTTP/1.1\r\nAuthorization: Bearer s3cret\r\n\r\n"), Next::Continue);
         assert_eq!(h.effects(), vec![Effect::Ask(Query::Devices { after: None, offset: 0, limit: 100 })]);
         assert_eq!(h.reply(4, answer(200, "{}")), Next::Continue);
@@ -1001,7 +974,7 @@ mod tests {
         assert_eq!(h.deadline_passed(REQUEST_MS), Next::Close(CloseReason::RequestTimeout));
         h.close(REQUEST_MS, CloseReason::RequestTimeout);
         assert_eq!(h.sent(), error(408, "request not received in time", true));
-        assert!(h.effects.is_empty());
+        assert!(h.parts.effects.is_empty());
 
         // A later request is timed from its first byte.
         let mut h = Harness::new(0);
@@ -1040,12 +1013,12 @@ mod tests {
         assert_eq!(h.effects(), vec![Effect::Ask(Query::Poll { since: None, filter: None, wait: true })]);
         assert_eq!(h.deadline(), Some(2100));
         assert_eq!(h.deadline_passed(2099), Next::Continue);
-        assert!(h.effects.is_empty());
+        assert!(h.parts.effects.is_empty());
         assert_eq!(h.deadline_passed(2100), Next::Continue);
         assert_eq!(h.effects(), vec![Effect::Ask(Query::Expired)]);
         assert_eq!(h.deadline(), None, "asked once; the hub answers");
         assert_eq!(h.deadline_passed(5000), Next::Continue);
-        assert!(h.effects.is_empty());
+        assert!(h.parts.effects.is_empty());
         let body = r#"{"events":[],"next":0,"reset":false}"#;
         assert_eq!(h.reply(5001, answer(200, body)), Next::Continue);
         assert_eq!(h.sent(), json(200, body, false));
@@ -1071,7 +1044,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\
              Access-Control-Allow-Origin: *\r\nX-Accel-Buffering: no\r\nConnection: close\r\n\r\nretry: 3000\n\n"
         );
-        assert_eq!(h.stats.http_responses.get(&200), Some(&1));
+        assert_eq!(h.parts.stats.http_responses.get(&200), Some(&1));
         assert_eq!(h.deadline(), Some(10 + KEEPALIVE_MS));
         assert_eq!(h.deadline_passed(10 + KEEPALIVE_MS - 1), Next::Continue);
         assert_eq!(h.sent(), "");
@@ -1079,14 +1052,14 @@ mod tests {
         assert_eq!(h.sent(), ": keepalive\n\n");
         assert_eq!(h.deadline(), Some(10 + 2 * KEEPALIVE_MS));
         // Output already waiting says the stream is alive: no comment.
-        h.out.push(b"id: 1\n", &mut h.pool);
+        h.parts.out.push(b"id: 1\n", &mut h.parts.pool);
         assert_eq!(h.deadline_passed(10 + 2 * KEEPALIVE_MS), Next::Continue);
         assert_eq!(h.sent(), "id: 1\n");
         assert_eq!(h.deadline(), Some(10 + 3 * KEEPALIVE_MS));
         // What the client sends on a stream is dropped.
         assert_eq!(h.input(2000, NOPE), Next::Continue);
         assert_eq!(h.sent(), "");
-        assert!(h.wants_input() && h.effects.is_empty());
+        assert!(h.wants_input() && h.parts.effects.is_empty());
         assert_eq!(h.session.idle_since(), None);
     }
 
@@ -1118,7 +1091,7 @@ mod tests {
         let mut h = Harness::new(0);
         assert_eq!(h.input(1, "GET /nope HTTP/1.1\r\n"), Next::Continue);
         assert_eq!(h.drain(2), Next::Continue);
-        h.draining = true;
+        h.parts.draining = true;
         assert_eq!(h.input(3, "\r\n"), Next::Close(CloseReason::Completed));
         assert_eq!(h.sent(), error(404, "no such endpoint", true));
 
@@ -1148,7 +1121,7 @@ mod tests {
         // A wait that began before the drain still ends the connection.
         let mut h = Harness::new(0);
         assert_eq!(h.input(1, HEALTH), Next::Continue);
-        h.draining = true;
+        h.parts.draining = true;
         assert_eq!(h.reply(2, answer(503, r#"{"status":"draining"}"#)), Next::Close(CloseReason::Completed));
         assert_eq!(h.sent(), json(503, r#"{"status":"draining"}"#, true));
     }

@@ -118,6 +118,53 @@ impl<'a, C, E> Cx<'a, C, E> {
     }
 }
 
+/// What a session call borrows besides its settings, owned: for driving a
+/// session by hand in the protocols' unit tests, where there is no reactor.
+#[cfg(test)]
+#[derive(Debug)]
+pub struct Parts<E> {
+    pub out: OutBuf,
+    pub pool: Pool,
+    pub effects: Vec<E>,
+    pub stats: Stats,
+    pub budgets: Budgets,
+    pub draining: bool,
+}
+
+#[cfg(test)]
+impl<E> Default for Parts<E> {
+    fn default() -> Parts<E> {
+        Parts {
+            out: OutBuf::default(),
+            pool: Pool::default(),
+            effects: Vec::new(),
+            stats: Stats::default(),
+            budgets: Budgets::default(),
+            draining: false,
+        }
+    }
+}
+
+#[cfg(test)]
+impl<E> Parts<E> {
+    /// A call at `now` on connection 1, whose last bytes arrived at
+    /// `last_rx`.
+    pub fn cx<'a, C>(&'a mut self, config: &'a C, now: Millis, last_rx: Millis) -> Cx<'a, C, E> {
+        Cx {
+            now,
+            token: Token(1),
+            last_rx,
+            draining: self.draining,
+            config,
+            out: &mut self.out,
+            pool: &mut self.pool,
+            effects: &mut self.effects,
+            stats: &mut self.stats,
+            budgets: &self.budgets,
+        }
+    }
+}
+
 /// The call context of session type `S`.
 pub type CxOf<'a, S> = Cx<'a, <S as Session>::Config, <S as Session>::Effect>;
 
