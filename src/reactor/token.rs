@@ -7,15 +7,16 @@
 //! the slab key (low 32 bits) with a generation (high 32 bits) that is
 //! bumped for every new connection; a token whose generation does not match
 //! the slab entry is stale and ignored. nginx does the same with its
-//! `instance` bit. Tokens above [`MAX_KEY`] are never produced, which
-//! leaves the top of the range for fixed sources (listeners, the waker).
+//! `instance` bit. Keys never pass [`MAX_KEY`], so the largest token is
+//! `usize::MAX - 15` and the values above it are free for fixed sources
+//! (listeners, the waker, the signal pipe).
 //! The gateway and `tether-load` both name their connections this way.
 
 use mio::Token;
 
 const _: () = assert!(usize::BITS == 64, "tokens pack a 32-bit key and a 32-bit generation");
 
-/// The largest slab key a token may carry.
+/// The largest slab key a token may carry (see the module documentation).
 pub const MAX_KEY: usize = 0xFFFF_FFF0;
 
 /// The token of the connection in slab slot `key` with `generation`.
