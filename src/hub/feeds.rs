@@ -141,6 +141,13 @@ impl Feeds {
         };
         self.streams += 1;
         self.add(token, Feed { kind: Kind::Stream, filter, next, lost_after, waiting: None, started: false }, log);
+        let next = match self.feeds.get_mut(&token) {
+            Some(feed) if lost_after.is_none() => {
+                feed.next = owed(feed.next, filter, &self.filters, log);
+                feed.next
+            }
+            _ => next,
+        };
         self.behind.insert((next, token));
     }
 
@@ -346,6 +353,7 @@ impl Feeds {
                 };
             }
         });
+        feed.next = owed(feed.next, filter, filters, log);
         let next = feed.next;
         self.behind.remove(&(before, token));
         if caught_up {
@@ -378,6 +386,17 @@ impl Feeds {
         }
         Answer::json(200, views::poll_body(&events, next, lost))
     }
+}
+
+/// A feed's cursor as kept: for a filtered feed the id of the next event
+/// of its MAC (or the next to come), so that it falls off the log only
+/// when one of the events it is owed does, not when other collars' events
+/// push the log past it.
+fn owed(next: u64, filter: Option<Mac>, filters: &HashMap<Mac, Filter>, log: &EventLog) -> u64 {
+    if filter.is_none() || next < log.first_id() {
+        return next;
+    }
+    next_id(next, filter, filters, log).unwrap_or(log.last_id() + 1)
 }
 
 /// The id of the first event from `from` on that a feed with `filter` may

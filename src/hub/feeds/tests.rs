@@ -1,4 +1,3 @@
-//! Unit tests of [`super::Feeds`], with an event log and output buffers and no reactor.
 //! Feeds driven by hand, without a reactor: events are appended to an
 //! [`EventLog`] and announced with [`Feeds::published`], and each
 //! feed's output is asked for with [`Feeds::produce`] into its own
@@ -416,4 +415,31 @@ fn removing_the_last_stream_frees_the_frames() {
     b.publish(A);
     assert_eq!(b.feeds.frame_bytes(), 0);
     assert_eq!(b.feeds.remove(t(9), &b.log), None, "an unknown feed");
+}
+
+#[test]
+fn a_filtered_stream_falls_off_only_when_one_of_its_own_events_does() {
+    let mut b = Bench::new(4);
+    b.stream(t(1), Some(A), None);
+    b.publish(A); // 1
+    b.publish(B); // 2
+    b.publish(B); // 3
+    b.publish(A); // 4
+    // One frame per turn: it is sent 1 and owes 4.
+    assert!(matches!(b.produce(t(1), 1), Produce::More));
+    assert_eq!(ids(&b.taken(t(1))), [1]);
+    // Other collars' events push the log past 2 and 3, not past 4.
+    for _ in 0..2 {
+        assert!(b.publish(B).cut.is_empty(), "nothing it is owed has left the log");
+    }
+    assert_eq!(ids(&b.catch_up(t(1))), [4]);
+    // Behind again, owing 7; 7 leaves the log: now it is slow.
+    b.publish(A); // 7
+    b.publish(A); // 8
+    assert!(matches!(b.produce(t(1), 1), Produce::More));
+    assert_eq!(ids(&b.taken(t(1))), [7]);
+    for _ in 0..3 {
+        assert!(b.publish(B).cut.is_empty());
+    }
+    assert_eq!(b.publish(B).cut, [t(1)], "8 left the log unsent");
 }
