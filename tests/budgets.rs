@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::{
     Client, Gateway, HttpClient, STREAM_START, assert_like, config, json_response, location_frame, locations, mac,
-    metric,
+    metric, subscribe_many,
 };
 use tether::Config;
 
@@ -189,14 +189,7 @@ fn the_turn_write_budget_shares_a_turn_between_streams() {
     const EVENTS: usize = 30;
     let gw = Gateway::start(Config { budget_turn_write: 512, ..config() });
     let mut dev = gw.device(MAC);
-    let mut streams: Vec<HttpClient> = (0..STREAMS)
-        .map(|_| {
-            let mut stream = gw.http_client();
-            stream.send(b"GET /events HTTP/1.1\r\n\r\n");
-            stream.expect(STREAM_START.as_bytes());
-            stream
-        })
-        .collect();
+    let mut streams: Vec<HttpClient> = subscribe_many(gw.http, STREAMS, None);
     dev.send(locations(0, EVENTS).as_bytes());
     for stream in &mut streams {
         for i in 0..EVENTS {

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{Gateway, STREAM_START, assert_like, config, location_frame, locations, metric};
+use common::{Gateway, assert_like, config, location_frame, locations, metric, subscribe_many};
 
 const MAC: &str = "CE:96:C2:78:27:FC";
 
@@ -41,14 +41,7 @@ fn events_delivered_frame_bytes_and_pooled_buffers_follow_the_streams() {
     assert_eq!(metric(&metrics, "tether_event_frame_bytes"), 0.0, "no stream, no frames");
     assert_eq!(metric(&metrics, "tether_events_delivered_total"), 0.0);
 
-    let mut streams: Vec<_> = (0..2)
-        .map(|_| {
-            let mut stream = gw.http_client();
-            stream.send(b"GET /events HTTP/1.1\r\n\r\n");
-            stream.expect(STREAM_START.as_bytes());
-            stream
-        })
-        .collect();
+    let mut streams: Vec<_> = subscribe_many(gw.http, 2, None);
     dev.send(locations(0, 3).as_bytes());
     for stream in &mut streams {
         for i in 0..3 {

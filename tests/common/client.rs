@@ -49,6 +49,14 @@ impl Client {
     }
 
     /// Sends `IDENTIFY:<mac>` and expects `OK`.
+    /// A client connected to `addr` that has identified as `mac` and read
+    /// its `OK`.
+    pub fn identified(addr: SocketAddr, mac: &str) -> Client {
+        let mut client = Client::connect(addr);
+        client.identify(mac);
+        client
+    }
+
     pub fn identify(&mut self, mac: &str) {
         self.send(format!("IDENTIFY:{mac}\n").as_bytes());
         self.expect(b"OK\n");

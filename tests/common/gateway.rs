@@ -154,9 +154,7 @@ impl Gateway {
 
     /// A connected client that has identified as `mac` and read its `OK`.
     pub fn device(&self, mac: &str) -> Client {
-        let mut client = self.connect();
-        client.identify(mac);
-        client
+        Client::identified(self.addr, mac)
     }
 
     /// A raw HTTP connection to the API.

@@ -126,9 +126,7 @@ impl Process {
     /// A connected client that has identified as `mac` and read its `OK`.
     /// Once it returns, the event loop is running (and watching signals).
     pub fn device(&self, mac: &str) -> Client {
-        let mut client = self.connect();
-        client.identify(mac);
-        client
+        Client::identified(self.addr, mac)
     }
 
     pub fn signal(&self, signal: i32) {
