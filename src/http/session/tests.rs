@@ -1,4 +1,3 @@
-//! Unit tests of [`super::HttpSession`], driven by hand with bytes and a made-up time.
 //! The session driven by hand, as the reactor would drive it: bytes in,
 //! a made-up `now`, and the exact bytes it appends to its output. No
 //! socket and no hub: effects are read off the harness and replies are
