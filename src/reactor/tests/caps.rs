@@ -8,24 +8,16 @@ fn at_the_cap_the_longest_idle_connection_makes_room_and_without_one_a_newcomer_
     setup.cap = 2;
     setup.evict_idle = true;
     let server = setup.run();
-    let mut a = server.connect();
-    a.send("name a\n");
-    a.expect("named a\n");
-    let mut b = server.connect();
-    b.send("name b\n");
-    b.expect("named b\n");
+    let mut a = server.named("a");
+    let mut b = server.named("b");
     // Full: a has been idle the longest.
-    let mut c = server.connect();
-    c.send("name c\n");
-    c.expect("named c\n");
+    let mut c = server.named("c");
     assert_eq!(server.closed(), (Some("a".into()), CloseReason::Evicted));
     a.expect_closed();
     // b is busy, so c, though newer, is the one to go.
     b.send("busy\n");
     b.expect("busy\n");
-    let mut d = server.connect();
-    d.send("name d\n");
-    d.expect("named d\n");
+    let mut d = server.named("d");
     assert_eq!(server.closed(), (Some("c".into()), CloseReason::Evicted));
     c.expect_closed();
     // Nobody idle: the newcomer is turned away with the app's words.

@@ -19,12 +19,8 @@ fn effects_are_applied_in_order_after_the_call_that_returned_them() {
 #[test]
 fn replies_reach_the_session_they_are_for() {
     let server = Setup::new().run();
-    let mut a = server.connect();
-    let mut b = server.connect();
-    a.send("name a\n");
-    a.expect("named a\n");
-    b.send("name b\n");
-    b.expect("named b\n");
+    let mut a = server.named("a");
+    let mut b = server.named("b");
     a.send("ask x\n");
     a.expect("re x\n");
     b.send("reply a hello\n");
@@ -39,12 +35,8 @@ fn replies_reach_the_session_they_are_for() {
 #[test]
 fn ops_close_closes_for_the_reason_given_after_the_last_words() {
     let server = Setup::new().run();
-    let mut a = server.connect();
-    let mut b = server.connect();
-    a.send("name a\n");
-    a.expect("named a\n");
-    b.send("name b\n");
-    b.expect("named b\n");
+    let mut a = server.named("a");
+    let mut b = server.named("b");
     b.send("close a\n");
     assert_eq!(server.closed(), (Some("a".into()), CloseReason::Replaced));
     a.expect("bye replaced\n");
@@ -58,19 +50,13 @@ fn ops_close_closes_for_the_reason_given_after_the_last_words() {
 #[test]
 fn a_stale_token_is_ignored_even_when_its_slot_is_reused() {
     let server = Setup::new().run();
-    let mut a = server.connect();
-    let mut b = server.connect();
-    a.send("name a\n");
-    a.expect("named a\n");
-    b.send("name b\n");
-    b.expect("named b\n");
+    let mut a = server.named("a");
+    let mut b = server.named("b");
     // Closed without lingering: freed at once, its slot free for the next.
     b.send("kill a\n");
     assert_eq!(server.closed(), (Some("a".into()), CloseReason::HeartbeatTimeout));
     a.expect_closed();
-    let mut c = server.connect();
-    c.send("name c\n");
-    c.expect("named c\n");
+    let mut c = server.named("c");
     b.send("send a boo\n");
     b.expect("sent Err(Gone)\n");
     b.send("reply a boo\n");

@@ -430,6 +430,14 @@ impl Server {
         Client::connect(self.addr)
     }
 
+    /// A client that has named its session `name` (and been answered).
+    fn named(&self, name: &str) -> Client {
+        let mut client = self.connect();
+        client.send(format!("name {name}\n"));
+        client.expect(format!("named {name}\n"));
+        client
+    }
+
     /// The next close the app was told of.
     fn closed(&self) -> (Option<String>, CloseReason) {
         loop {

@@ -14,12 +14,8 @@ fn many_lines_in_one_read_are_answered_in_one_write() {
 
     // Output for one connection that several others cause in one turn
     // goes out in one write too.
-    let mut a = server.connect();
-    let mut b = server.connect();
-    a.send("name a\n");
-    a.expect("named a\n");
-    b.send("name b\n");
-    b.expect("named b\n");
+    let mut a = server.named("a");
+    let mut b = server.named("b");
     b.send("send a x\nsend a y\nsend a z\n");
     b.expect("sent Ok(())\n".repeat(3));
     a.expect("x\ny\nz\n");
