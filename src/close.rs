@@ -44,10 +44,14 @@ pub enum CloseReason {
     /// Turned away: its address already held `--http-max-per-ip`
     /// connections.
     PeerLimit,
+    /// A link (Redis): a reply overdue by `--redis-timeout`.
+    LinkTimeout,
+    /// A link (Redis): the peer sent what its protocol does not allow.
+    ProtocolError,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 16] = [
+    pub const ALL: [CloseReason; 18] = [
         CloseReason::PeerClosed,
         CloseReason::IoError,
         CloseReason::Replaced,
@@ -64,6 +68,8 @@ impl CloseReason {
         CloseReason::BadRequest,
         CloseReason::Evicted,
         CloseReason::PeerLimit,
+        CloseReason::LinkTimeout,
+        CloseReason::ProtocolError,
     ];
 
     /// The reason's name in logs, stats and `BYE` lines.
@@ -85,6 +91,8 @@ impl CloseReason {
             CloseReason::BadRequest => "bad-request",
             CloseReason::Evicted => "evicted",
             CloseReason::PeerLimit => "per-ip-limit",
+            CloseReason::LinkTimeout => "link-timeout",
+            CloseReason::ProtocolError => "protocol-error",
         }
     }
 
@@ -95,7 +103,11 @@ impl CloseReason {
     pub fn lingers(self) -> bool {
         !matches!(
             self,
-            CloseReason::PeerClosed | CloseReason::IoError | CloseReason::HeartbeatTimeout | CloseReason::Evicted
+            CloseReason::PeerClosed
+                | CloseReason::IoError
+                | CloseReason::HeartbeatTimeout
+                | CloseReason::Evicted
+                | CloseReason::LinkTimeout
         )
     }
 
@@ -111,7 +123,9 @@ impl CloseReason {
             | CloseReason::HttpIdle
             | CloseReason::RequestTimeout
             | CloseReason::BadRequest
-            | CloseReason::Evicted => return None,
+            | CloseReason::Evicted
+            | CloseReason::LinkTimeout
+            | CloseReason::ProtocolError => return None,
             CloseReason::Replaced => b"BYE replaced\n",
             CloseReason::Idle => b"BYE idle\n",
             CloseReason::HandshakeTimeout => b"BYE handshake-timeout\n",

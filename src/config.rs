@@ -15,6 +15,7 @@ use crate::device::{DeviceSettings, Timeouts};
 use crate::http::{HttpSettings, HttpTimeouts, Limits};
 use crate::proto::Settings;
 use crate::reactor::Budgets;
+use crate::redis::{RedisSettings, RedisUrl};
 
 /// tether: a single-threaded TCP gateway for connected pet collars.
 #[derive(Debug, Clone, Parser)]
@@ -173,6 +174,36 @@ pub struct Config {
     /// (the rest wait, first in line, for the next turn).
     #[arg(long, default_value = "2ms", value_name = "DURATION", value_parser = parse_turn_time, help_heading = "Loop budgets (per turn)")]
     pub budget_turn_time: Duration,
+
+    /// Redis for the fleet's directory and the bus between gateways, as
+    /// redis://HOST:PORT[/DB] (see README "Scaling out"). Without it the
+    /// gateway stands alone.
+    #[arg(long, value_name = "URL", help_heading = "Scale-out (Redis)")]
+    pub redis: Option<RedisUrl>,
+
+    /// Lifetime of this gateway's liveness key in Redis (refreshed every
+    /// third of it): a gateway that dies leaves the directory within it.
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration, help_heading = "Scale-out (Redis)")]
+    pub redis_ttl: Duration,
+
+    /// Longest wait for a Redis reply (then the link is closed and
+    /// redialed) and for another gateway's answer to a command (then 504).
+    #[arg(long, default_value = "2s", value_name = "DURATION", value_parser = parse_duration, help_heading = "Scale-out (Redis)")]
+    pub redis_timeout: Duration,
+
+    /// Longest wait between attempts to reconnect to Redis (the wait starts
+    /// at 100 ms and doubles).
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration, help_heading = "Scale-out (Redis)")]
+    pub redis_reconnect_max: Duration,
+
+    /// Longest Redis reply accepted; a longer one closes the link.
+    #[arg(long, default_value = "64MiB", value_name = "BYTES", value_parser = parse_size, help_heading = "Scale-out (Redis)")]
+    pub redis_max_reply: usize,
+
+    /// Most unsent commands held for Redis; past it, requests that need
+    /// Redis get 503.
+    #[arg(long, default_value = "64MiB", value_name = "BYTES", value_parser = parse_size, help_heading = "Scale-out (Redis)")]
+    pub redis_max_output: usize,
 }
 
 impl Default for Config {
@@ -232,6 +263,7 @@ impl Config {
                 max_command: self.max_line.saturating_sub(1),
                 pause_above: self.budget_write,
             },
+            redis: RedisSettings { max_reply: self.redis_max_reply, max_output: self.redis_max_output },
         }
     }
 

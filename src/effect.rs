@@ -10,6 +10,7 @@
 
 use crate::close::CloseReason;
 use crate::device::{Fix, Mac};
+use crate::redis::codec::OwnedFrame;
 
 /// Work for the hub, from the session on one connection (its origin).
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +27,19 @@ pub enum Effect {
     /// The origin's wait or event stream ends (it was answered, timed out,
     /// or its connection is closing): forget it.
     Withdraw,
+    /// News from a link the hub dialed (Redis).
+    Link(LinkEvent),
+}
+
+/// What a link's session reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LinkEvent {
+    /// A whole reply or message, in the order received.
+    Frame(OwnedFrame),
+    /// Every other connection has closed (shutdown): finish.
+    Drain,
+    /// The link is closing for this reason.
+    Closed(CloseReason),
 }
 
 /// A request that needs the shared state.

@@ -13,6 +13,7 @@ use log::{info, warn};
 
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::hub::cluster::ClusterSettings;
 use crate::net::{self, ListenOptions};
 use crate::reactor::{Exit, Handle, Kind, Reactor, Settings, Spec};
 use crate::stats::Stats;
@@ -59,7 +60,14 @@ impl Gateway {
             fd_limit,
         };
         let reactor = Reactor::new(specs, config.settings(), settings)?;
-        let hub = Hub::new(reactor.clock(), config.event_history, config.cors_origin.clone());
+        let cluster = config.redis.clone().map(|url| ClusterSettings {
+            url,
+            gateway_id: gateway_id(reactor.clock().unix_ms(0)),
+            ttl: config.redis_ttl,
+            timeout: config.redis_timeout,
+            reconnect_max: config.redis_reconnect_max,
+        });
+        let hub = Hub::new(reactor.clock(), config.event_history, config.cors_origin.clone(), cluster);
         Ok(Gateway { reactor, hub })
     }
 
@@ -128,6 +136,21 @@ impl Gateway {
         }
         self.reactor.run(&mut self.hub)
     }
+}
+
+/// A gateway id unique to this process's life: host name, process id and
+/// start time, so that a restarted process never inherits the directory
+/// entries of its previous life (they are swept once its liveness key
+/// expires).
+fn gateway_id(started_unix_ms: u64) -> String {
+    let mut host = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at
+    // most that many bytes.
+    let ok = unsafe { libc::gethostname(host.as_mut_ptr().cast(), host.len()) } == 0;
+    let end = host.iter().position(|&b| b == 0).unwrap_or(host.len());
+    let host = if ok { String::from_utf8_lossy(&host[..end]).into_owned() } else { "host".into() };
+    let host: String = host.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect();
+    format!("{host}-{}-{started_unix_ms:x}", std::process::id())
 }
 
 /// The collar and HTTP caps: `--max-http-connections` for HTTP, and what

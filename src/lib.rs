@@ -24,6 +24,9 @@
 //! - [`hub`]: the shared state (collars online, the event log and its
 //!   subscribers, waiting location queries) and what effects do to it.
 //! - [`events`]: the event log, and the JSON of an event.
+//! - [`redis`]: the Redis link (`--redis`), sans-IO: RESP through a codec
+//!   crate, the link's session, and the function library that keeps the
+//!   fleet's directory; the hub's side of it is `hub::cluster`.
 //! - [`gateway`]: the reactor serving the hub, set up from the [`Config`].
 //! - [`wheel`]: the hashed timing wheel behind every deadline.
 //! - [`net`]: listener setup with socket2, socket options, fd limits.
@@ -45,6 +48,7 @@ pub mod metrics;
 pub mod net;
 pub mod proto;
 pub mod reactor;
+pub mod redis;
 pub mod stats;
 pub mod time;
 pub mod wheel;

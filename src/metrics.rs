@@ -23,6 +23,17 @@ pub struct HubLevels {
     /// Output accepted for sending that the kernel has not taken yet.
     pub unsent_bytes: usize,
     pub uptime_seconds: f64,
+    /// With `--redis`.
+    pub redis: Option<RedisLevels>,
+}
+
+/// The Redis side's figures.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RedisLevels {
+    pub up: bool,
+    /// Commands sent and not answered yet.
+    pub pending: usize,
+    pub stats: crate::hub::cluster::ClusterStats,
 }
 
 /// Appends the whole exposition to `out`.
@@ -144,6 +155,36 @@ pub fn render(out: &mut String, stats: &Stats, levels: &Levels, hub: &HubLevels)
         m.single("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", rss);
     }
     m.single_f("tether_uptime_seconds", "gauge", "Seconds since the gateway started.", hub.uptime_seconds);
+    if let Some(redis) = &hub.redis {
+        redis_metrics(&mut m, redis, stats);
+    }
+}
+
+fn redis_metrics(m: &mut Writer<'_>, redis: &RedisLevels, stats: &Stats) {
+    let s = &redis.stats;
+    m.single("tether_redis_up", "gauge", "1 while both Redis links are up.", u64::from(redis.up));
+    m.single("tether_redis_pending", "gauge", "Redis commands sent and not answered yet.", redis.pending as u64);
+    m.single("tether_redis_commands_total", "counter", "Commands sent to Redis.", s.commands);
+    m.single("tether_redis_reconnects_total", "counter", "Times the Redis links came back after a failure.", s.reconnects);
+    m.single("tether_redis_claims_total", "counter", "Directory claims made on IDENTIFY (and again after a reconnect).", s.claims);
+    m.single(
+        "tether_redis_lost_to_remote_total",
+        "counter",
+        "Collars closed because another gateway claimed them with a newer epoch.",
+        s.lost_to_remote,
+    );
+    m.single("tether_redis_swept_total", "counter", "Directory entries of dead gateways removed by this gateway's sweeps.", s.swept);
+    m.family("tether_redis_requests_total", "counter", "Requests carried between gateways, by side and result.");
+    m.sample("tether_redis_requests_total", &[("side", "sent")], s.rpc_sent);
+    m.sample("tether_redis_requests_total", &[("side", "timed-out")], s.rpc_timeouts);
+    m.sample("tether_redis_requests_total", &[("side", "served")], s.rpc_served);
+    m.family("tether_redis_link_closed_total", "counter", "Redis link closes, by reason.");
+    for reason in CloseReason::ALL {
+        let n = stats.closed(crate::reactor::Kind::Link, reason);
+        if n > 0 {
+            m.sample("tether_redis_link_closed_total", &[("reason", reason.as_str())], n);
+        }
+    }
 }
 
 /// The process's resident memory, from `/proc/self/statm`.

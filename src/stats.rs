@@ -65,8 +65,9 @@ pub struct Stats {
     /// Sockets returned by `accept`, including those rejected as
     /// server-full, indexed by [`Kind`].
     pub accepted: [u64; 2],
-    /// Closed connections by [`Kind`], then by [`CloseReason::index`].
-    pub closed: [[u64; CloseReason::ALL.len()]; 2],
+    /// Closed connections by [`Kind`] (links included), then by
+    /// [`CloseReason::index`].
+    pub closed: [[u64; CloseReason::ALL.len()]; 3],
     /// `accept` failures for lack of file descriptors (EMFILE/ENFILE).
     pub accept_fd_exhausted: u64,
     /// Other `accept` failures (ECONNABORTED, ENOBUFS, ...).

@@ -23,6 +23,7 @@
 //!   on the wire for it, and waits; a command is written to the collar, or
 //!   refused if its output is full.
 
+pub mod cluster;
 pub mod feeds;
 pub mod frames;
 pub mod views;
@@ -44,6 +45,7 @@ use crate::proto::Proto;
 use crate::reactor::{App, Kind, Ops, OutBuf, Peer, Pool, Produce};
 use crate::stats::Stats;
 use crate::time::{Clock, Millis};
+use cluster::{Cluster, ClusterSettings, Remote, Waiter};
 use feeds::{Feeds, Woken};
 use views::{CommandAccepted, DeviceView, DevicesPage, FixView, Health, LocationView};
 
@@ -59,18 +61,21 @@ pub struct Hub {
     registry: BTreeMap<Mac, Token>,
     log: EventLog,
     feeds: Feeds,
-    /// Location queries waiting on a collar connection. A collar with an
-    /// entry has been sent `location` already.
-    locating: HashMap<Token, Vec<Token>>,
-    /// The collar each waiting location query waits on.
+    /// Location queries waiting on a collar connection, here or on other
+    /// gateways. A collar with an entry has been sent `location` already.
+    locating: HashMap<Token, Vec<Waiter>>,
+    /// The collar each local waiting location query waits on.
     waiting_on: HashMap<Token, Token>,
+    /// The Redis side (`--redis`): the fleet's directory and the bus.
+    cluster: Option<Cluster>,
     /// Reused by [`Hub::publish`].
     woken: Woken,
 }
 
 impl Hub {
-    pub fn new(clock: Clock, event_history: usize, cors_origin: String) -> Hub {
+    pub fn new(clock: Clock, event_history: usize, cors_origin: String, cluster: Option<ClusterSettings>) -> Hub {
         Hub {
+            cluster: cluster.map(Cluster::new),
             clock,
             cors_origin,
             registry: BTreeMap::new(),
@@ -125,31 +130,45 @@ impl Hub {
         }
         debug!("{origin:?} identified as {mac}");
         self.publish(mac, EventKind::Connected { peer }, ops);
+        if self.cluster.is_some() {
+            self.claim(mac, origin, ops);
+        }
     }
 
     fn located(&mut self, origin: Token, mac: Mac, fix: Fix, ops: &mut Ops<'_, Proto>) {
         self.publish(mac, EventKind::Location { lat: fix.lat, lon: fix.lon }, ops);
-        let Some(waiters) = self.locating.remove(&origin) else { return };
+        if self.cluster.is_some() {
+            self.record_fix(mac, &fix, ops);
+        }
         let location = FixView::new(&fix, |at| self.clock.unix_ms(at));
         let answer = Answer::json(200, json::to_vec(&LocationView { mac, location }));
-        for waiter in waiters {
-            self.waiting_on.remove(&waiter);
-            ops.reply(waiter, Reply::Answer(answer.clone()));
+        self.answer_waiters(origin, &answer, ops);
+    }
+
+    /// Answers everyone waiting for the location of the collar on `device`.
+    fn answer_waiters(&mut self, device: Token, answer: &Answer, ops: &mut Ops<'_, Proto>) {
+        let Some(waiters) = self.locating.remove(&device) else { return };
+        for waiter in &waiters {
+            match waiter {
+                Waiter::Local(token) => {
+                    self.waiting_on.remove(token);
+                    ops.reply(*token, Reply::Answer(answer.clone()));
+                }
+                Waiter::Remote { .. } => self.answer_waiter(waiter, answer, ops),
+            }
         }
     }
 
     fn offline(&mut self, origin: Token, mac: Mac, reason: CloseReason, ops: &mut Ops<'_, Proto>) {
-        if let Some(waiters) = self.locating.remove(&origin) {
-            let answer = Answer::error(502, "the device disconnected before answering");
-            for waiter in waiters {
-                self.waiting_on.remove(&waiter);
-                ops.reply(waiter, Reply::Answer(answer.clone()));
-            }
-        }
+        let answer = Answer::error(502, "the device disconnected before answering");
+        self.answer_waiters(origin, &answer, ops);
         if self.registry.get(&mac) == Some(&origin) {
             self.registry.remove(&mac);
             debug!("{mac} offline");
             self.publish(mac, EventKind::Disconnected { reason }, ops);
+        }
+        if self.cluster.is_some() {
+            self.release(mac, origin, ops);
         }
     }
 
@@ -158,13 +177,25 @@ impl Hub {
         let answer = match query {
             Query::Health => self.health(ops),
             Query::Metrics => self.metrics(ops),
-            Query::Devices { after, offset, limit } => self.devices(after, offset, limit, ops),
+            Query::Devices { after, offset, limit } => {
+                if self.fleet_page(origin, after, offset, limit, ops).is_some() {
+                    return None;
+                }
+                self.devices(after, offset, limit, ops)
+            }
             Query::Device(mac) => match self.device(mac, ops) {
                 Some(token) => Answer::json(200, json::to_vec(&self.view(mac, token, ops))),
+                None if self.cluster.is_some() => return self.remote(origin, mac, Remote::Device, ops).map(Reply::Answer),
                 None => Answer::error(404, "device not online"),
             },
+            Query::Command { mac, line } if self.cluster.is_some() && self.device(mac, ops).is_none() => {
+                return self.remote(origin, mac, Remote::Command(line), ops).map(Reply::Answer);
+            }
             Query::Command { mac, line } => self.command(mac, line, ops),
-            Query::Location(mac) => return self.locate(origin, mac, ops).map(Reply::Answer),
+            Query::Location(mac) if self.cluster.is_some() && self.device(mac, ops).is_none() => {
+                return self.remote(origin, mac, Remote::Location, ops).map(Reply::Answer);
+            }
+            Query::Location(mac) => return self.locate(Waiter::Local(origin), mac, ops).map(Reply::Answer),
             Query::Stream { filter, last_event_id } => {
                 self.feeds.stream(origin, filter, last_event_id, &self.log);
                 ops.feed(origin);
@@ -186,14 +217,17 @@ impl Hub {
 
     fn health(&self, ops: &Ops<'_, Proto>) -> Answer {
         let levels = ops.levels();
+        let redis = self.cluster.as_ref().map(|c| if c.up() { "up" } else { "down" });
         let health = if levels.draining {
-            Health { status: "draining", uptime_s: None, devices_online: None, connections: None }
+            Health { status: "draining", uptime_s: None, devices_online: None, connections: None, redis }
         } else {
             Health {
-                status: "ok",
+                // Still 200: the gateway serves its own collars without Redis.
+                status: if redis == Some("down") { "degraded" } else { "ok" },
                 uptime_s: Some(ops.now() / 1000),
                 devices_online: Some(self.registry.len()),
                 connections: Some(levels.held.iter().sum()),
+                redis,
             }
         };
         Answer::json(if levels.draining { 503 } else { 200 }, json::to_vec(&health))
@@ -209,6 +243,11 @@ impl Hub {
             frame_cache_bytes: self.feeds.frame_bytes(),
             unsent_bytes: ops.unsent_bytes(),
             uptime_seconds: ops.now() as f64 / 1000.0,
+            redis: self.cluster.as_ref().map(|c| metrics::RedisLevels {
+                up: c.up(),
+                pending: c.pending(),
+                stats: c.stats,
+            }),
         };
         let mut body = String::with_capacity(16 * 1024);
         metrics::render(&mut body, ops.stats(), &levels, &hub);
@@ -262,8 +301,9 @@ impl Hub {
     }
 
     /// `GET /devices/{mac}/location`: waits on the collar's connection;
-    /// concurrent queries for one collar share one query on the wire.
-    fn locate(&mut self, origin: Token, mac: Mac, ops: &mut Ops<'_, Proto>) -> Option<Answer> {
+    /// concurrent queries for one collar, from this gateway or others,
+    /// share one query on the wire.
+    fn locate(&mut self, waiter: Waiter, mac: Mac, ops: &mut Ops<'_, Proto>) -> Option<Answer> {
         let Some(device) = self.device(mac, ops) else { return Some(Answer::error(404, "device not online")) };
         let waiters = self.locating.entry(device).or_default();
         if waiters.is_empty() {
@@ -273,8 +313,10 @@ impl Hub {
             }
             ops.stats().lines_out += 1;
         }
-        waiters.push(origin);
-        self.waiting_on.insert(origin, device);
+        if let Waiter::Local(origin) = waiter {
+            self.waiting_on.insert(origin, device);
+        }
+        waiters.push(waiter);
         None
     }
 
@@ -282,6 +324,9 @@ impl Hub {
     fn expired(&mut self, origin: Token) -> Answer {
         if self.forget_location_wait(origin) {
             return Answer::error(504, "the device did not answer in time");
+        }
+        if self.cluster.as_mut().is_some_and(|c| c.forget(origin)) {
+            return Answer::error(504, "the gateway holding the device did not answer in time");
         }
         match self.feeds.remove(origin, &self.log) {
             Some(answer) => answer,
@@ -295,7 +340,7 @@ impl Hub {
     fn forget_location_wait(&mut self, origin: Token) -> bool {
         let Some(device) = self.waiting_on.remove(&origin) else { return false };
         if let Some(waiters) = self.locating.get_mut(&device) {
-            waiters.retain(|&w| w != origin);
+            waiters.retain(|w| *w != Waiter::Local(origin));
             if waiters.is_empty() {
                 self.locating.remove(&device);
             }
@@ -311,6 +356,7 @@ impl App for Hub {
         match kind {
             Kind::Device => Proto::Device(DeviceSession::new(now)),
             Kind::Http => Proto::Http(Box::new(HttpSession::new(now))),
+            Kind::Link => unreachable!("links are dialed (Ops::dial), never accepted"),
         }
     }
 
@@ -322,6 +368,7 @@ impl App for Hub {
                     stats.lines_out += 1;
                 }
             }
+            Kind::Link => {}
             Kind::Http => {
                 let answer = match reason {
                     CloseReason::PeerLimit => Answer::error(429, "too many connections from this address"),
@@ -351,8 +398,28 @@ impl App for Hub {
             }
             Effect::Withdraw => {
                 self.forget_location_wait(origin);
+                if let Some(cluster) = &mut self.cluster {
+                    cluster.forget(origin);
+                }
                 self.feeds.remove(origin, &self.log);
             }
+            Effect::Link(event) => self.link_event(origin, event, ops),
+        }
+    }
+
+    fn start(&mut self, ops: &mut Ops<'_, Proto>) {
+        if self.cluster.is_some() {
+            self.cluster_start(ops);
+        }
+    }
+
+    fn deadline(&self) -> Option<Millis> {
+        self.cluster.as_ref().and_then(Cluster::deadline)
+    }
+
+    fn on_deadline(&mut self, ops: &mut Ops<'_, Proto>) {
+        if self.cluster.is_some() {
+            self.cluster_deadline(ops);
         }
     }
 
@@ -369,6 +436,7 @@ impl App for Hub {
 
     fn report(&self, line: &mut String) {
         let _ = write!(line, " devices={} subscribers={}", self.registry.len(), self.feeds.streams());
+        self.cluster_report(line);
     }
 }
 
@@ -386,7 +454,7 @@ mod tests {
     use crate::reactor::Session as _;
 
     fn hub() -> Hub {
-        Hub::new(Clock::new(), 10, "https://app.example".into())
+        Hub::new(Clock::new(), 10, "https://app.example".into(), None)
     }
 
     fn refusal(kind: Kind, reason: CloseReason) -> (String, Stats) {

@@ -22,7 +22,7 @@ use super::app::{App, Produce};
 use super::budget::Budget;
 use super::conn::Phase;
 use super::io::{self, Io};
-use super::listener::kind_index;
+use super::listener::listener_of;
 use super::session::Session as _;
 use super::{Reactor, TICK};
 use crate::close::CloseReason;
@@ -287,8 +287,9 @@ impl<A: App> Reactor<A> {
             self.wheel.cancel(timer);
         }
         conn.out.clear(&mut self.pool);
-        let i = kind_index(&self.listeners, conn.kind);
-        self.listeners[i].release(conn.peer.ip());
+        if let Some(i) = listener_of(&self.listeners, conn.kind) {
+            self.listeners[i].release(conn.peer.ip());
+        }
         debug!("#{key} closed");
     }
 }
