@@ -149,7 +149,8 @@ fn gateway_id(started_unix_ms: u64) -> String {
     let ok = unsafe { libc::gethostname(host.as_mut_ptr().cast(), host.len()) } == 0;
     let end = host.iter().position(|&b| b == 0).unwrap_or(host.len());
     let host = if ok { String::from_utf8_lossy(&host[..end]).into_owned() } else { "host".into() };
-    let host: String = host.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect();
+    let host: String =
+        host.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect();
     format!("{host}-{}-{started_unix_ms:x}", std::process::id())
 }
 

@@ -165,15 +165,30 @@ fn redis_metrics(m: &mut Writer<'_>, redis: &RedisLevels, stats: &Stats) {
     m.single("tether_redis_up", "gauge", "1 while both Redis links are up.", u64::from(redis.up));
     m.single("tether_redis_pending", "gauge", "Redis commands sent and not answered yet.", redis.pending as u64);
     m.single("tether_redis_commands_total", "counter", "Commands sent to Redis.", s.commands);
-    m.single("tether_redis_reconnects_total", "counter", "Times the Redis links came back after a failure.", s.reconnects);
-    m.single("tether_redis_claims_total", "counter", "Directory claims made on IDENTIFY (and again after a reconnect).", s.claims);
+    m.single(
+        "tether_redis_reconnects_total",
+        "counter",
+        "Times the Redis links came back after a failure.",
+        s.reconnects,
+    );
+    m.single(
+        "tether_redis_claims_total",
+        "counter",
+        "Directory claims made on IDENTIFY (and again after a reconnect).",
+        s.claims,
+    );
     m.single(
         "tether_redis_lost_to_remote_total",
         "counter",
         "Collars closed because another gateway claimed them with a newer epoch.",
         s.lost_to_remote,
     );
-    m.single("tether_redis_swept_total", "counter", "Directory entries of dead gateways removed by this gateway's sweeps.", s.swept);
+    m.single(
+        "tether_redis_swept_total",
+        "counter",
+        "Directory entries of dead gateways removed by this gateway's sweeps.",
+        s.swept,
+    );
     m.family("tether_redis_requests_total", "counter", "Requests carried between gateways, by side and result.");
     m.sample("tether_redis_requests_total", &[("side", "sent")], s.rpc_sent);
     m.sample("tether_redis_requests_total", &[("side", "timed-out")], s.rpc_timeouts);

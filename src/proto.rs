@@ -10,8 +10,8 @@ use crate::close::CloseReason;
 use crate::device::{DeviceSession, DeviceSettings};
 use crate::effect::{Effect, Reply};
 use crate::http::{HttpSession, HttpSettings};
-use crate::redis::{RedisSession, RedisSettings};
 use crate::reactor::{CxOf, Next, OutputLimit, Session};
+use crate::redis::{RedisSession, RedisSettings};
 use crate::time::Millis;
 
 /// Every protocol's settings, as the reactor lends them to sessions.

@@ -94,14 +94,29 @@ enum Pending {
     /// logged.
     Quiet(&'static str),
     Sweep,
-    Claim { mac: Mac, token: Token },
-    Page { origin: Token, offset: usize, limit: usize },
-    Get { origin: Token },
+    Claim {
+        mac: Mac,
+        token: Token,
+    },
+    Page {
+        origin: Token,
+        offset: usize,
+        limit: usize,
+    },
+    Get {
+        origin: Token,
+    },
     /// Where `mac` is, to carry `ask` there.
-    Route { origin: Token, mac: Mac, ask: Ask },
+    Route {
+        origin: Token,
+        mac: Mac,
+        ask: Ask,
+    },
     /// A request published to another gateway: with no subscriber, no
     /// gateway holds that channel any more.
-    Publish { rpc: u64 },
+    Publish {
+        rpc: u64,
+    },
 }
 
 /// A request carried to the gateway that holds the collar.
@@ -450,7 +465,10 @@ impl Hub {
             }
             if let Some(entry) = cluster.take_rpc(rpc) {
                 cluster.stats.rpc_timeouts += 1;
-                ops.reply(entry.origin, Reply::Answer(Answer::error(504, "the gateway holding the device did not answer in time")));
+                ops.reply(
+                    entry.origin,
+                    Reply::Answer(Answer::error(504, "the gateway holding the device did not answer in time")),
+                );
             }
         }
         if cluster.refresh_at.is_some_and(|at| at <= now) {
@@ -578,11 +596,9 @@ impl Hub {
         let since = f.get(3).and_then(Frame::int).unwrap_or(0).max(0) as u64;
         let fix_at = f.get(6).and_then(Frame::int).map(|at| at.max(0) as u64);
         let location = match (f.get(4).and_then(Frame::text), f.get(5).and_then(Frame::text), fix_at) {
-            (Some(lat), Some(lon), Some(at)) => Some(FixView {
-                lat: lat.parse().ok()?,
-                lon: lon.parse().ok()?,
-                at: Rfc3339(at),
-            }),
+            (Some(lat), Some(lon), Some(at)) => {
+                Some(FixView { lat: lat.parse().ok()?, lon: lon.parse().ok()?, at: Rfc3339(at) })
+            }
             _ => None,
         };
         Some(DeviceView {
@@ -627,10 +643,11 @@ impl Hub {
             return;
         };
         claim.epoch = Some(epoch);
-        if let Some(previous) = reply.items().get(1).and_then(Frame::text)
-            && previous != cluster.settings.gateway_id
-        {
-            debug!("{mac}: claimed from gateway {previous}");
+        match reply.items().get(1).and_then(Frame::text) {
+            Some(previous) if previous != cluster.settings.gateway_id => {
+                debug!("{mac}: claimed with epoch {epoch}, from gateway {previous}")
+            }
+            _ => debug!("{mac}: claimed with epoch {epoch}"),
         }
         if claim.fence > epoch {
             // Another gateway claimed it after us, before we knew our epoch.
@@ -707,7 +724,8 @@ impl Hub {
     /// carry it to the gateway that holds it (a command, a location). The
     /// answer to give at once when that cannot be done.
     pub(super) fn remote(&mut self, origin: Token, mac: Mac, what: Remote, ops: &mut Ops<'_, Proto>) -> Option<Answer> {
-        let unavailable = || Some(Answer::error(503, "device not on this gateway, and the directory (redis) is unavailable"));
+        let unavailable =
+            || Some(Answer::error(503, "device not on this gateway, and the directory (redis) is unavailable"));
         if !self.cluster.as_ref().is_some_and(Cluster::up) {
             return unavailable();
         }
@@ -820,6 +838,7 @@ impl Hub {
                     return;
                 };
                 let (Ok(rpc), Ok(mac)) = (rpc.parse::<u64>(), mac.parse::<Mac>()) else { return };
+                debug!("bus: {} {rpc} from {from} for {mac}", String::from_utf8_lossy(verb));
                 self.cluster_mut().stats.rpc_served += 1;
                 if verb == b"cmd" {
                     let line = parts.next().unwrap_or_default().to_vec();
@@ -848,7 +867,8 @@ impl Hub {
     /// The Redis figures of the stats line.
     pub(super) fn cluster_report(&self, line: &mut String) {
         if let Some(cluster) = &self.cluster {
-            let _ = write!(line, " redis={} redis_pending={}", if cluster.up() { "up" } else { "down" }, cluster.pending());
+            let _ =
+                write!(line, " redis={} redis_pending={}", if cluster.up() { "up" } else { "down" }, cluster.pending());
         }
     }
 }

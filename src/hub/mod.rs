@@ -185,7 +185,9 @@ impl Hub {
             }
             Query::Device(mac) => match self.device(mac, ops) {
                 Some(token) => Answer::json(200, json::to_vec(&self.view(mac, token, ops))),
-                None if self.cluster.is_some() => return self.remote(origin, mac, Remote::Device, ops).map(Reply::Answer),
+                None if self.cluster.is_some() => {
+                    return self.remote(origin, mac, Remote::Device, ops).map(Reply::Answer);
+                }
                 None => Answer::error(404, "device not online"),
             },
             Query::Command { mac, line } if self.cluster.is_some() && self.device(mac, ops).is_none() => {

@@ -116,7 +116,8 @@ mod tests {
             json::to_vec(&device),
             br#"{"mac":"CE:96:C2:78:27:FC","peer":"10.0.0.7:4242","connected_at":"1970-01-01T00:00:00.000Z","last_seen":"1970-01-01T00:00:02.000Z","location":{"lat":48.8566,"lon":2.3522,"at":"1970-01-01T00:00:01.500Z"}}"#
         );
-        let draining = Health { status: "draining", uptime_s: None, devices_online: None, connections: None, redis: None };
+        let draining =
+            Health { status: "draining", uptime_s: None, devices_online: None, connections: None, redis: None };
         assert_eq!(json::to_vec(&draining), br#"{"status":"draining"}"#);
         assert_eq!(poll_body(&[], 7, true), br#"{"events":[],"next":7,"reset":true}"#);
         let mut reset = Vec::new();

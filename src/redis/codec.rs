@@ -89,11 +89,11 @@ mod tests {
     #[test]
     fn replies_decode_whole_or_not_at_all() {
         let reply = b"*3\r\n:7\r\n$-1\r\n+OK\r\n-ERR no\r\n";
-        for cut in 0..15 {
+        for cut in 0..18 {
             assert_eq!(decode(&reply[..cut]).unwrap(), None, "{cut} bytes are not a whole reply");
         }
         let (frame, used) = decode(reply).unwrap().unwrap();
-        assert_eq!(used, 15);
+        assert_eq!(used, 18);
         let items = frame.items();
         assert_eq!((items[0].int(), items[1].bytes(), items[2].text()), (Some(7), None, Some("OK")));
         let (error, _) = decode(&reply[used..]).unwrap().unwrap();

@@ -149,10 +149,7 @@ mod tests {
                 frames,
                 vec![
                     OwnedFrame::SimpleString(b"OK".to_vec()),
-                    OwnedFrame::Array(vec![
-                        OwnedFrame::BulkString(b"message".to_vec()),
-                        OwnedFrame::Integer(3)
-                    ]),
+                    OwnedFrame::Array(vec![OwnedFrame::BulkString(b"message".to_vec()), OwnedFrame::Integer(3)]),
                     OwnedFrame::Null,
                 ],
                 "split at {split}"
@@ -165,10 +162,7 @@ mod tests {
     fn garbage_and_oversized_replies_close_the_link() {
         let settings = RedisSettings { max_reply: 16, max_output: 1 };
         let (mut session, mut parts) = (RedisSession::new(), Parts::default());
-        assert_eq!(
-            feed(&mut session, &mut parts, &settings, b"hello\r\n"),
-            Next::Close(CloseReason::ProtocolError)
-        );
+        assert_eq!(feed(&mut session, &mut parts, &settings, b"hello\r\n"), Next::Close(CloseReason::ProtocolError));
         let (mut session, mut parts) = (RedisSession::new(), Parts::default());
         assert_eq!(feed(&mut session, &mut parts, &settings, b"$100\r\n0123456789"), Next::Continue);
         assert_eq!(

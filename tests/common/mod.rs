@@ -15,6 +15,8 @@
 //!   address;
 //! - [`streams`]: many event streams at once, bursts of locations from one
 //!   collar, and the frames they become;
+//! - [`redis`]: a real `redis-server` on a free port, for the scale-out
+//!   tests (killed and restarted at will);
 //! - [`require`]: prerequisites beyond the toolchain (a program, root),
 //!   which skip a test run by hand and fail one under `scripts/test.sh`;
 //! - [`matchers`]: JSON with timestamps ([`assert_like`]), Prometheus text
@@ -42,6 +44,7 @@ pub mod http;
 pub mod kernel;
 pub mod matchers;
 pub mod process;
+pub mod redis;
 pub mod require;
 pub mod streams;
 
@@ -54,6 +57,7 @@ pub use http::{HttpClient, HttpResponse, STREAM_START, json_head, json_response}
 pub use kernel::{connect_from, data_segments_received, tcp_queues};
 pub use matchers::{assert_like, metric, num};
 pub use process::{Process, tether_command};
+pub use redis::RedisServer;
 pub use require::{program, require};
 pub use streams::{frames, location_frame, locations, subscribe_many};
 
