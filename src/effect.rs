@@ -10,6 +10,7 @@
 
 use crate::close::CloseReason;
 use crate::device::{Fix, Mac};
+use crate::events::EventRef;
 use crate::redis::codec::OwnedFrame;
 
 /// Work for the hub, from the session on one connection (its origin).
@@ -59,10 +60,10 @@ pub enum Query {
     /// `GET /devices/{mac}/location`: ask the collar and wait for its fix.
     Location(Mac),
     /// `GET /events`: turn the connection into an event stream.
-    Stream { filter: Option<Mac>, last_event_id: Option<u64> },
+    Stream { filter: Option<Mac>, last_event_id: Option<EventRef> },
     /// `GET /events/poll`: the events after `since` (`None`: from now), or
     /// wait for the first; `wait: false` answers at once either way.
-    Poll { since: Option<u64>, filter: Option<Mac>, wait: bool },
+    Poll { since: Option<EventRef>, filter: Option<Mac>, wait: bool },
     /// The origin's wait timed out: its final answer (504 for a location,
     /// an empty list for a poll).
     Expired,

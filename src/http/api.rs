@@ -18,6 +18,7 @@ use super::session::HttpSettings;
 use crate::config::parse_duration;
 use crate::device::Mac;
 use crate::effect::{Answer, Query};
+use crate::events::EventRef;
 use crate::time::{Millis, millis};
 
 /// `GET /devices`: default and largest page.
@@ -117,7 +118,11 @@ fn command(body: &[u8], mac: Mac, max_command: usize) -> Result<Decision, Refusa
 /// `GET /events/poll?since=&timeout=[&mac=]`.
 fn poll(head: &Head<'_>, settings: &HttpSettings, draining: bool) -> Result<(Query, Duration), Refusal> {
     let filter = mac_param(head, "mac")?;
-    let since = number_param(head, "since")?.map(|s| s as u64);
+    let since = match head.param("since") {
+        Ok(None) => None,
+        Ok(Some(text)) => Some(EventRef::parse(&text).ok_or((400, "since must be an event id".to_string()))?),
+        Err(_) => return Err((400, "badly encoded query".into())),
+    };
     let timeout = timeout_param(head, POLL_TIMEOUT, settings.max_wait)?;
     if draining {
         return Err((503, "the gateway is shutting down".into()));
@@ -174,8 +179,8 @@ fn mac_param(head: &Head<'_>, name: &str) -> Result<Option<Mac>, Refusal> {
 }
 
 /// A `Last-Event-ID` header value (ignored if not a number).
-fn event_id(value: Option<&[u8]>) -> Option<u64> {
-    std::str::from_utf8(value?).ok()?.trim().parse().ok()
+fn event_id(value: Option<&[u8]>) -> Option<EventRef> {
+    EventRef::parse(std::str::from_utf8(value?).ok()?)
 }
 
 /// `?query` for the log, with the value of `access_token` hidden.
@@ -248,11 +253,11 @@ mod tests {
             ),
             (
                 "GET /events?mac=CE:96:C2:78:27:FC HTTP/1.1\r\nLast-Event-ID: 41\r\n\r\n",
-                Decision::Ask(Query::Stream { filter: Some(MAC), last_event_id: Some(41) }, None),
+                Decision::Ask(Query::Stream { filter: Some(MAC), last_event_id: Some(EventRef::Local(41)) }, None),
             ),
             (
                 "GET /events/poll?since=7&timeout=0 HTTP/1.1\r\n\r\n",
-                Decision::Ask(Query::Poll { since: Some(7), filter: None, wait: false }, Some(1000)),
+                Decision::Ask(Query::Poll { since: Some(EventRef::Local(7)), filter: None, wait: false }, Some(1000)),
             ),
             (
                 "GET /events/poll HTTP/1.1\r\n\r\n",
@@ -310,7 +315,10 @@ mod tests {
 
     #[test]
     fn event_ids() {
-        assert_eq!(event_id(Some(b" 42 ")), Some(42));
+        assert_eq!(event_id(Some(b" 42 ")), Some(EventRef::Local(42)));
+        assert_eq!(event_id(Some(b"L42")), Some(EventRef::Local(42)));
+        assert_eq!(event_id(Some(b"1764398400000-3")), EventRef::parse("1764398400000-3"));
+        assert!(matches!(event_id(Some(b"1764398400000-3")), Some(EventRef::Stream(_))));
         assert_eq!(event_id(Some(b"x")), None);
         assert_eq!(event_id(None), None);
     }

@@ -317,7 +317,8 @@ impl Feeds {
         let (filter, frames, filters) = (feed.filter, &self.frames, &self.filters);
         let caught_up = out.append_with(pool, |buf| {
             if let Some(id) = feed.lost_after.take() {
-                views::write_reset(buf, id, log.last_id());
+                let named = (id != u64::MAX).then(|| log.external(id));
+                views::write_reset(buf, named, log.external(log.last_id()));
             }
             let start = buf.len();
             loop {
@@ -384,7 +385,7 @@ impl Feeds {
             }
             events.push(event);
         }
-        Answer::json(200, views::poll_body(&events, next, lost))
+        Answer::json(200, views::poll_body(&events, log.external(next), lost))
     }
 }
 

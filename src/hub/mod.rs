@@ -199,13 +199,14 @@ impl Hub {
             }
             Query::Location(mac) => return self.locate(Waiter::Local(origin), mac, ops).map(Reply::Answer),
             Query::Stream { filter, last_event_id } => {
+                let last_event_id = last_event_id.map(|named| self.log.resolve(named));
                 self.feeds.stream(origin, filter, last_event_id, &self.log);
                 ops.feed(origin);
                 ops.wake(origin);
                 return Some(Reply::Stream);
             }
             Query::Poll { since, filter, wait } => {
-                let since = since.unwrap_or(self.log.last_id());
+                let since = since.map_or(self.log.last_id(), |named| self.log.resolve(named));
                 let answer = self.feeds.poll(origin, since, filter, wait, &self.log);
                 if answer.is_none() {
                     ops.feed(origin);
