@@ -320,3 +320,80 @@ fn a_gateway_killed_outright_leaves_the_directory_within_the_ttl() {
     assert_eq!(redis.int(&["ZCARD", "tether:devices"]), 0);
     assert!(survivor.metrics().contains("tether_redis_swept_total 1\n"));
 }
+
+/// An SSE frame as `(id, event, data)`.
+fn sse(frame: &str) -> (String, String, String) {
+    let mut parts = (String::new(), String::new(), String::new());
+    for line in frame.lines() {
+        if let Some(id) = line.strip_prefix("id: ") {
+            parts.0 = id.to_string();
+        } else if let Some(event) = line.strip_prefix("event: ") {
+            parts.1 = event.to_string();
+        } else if let Some(data) = line.strip_prefix("data: ") {
+            parts.2 = data.to_string();
+        }
+    }
+    parts
+}
+
+/// A stream id as Redis writes it: `MS-SEQ`.
+fn assert_stream_id(id: &str) {
+    let (ms, seq) = id.split_once('-').unwrap_or_else(|| panic!("not a stream id: {id:?}"));
+    assert!(ms.parse::<u64>().is_ok() && seq.parse::<u64>().is_ok(), "not a stream id: {id:?}");
+}
+
+fn subscribe(gateway: &Gateway, headers: &str) -> common::HttpClient {
+    let mut stream = gateway.http_client();
+    stream.send(format!("GET /events HTTP/1.1\r\nHost: tether\r\n{headers}\r\n").as_bytes());
+    stream.expect(common::STREAM_START.as_bytes());
+    stream
+}
+
+#[test]
+fn every_stream_sees_the_whole_fleet_and_replays_across_a_restart_by_stream_id() {
+    let Some(redis) = RedisServer::start("every_stream_sees_the_whole_fleet_and_replays_across_a_restart_by_stream_id")
+    else {
+        return;
+    };
+    let (a, b) = (gateway(&redis), gateway(&redis));
+    let mut on_b = subscribe(&b, "");
+    let mut collar = online(&a, &mac(61));
+    collar.send(b"LOCATION:10.5,20.25\n");
+    let (id1, event, data) = sse(&on_b.read_event());
+    assert_stream_id(&id1);
+    assert_eq!(event, "connected");
+    assert_like(&data, &format!(r#"{{"mac":"{}","peer":"<PEER>","at":"<TIME>"}}"#, upper(&mac(61))));
+    let (id2, event, data) = sse(&on_b.read_event());
+    assert_stream_id(&id2);
+    assert_eq!(event, "location");
+    assert_like(&data, &format!(r#"{{"mac":"{}","lat":10.5,"lon":20.25,"at":"<TIME>"}}"#, upper(&mac(61))));
+    assert_eq!(redis.int(&["XLEN", "tether:events"]), 2);
+    drop(on_b);
+    b.stop_drained();
+
+    // A gateway started afterwards loads the history: the client resumes
+    // where it left off, by the stream's id, on another process.
+    let c = gateway(&redis);
+    let mut resumed = subscribe(&c, &format!("Last-Event-ID: {id1}\r\n"));
+    let (id, event, _) = sse(&resumed.read_event());
+    assert_eq!((id.as_str(), event.as_str()), (id2.as_str(), "location"));
+    let poll = c.api().get(&format!("/events/poll?since={id1}&timeout=0"));
+    assert_like(
+        &poll.body,
+        &format!(
+            r#"{{"events":[{{"id":"{id2}","event":"location","data":{{"mac":"{}","lat":10.5,"lon":20.25,"at":"<TIME>"}}}}],"next":"{id2}","reset":false}}"#,
+            upper(&mac(61))
+        ),
+    );
+    // An id from before what the stream holds: start over.
+    let mut lost = subscribe(&c, "Last-Event-ID: 1-0\r\n");
+    assert_eq!(lost.read_event(), format!("event: reset\ndata: {{\"last_event_id\":null,\"latest\":\"{id2}\"}}\n\n"));
+    assert_eq!(sse(&lost.read_event()).0, id1);
+    assert_eq!(sse(&lost.read_event()).0, id2);
+    // Events keep flowing to the resumed stream from the first gateway.
+    drop(collar);
+    let (id3, event, data) = sse(&resumed.read_event());
+    assert_stream_id(&id3);
+    assert_eq!(event, "disconnected");
+    assert!(data.contains(r#""reason":"peer-closed""#), "{data}");
+}

@@ -13,7 +13,14 @@
 //! - the **bus** link is subscribed to this gateway's channel,
 //!   `tether:gw:<id>`: another gateway's claim of one of our MACs
 //!   (`replaced MAC EPOCH`), a command or a location query for one of our
-//!   collars (`cmd`, `loc`), and the answers to ours (`ans`).
+//!   collars (`cmd`, `loc`), and the answers to ours (`ans`);
+//! - the **tail** link follows the fleet's event stream, `tether:events`
+//!   (`XREAD BLOCK`), into the local event log. Every gateway appends its
+//!   events to that stream (`XADD`, capped near `--event-history`) instead
+//!   of to its own log, so every log holds the whole fleet's events in one
+//!   order, with the stream's ids, and SSE and long polls stay local
+//!   cursors. A gateway that starts loads the stream's recent history
+//!   first, so `Last-Event-ID` replays across gateways and restarts.
 //!
 //! Claims are fenced by epochs: a claim bumps the MAC's epoch; an owner is
 //! told of a newer claim and closes its connection (`BYE replaced`) only
@@ -39,10 +46,10 @@ use super::views::{DeviceView, DevicesPage, FixView};
 use crate::close::CloseReason;
 use crate::device::{Fix, Mac};
 use crate::effect::{Answer, LinkEvent, Reply};
-use crate::events::{EventKind, Rfc3339};
+use crate::events::{EventId, EventKind, LOCAL_ONLY, Rfc3339, pack_stream_id};
 use crate::http::json;
 use crate::proto::Proto;
-use crate::reactor::Ops;
+use crate::reactor::{Ops, Peer};
 use crate::redis::codec::{self, Frame, OwnedFrame};
 use crate::redis::{FUNCTIONS, RedisSession, RedisUrl};
 use crate::time::{Millis, millis};
@@ -68,11 +75,31 @@ pub struct ClusterSettings {
     pub reconnect_max: Duration,
 }
 
-/// The two links.
+/// The three links.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
     Command,
     Bus,
+    Tail,
+}
+
+/// Key of the fleet's event stream.
+const EVENTS: &str = "tether:events";
+/// Entries taken per read of the stream.
+const TAIL_BATCH: usize = 1000;
+/// Longest `XREAD BLOCK`: a quiet stream still answers this often, which
+/// is how a dead tail link is noticed.
+const TAIL_BLOCK: Millis = 2000;
+
+/// What the tail link's replies answer, in the order sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TailRequest {
+    /// `CLIENT SETNAME`, and `SELECT`.
+    Setup,
+    /// `XREVRANGE`: the recent history, at start.
+    History,
+    /// `XREAD BLOCK`.
+    Read,
 }
 
 /// One link's state.
@@ -117,6 +144,8 @@ enum Pending {
     Publish {
         rpc: u64,
     },
+    /// An event appended to the stream: if that fails, it is kept locally.
+    Event(Box<(Mac, EventKind, u64)>),
 }
 
 /// A request carried to the gateway that holds the collar.
@@ -176,6 +205,14 @@ pub struct Cluster {
     settings: ClusterSettings,
     command: Link,
     bus: Link,
+    tail: Link,
+    /// What the tail link's replies answer, with when each was asked.
+    tail_pending: VecDeque<(Millis, TailRequest)>,
+    /// The newest stream id the tail has seen, packed (`None`: none yet,
+    /// so load the history first).
+    tail_from: Option<u64>,
+    /// `--event-history`: how much of the stream is kept, and loaded.
+    history: usize,
     /// When to dial again (links down).
     retry_at: Option<Millis>,
     backoff: Millis,
@@ -201,11 +238,15 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub fn new(settings: ClusterSettings) -> Cluster {
+    pub fn new(settings: ClusterSettings, history: usize) -> Cluster {
         Cluster {
             settings,
             command: Link::default(),
             bus: Link::default(),
+            tail: Link::default(),
+            tail_pending: VecDeque::new(),
+            tail_from: None,
+            history: history.max(1),
             retry_at: Some(0),
             backoff: FIRST_BACKOFF,
             was_down: false,
@@ -223,9 +264,9 @@ impl Cluster {
         }
     }
 
-    /// Both links are set up: the directory and the bus work.
+    /// Every link is set up: the directory, the bus and the stream work.
     pub fn up(&self) -> bool {
-        self.command.ready && self.bus.ready
+        self.command.ready && self.bus.ready && self.tail.ready
     }
 
     pub fn gateway_id(&self) -> &str {
@@ -240,8 +281,15 @@ impl Cluster {
     /// The earliest of this side's deadlines.
     pub fn deadline(&self) -> Option<Millis> {
         let overdue = self.pending.front().map(|(sent, _)| sent + millis(self.settings.timeout));
+        let tail = self.tail_pending.front().map(|&(sent, request)| self.tail_due(sent, request));
         let rpc = self.rpc_deadlines.first().map(|&(at, _)| at);
-        [self.retry_at, self.refresh_at, self.sweep_at, overdue, rpc].into_iter().flatten().min()
+        [self.retry_at, self.refresh_at, self.sweep_at, overdue, tail, rpc].into_iter().flatten().min()
+    }
+
+    /// When a tail request sent at `sent` is overdue: a blocking read may
+    /// take its block time first.
+    fn tail_due(&self, sent: Millis, request: TailRequest) -> Millis {
+        sent + millis(self.settings.timeout) + if request == TailRequest::Read { TAIL_BLOCK } else { 0 }
     }
 
     fn role(&self, token: Token) -> Option<Role> {
@@ -249,6 +297,8 @@ impl Cluster {
             Some(Role::Command)
         } else if self.bus.token == Some(token) {
             Some(Role::Bus)
+        } else if self.tail.token == Some(token) {
+            Some(Role::Tail)
         } else {
             None
         }
@@ -314,11 +364,12 @@ impl Hub {
         let db = cluster.settings.url.db.to_string();
         let name = format!("tether:{}", cluster.settings.gateway_id);
         let channel = Cluster::channel(&cluster.settings.gateway_id);
-        for role in [Role::Command, Role::Bus] {
+        for role in [Role::Command, Role::Bus, Role::Tail] {
             match ops.dial(addr, Proto::Redis(Box::new(RedisSession::new()))) {
                 Ok(token) => match role {
                     Role::Command => self.cluster_mut().command = Link { token: Some(token), ready: false },
                     Role::Bus => self.cluster_mut().bus = Link { token: Some(token), ready: false },
+                    Role::Tail => self.cluster_mut().tail = Link { token: Some(token), ready: false },
                 },
                 Err(e) => {
                     warn!("redis: cannot connect to {addr}: {e}");
@@ -338,6 +389,141 @@ impl Hub {
         if let Some(token) = cluster.bus.token {
             let _ = ops.send(token, &cluster.buf);
         }
+        // The tail link: its set-up, then the history or the rest of the
+        // stream.
+        let tail_name = format!("{name}:tail");
+        if db != "0" {
+            self.tail_request(&[b"SELECT", db.as_bytes()], TailRequest::Setup, ops);
+        }
+        self.tail_request(&[b"CLIENT", b"SETNAME", tail_name.as_bytes()], TailRequest::Setup, ops);
+        self.tail_next(ops);
+    }
+
+    /// Writes one command on the tail link.
+    fn tail_request(&mut self, args: &[&[u8]], request: TailRequest, ops: &mut Ops<'_, Proto>) {
+        let cluster = self.cluster_mut();
+        let Some(token) = cluster.tail.token else { return };
+        cluster.buf.clear();
+        codec::command(&mut cluster.buf, args);
+        if ops.send(token, &cluster.buf).is_ok() {
+            cluster.stats.commands += 1;
+            cluster.tail_pending.push_back((ops.now(), request));
+        }
+    }
+
+    /// Asks for what comes next on the stream: its recent history if the
+    /// log has nothing from it yet, else what follows the last id seen.
+    fn tail_next(&mut self, ops: &mut Ops<'_, Proto>) {
+        let cluster = self.cluster_mut();
+        match cluster.tail_from {
+            None => {
+                let count = cluster.history.to_string();
+                let args: [&[u8]; 6] = [b"XREVRANGE", EVENTS.as_bytes(), b"+", b"-", b"COUNT", count.as_bytes()];
+                self.tail_request(&args, TailRequest::History, ops);
+            }
+            Some(from) => {
+                let from = EventId { local: 0, ext: from }.to_string();
+                let (count, block) = (TAIL_BATCH.to_string(), TAIL_BLOCK.to_string());
+                let args: [&[u8]; 8] = [
+                    b"XREAD",
+                    b"COUNT",
+                    count.as_bytes(),
+                    b"BLOCK",
+                    block.as_bytes(),
+                    b"STREAMS",
+                    EVENTS.as_bytes(),
+                    from.as_bytes(),
+                ];
+                self.tail_request(&args, TailRequest::Read, ops);
+            }
+        }
+    }
+
+    /// A reply on the tail link.
+    fn tail_reply(&mut self, frame: OwnedFrame, ops: &mut Ops<'_, Proto>) {
+        let cluster = self.cluster_mut();
+        let Some((_, request)) = cluster.tail_pending.pop_front() else { return };
+        if let Some(error) = frame.error() {
+            warn!("redis: the event stream's {request:?} failed: {error}");
+            if let Some(token) = cluster.tail.token {
+                ops.close(token, CloseReason::ProtocolError);
+            }
+            return;
+        }
+        match request {
+            TailRequest::Setup => {
+                if cluster.tail_pending.iter().all(|&(_, r)| r != TailRequest::Setup) && !cluster.tail.ready {
+                    cluster.tail.ready = true;
+                    if cluster.up() {
+                        self.links_up(ops);
+                    }
+                }
+            }
+            TailRequest::History => {
+                // Newest first: appended oldest first.
+                let entries: Vec<&OwnedFrame> = frame.items().iter().rev().collect();
+                for entry in entries {
+                    self.stream_entry(entry, ops);
+                }
+                let cluster = self.cluster_mut();
+                // An empty stream: read it from its start (`0-1`, as `0-0`
+                // packs to nothing).
+                cluster.tail_from.get_or_insert(1);
+                self.tail_next(ops);
+            }
+            TailRequest::Read => {
+                // Null: the block timed out with nothing new.
+                for stream in frame.items() {
+                    for entry in stream.items().get(1).map(Frame::items).unwrap_or_default() {
+                        self.stream_entry(entry, ops);
+                    }
+                }
+                self.tail_next(ops);
+            }
+        }
+    }
+
+    /// One stream entry `[id, [field, value, ...]]` into the local log.
+    fn stream_entry(&mut self, entry: &OwnedFrame, ops: &mut Ops<'_, Proto>) {
+        let items = entry.items();
+        let Some(packed) = items.first().and_then(Frame::text).and_then(parse_stream_id) else { return };
+        self.cluster_mut().tail_from = Some(packed);
+        let fields = items.get(1).map(Frame::items).unwrap_or_default();
+        match decode_event(fields) {
+            Some((mac, kind, at)) => self.append(mac, kind, at, packed, ops),
+            None => debug!("redis: an event stream entry tether cannot read: {entry:?}"),
+        }
+    }
+
+    /// Appends an event to the fleet's stream; `false` if it could not be
+    /// sent (the caller keeps it locally).
+    pub(super) fn append_to_stream(&mut self, mac: Mac, kind: &EventKind, at: u64, ops: &mut Ops<'_, Proto>) -> bool {
+        let history = self.cluster_mut().history.to_string();
+        let (mac_text, at_text) = (mac.to_string(), at.to_string());
+        let detail: Vec<(&[u8], String)> = match kind {
+            EventKind::Connected { peer } => vec![(b"peer", peer.to_string())],
+            EventKind::Disconnected { reason } => vec![(b"reason", reason.as_str().to_string())],
+            EventKind::Location { lat, lon } => vec![(b"lat", lat.to_string()), (b"lon", lon.to_string())],
+        };
+        let mut args: Vec<&[u8]> = vec![
+            b"XADD",
+            EVENTS.as_bytes(),
+            b"MAXLEN",
+            b"~",
+            history.as_bytes(),
+            b"*",
+            b"mac",
+            mac_text.as_bytes(),
+            b"event",
+            kind.name().as_bytes(),
+            b"at",
+            at_text.as_bytes(),
+        ];
+        for (name, value) in &detail {
+            args.push(name);
+            args.push(value.as_bytes());
+        }
+        self.redis(&args, Pending::Event(Box::new((mac, kind.clone(), at))), ops)
     }
 
     /// Both links answered their set-up: claim every local collar again,
@@ -379,12 +565,13 @@ impl Hub {
         let now = ops.now();
         let cluster = self.cluster_mut();
         let was_up = cluster.up();
-        for link in [&mut cluster.command, &mut cluster.bus] {
+        for link in [&mut cluster.command, &mut cluster.bus, &mut cluster.tail] {
             if let Some(token) = link.token.take() {
                 ops.close(token, CloseReason::Shutdown);
             }
             link.ready = false;
         }
+        cluster.tail_pending.clear();
         cluster.refresh_at = None;
         cluster.sweep_at = None;
         let failed: Vec<Pending> = cluster.pending.drain(..).map(|(_, p)| p).collect();
@@ -427,6 +614,10 @@ impl Hub {
                     ops.reply(entry.origin, Reply::Answer(Answer::error(503, "the directory (redis) is unavailable")));
                 }
             }
+            Pending::Event(event) => {
+                let (mac, kind, at) = *event;
+                self.append(mac, kind, at, LOCAL_ONLY, ops);
+            }
             _ => {}
         }
     }
@@ -455,6 +646,15 @@ impl Hub {
         {
             warn!("redis: no reply within {:?}: closing the link", cluster.settings.timeout);
             if let Some(token) = cluster.command.token {
+                ops.close(token, CloseReason::LinkTimeout);
+            }
+            return self.link_down(ops);
+        }
+        if let Some(&(sent, request)) = cluster.tail_pending.front()
+            && cluster.tail_due(sent, request) <= now
+        {
+            warn!("redis: the event stream did not answer within {:?}: closing the link", cluster.settings.timeout);
+            if let Some(token) = cluster.tail.token {
                 ops.close(token, CloseReason::LinkTimeout);
             }
             return self.link_down(ops);
@@ -488,6 +688,7 @@ impl Hub {
             LinkEvent::Frame(frame) => match role {
                 Role::Command => self.command_reply(frame, ops),
                 Role::Bus => self.bus_frame(frame, ops),
+                Role::Tail => self.tail_reply(frame, ops),
             },
             LinkEvent::Closed(reason) => {
                 debug!("redis: {role:?} link closed: {}", reason.as_str());
@@ -495,6 +696,7 @@ impl Hub {
                 match role {
                     Role::Command => cluster.command.token = None,
                     Role::Bus => cluster.bus.token = None,
+                    Role::Tail => cluster.tail.token = None,
                 }
                 if cluster.draining {
                     return;
@@ -505,7 +707,7 @@ impl Hub {
                 let cluster = self.cluster_mut();
                 cluster.draining = true;
                 cluster.retry_at = None;
-                if role == Role::Bus || cluster.pending.is_empty() {
+                if role != Role::Command || cluster.pending.is_empty() {
                     ops.close(origin, CloseReason::Shutdown);
                 }
             }
@@ -540,7 +742,7 @@ impl Hub {
             return self.failed(pending, ops);
         }
         match pending {
-            Pending::Setup | Pending::Quiet(_) => {}
+            Pending::Setup | Pending::Quiet(_) | Pending::Event(_) => {}
             Pending::Loaded => {
                 let cluster = self.cluster_mut();
                 cluster.command.ready = true;
@@ -873,6 +1075,31 @@ impl Hub {
     }
 }
 
+/// `MS-SEQ`, packed.
+fn parse_stream_id(text: &str) -> Option<u64> {
+    let (ms, seq) = text.split_once('-')?;
+    pack_stream_id(ms.parse().ok()?, seq.parse().ok()?)
+}
+
+/// A stream entry's fields as an event: `mac`, `event`, `at`, and the
+/// details of its kind.
+fn decode_event(fields: &[OwnedFrame]) -> Option<(Mac, EventKind, u64)> {
+    let field =
+        |name: &str| fields.chunks_exact(2).find(|pair| pair[0].text() == Some(name)).and_then(|pair| pair[1].text());
+    let mac: Mac = field("mac")?.parse().ok()?;
+    let at = field("at")?.parse().ok()?;
+    let kind = match field("event")? {
+        "connected" => EventKind::Connected { peer: Peer::from(field("peer")?.parse::<std::net::SocketAddr>().ok()?) },
+        "disconnected" => {
+            let reason = field("reason")?;
+            EventKind::Disconnected { reason: CloseReason::ALL.into_iter().find(|r| r.as_str() == reason)? }
+        }
+        "location" => EventKind::Location { lat: field("lat")?.parse().ok()?, lon: field("lon")?.parse().ok()? },
+        _ => return None,
+    };
+    Some((mac, kind, at))
+}
+
 /// What [`Hub::remote`] is asked for.
 #[derive(Debug)]
 pub enum Remote {
@@ -894,7 +1121,7 @@ mod tests {
             timeout: Duration::from_millis(500),
             reconnect_max: Duration::from_secs(5),
         };
-        let mut cluster = Cluster::new(settings);
+        let mut cluster = Cluster::new(settings, 100);
         assert_eq!(cluster.deadline(), Some(0), "dial at once");
         cluster.retry_at = None;
         assert_eq!(cluster.deadline(), None);

@@ -74,12 +74,16 @@ pub struct Hub {
 
 impl Hub {
     pub fn new(clock: Clock, event_history: usize, cors_origin: String, cluster: Option<ClusterSettings>) -> Hub {
+        let log = match cluster {
+            Some(_) => EventLog::with_stream_ids(event_history),
+            None => EventLog::new(event_history),
+        };
         Hub {
-            cluster: cluster.map(Cluster::new),
+            cluster: cluster.map(|settings| Cluster::new(settings, event_history)),
             clock,
             cors_origin,
             registry: BTreeMap::new(),
-            log: EventLog::new(event_history),
+            log,
             feeds: Feeds::default(),
             locating: HashMap::new(),
             waiting_on: HashMap::new(),
@@ -97,11 +101,22 @@ impl Hub {
         self.registry.get(&mac).copied().filter(|&token| ops.session(token).is_some())
     }
 
-    /// Appends an event to the log and wakes the feeds it concerns.
+    /// Publishes an event: with Redis up, appended to the fleet's stream
+    /// (the tail brings it back into the log, in the fleet's order);
+    /// otherwise appended to the log here.
     fn publish(&mut self, mac: Mac, kind: EventKind, ops: &mut Ops<'_, Proto>) {
         let at = self.clock.unix_ms(ops.now());
-        self.log.publish(mac, kind, at);
         ops.stats().events_published += 1;
+        if self.cluster.as_ref().is_some_and(Cluster::up) && self.append_to_stream(mac, &kind, at, ops) {
+            return;
+        }
+        let ext = self.log.external(0).ext;
+        self.append(mac, kind, at, ext, ops);
+    }
+
+    /// Appends an event to the log and wakes the feeds it concerns.
+    fn append(&mut self, mac: Mac, kind: EventKind, at: u64, ext: u64, ops: &mut Ops<'_, Proto>) {
+        self.log.publish_as(mac, kind, at, ext);
         let event = self.log.latest().expect("just published");
         self.feeds.published(event, &self.log, &mut self.woken);
         for token in self.woken.wake.drain(..) {
