@@ -267,6 +267,12 @@ impl EventLog {
         }
     }
 
+    /// Forgets every event held (ids go on from the last one): what was
+    /// held cannot be trusted to be followed by what comes next.
+    pub fn clear(&mut self) {
+        self.ring.clear();
+    }
+
     /// The newest stream id held, packed.
     pub fn last_stream_id(&self) -> Option<u64> {
         self.ring.iter().rev().map(|e| e.ext).find(|&ext| ext != PLAIN && ext != LOCAL_ONLY)

@@ -397,3 +397,36 @@ fn every_stream_sees_the_whole_fleet_and_replays_across_a_restart_by_stream_id()
     assert_eq!(event, "disconnected");
     assert!(data.contains(r#""reason":"peer-closed""#), "{data}");
 }
+
+#[test]
+fn a_stream_trimmed_past_what_a_gateway_saw_while_cut_off_makes_its_event_clients_start_over() {
+    let Some(redis) =
+        RedisServer::start("a_stream_trimmed_past_what_a_gateway_saw_while_cut_off_makes_its_event_clients_start_over")
+    else {
+        return;
+    };
+    let (a, id_a) = gateway_and_id(&redis, config());
+    let mut stream = subscribe(&a, "");
+    let _collar = online(&a, &mac(71));
+    let (seen, _, _) = sse(&stream.read_event());
+
+    // Cut the gateway's links; before it is back (its first retry waits
+    // 100 ms), the stream gets an entry it never sees and is trimmed.
+    let clients = redis.text(&["CLIENT", "LIST"]).unwrap();
+    for line in clients.lines().filter(|l| l.contains(&format!("name=tether:{id_a}"))) {
+        let id = line.split_whitespace().find_map(|f| f.strip_prefix("id=")).unwrap();
+        redis.cmd(&["CLIENT", "KILL", "ID", id]);
+    }
+    for _ in 0..2 {
+        let entry = ["mac", "02:00:00:00:00:09", "event", "location", "at", "0", "lat", "1", "lon", "2"];
+        redis.cmd(&[&["XADD", "tether:events", "*"][..], &entry[..]].concat());
+    }
+    redis.cmd(&["XTRIM", "tether:events", "MAXLEN", "1"]);
+    a.expect_log("event clients start over");
+    stream.expect_eof();
+    let mut again = subscribe(&a, &format!("Last-Event-ID: {seen}\r\n"));
+    let reset = again.read_event();
+    assert!(reset.starts_with("event: reset\ndata: {\"last_event_id\":null,\"latest\":"), "{reset}");
+    let poll = a.api().get(&format!("/events/poll?since={seen}&timeout=0"));
+    assert!(poll.body.ends_with(r#""reset":true}"#), "{}", poll.body);
+}

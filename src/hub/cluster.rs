@@ -100,6 +100,11 @@ enum TailRequest {
     History,
     /// `XREAD BLOCK`.
     Read,
+    /// `XRANGE <last seen> + COUNT 1`, on a reconnect: whether the last
+    /// entry seen is still there (trimming takes the oldest first, so then
+    /// nothing after it was lost), or was trimmed with newer entries left
+    /// (some of which may never have been seen: a gap).
+    Check,
 }
 
 /// One link's state.
@@ -396,7 +401,7 @@ impl Hub {
             self.tail_request(&[b"SELECT", db.as_bytes()], TailRequest::Setup, ops);
         }
         self.tail_request(&[b"CLIENT", b"SETNAME", tail_name.as_bytes()], TailRequest::Setup, ops);
-        self.tail_next(ops);
+        self.tail_resume(ops);
     }
 
     /// Writes one command on the tail link.
@@ -408,6 +413,18 @@ impl Hub {
         if ops.send(token, &cluster.buf).is_ok() {
             cluster.stats.commands += 1;
             cluster.tail_pending.push_back((ops.now(), request));
+        }
+    }
+
+    /// After a reconnect: asks whether the stream lost entries we did not
+    /// see, then goes on reading.
+    fn tail_resume(&mut self, ops: &mut Ops<'_, Proto>) {
+        if let Some(seen) = self.cluster_mut().tail_from {
+            let seen = EventId { local: 0, ext: seen }.to_string();
+            let args: [&[u8]; 6] = [b"XRANGE", EVENTS.as_bytes(), seen.as_bytes(), b"+", b"COUNT", b"1"];
+            self.tail_request(&args, TailRequest::Check, ops);
+        } else {
+            self.tail_next(ops);
         }
     }
 
@@ -471,6 +488,15 @@ impl Hub {
                 cluster.tail_from.get_or_insert(1);
                 self.tail_next(ops);
             }
+            TailRequest::Check => {
+                let first = frame.items().first().and_then(|e| e.items().first()).and_then(Frame::text);
+                if let (Some(first), Some(seen)) = (first.and_then(parse_stream_id), cluster.tail_from)
+                    && first > seen
+                {
+                    self.events_gap(ops);
+                }
+                self.tail_next(ops);
+            }
             TailRequest::Read => {
                 // Null: the block timed out with nothing new.
                 for stream in frame.items() {
@@ -480,6 +506,24 @@ impl Hub {
                 }
                 self.tail_next(ops);
             }
+        }
+    }
+
+    /// The stream dropped entries this gateway never saw (trimmed while the
+    /// link was down): the log cannot be followed on as if nothing was
+    /// missed. It is cleared, event streams are closed (their clients
+    /// reconnect with `Last-Event-ID`, which no longer resolves, and get
+    /// `event: reset`), and waiting long polls are answered with
+    /// `"reset":true`.
+    fn events_gap(&mut self, ops: &mut Ops<'_, Proto>) {
+        warn!("redis: the event stream was trimmed past the last event seen: event clients start over");
+        self.log.clear();
+        let (streams, polls) = self.feeds.tokens();
+        for token in streams {
+            ops.close(token, CloseReason::SlowConsumer);
+        }
+        for token in polls {
+            ops.wake(token);
         }
     }
 
