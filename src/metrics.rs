@@ -146,8 +146,8 @@ pub fn render(out: &mut String, stats: &Stats, levels: &Levels, hub: &HubLevels)
     m.single_f("tether_uptime_seconds", "gauge", "Seconds since the gateway started.", hub.uptime_seconds);
 }
 
-/// The process's resident memory, from `/proc/self/statm`.
-fn resident_memory() -> Option<u64> {
+/// The process's resident memory, from `/proc/self/statm` (also for `/stats`).
+pub fn resident_memory() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     // SAFETY: sysconf has no preconditions.

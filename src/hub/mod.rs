@@ -158,6 +158,10 @@ impl Hub {
         let answer = match query {
             Query::Health => self.health(ops),
             Query::Metrics => self.metrics(ops),
+            Query::Stats => {
+                let (levels, hub) = (ops.levels(), self.levels(ops));
+                Answer::json(200, crate::stats_json::render(ops.stats(), &levels, &hub))
+            }
             Query::Devices { after, offset, limit } => self.devices(after, offset, limit, ops),
             Query::Device(mac) => match self.device(mac, ops) {
                 Some(token) => Answer::json(200, json::to_vec(&self.view(mac, token, ops))),
@@ -199,9 +203,9 @@ impl Hub {
         Answer::json(if levels.draining { 503 } else { 200 }, json::to_vec(&health))
     }
 
-    fn metrics(&self, ops: &mut Ops<'_, Proto>) -> Answer {
-        let levels = ops.levels();
-        let hub = metrics::HubLevels {
+    /// The hub's figures for `/metrics` and `/stats`.
+    fn levels(&self, ops: &mut Ops<'_, Proto>) -> metrics::HubLevels {
+        metrics::HubLevels {
             devices_online: self.registry.len(),
             sse_subscribers: self.feeds.streams(),
             long_polls: self.feeds.polls() + self.waiting_on.len(),
@@ -209,7 +213,11 @@ impl Hub {
             frame_cache_bytes: self.feeds.frame_bytes(),
             unsent_bytes: ops.unsent_bytes(),
             uptime_seconds: ops.now() as f64 / 1000.0,
-        };
+        }
+    }
+
+    fn metrics(&self, ops: &mut Ops<'_, Proto>) -> Answer {
+        let (levels, hub) = (ops.levels(), self.levels(ops));
         let mut body = String::with_capacity(16 * 1024);
         metrics::render(&mut body, ops.stats(), &levels, &hub);
         Answer { status: 200, content_type: Answer::PROMETHEUS, body: body.into_bytes() }
