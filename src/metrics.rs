@@ -23,6 +23,9 @@ pub struct HubLevels {
     /// Output accepted for sending that the kernel has not taken yet.
     pub unsent_bytes: usize,
     pub uptime_seconds: f64,
+    /// When the gateway started, as Unix time: tells one run from the next
+    /// (the dashboard reloads when it changes).
+    pub start_time_seconds: f64,
 }
 
 /// Appends the whole exposition to `out`.
@@ -144,6 +147,12 @@ pub fn render(out: &mut String, stats: &Stats, levels: &Levels, hub: &HubLevels)
         m.single("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", rss);
     }
     m.single_f("tether_uptime_seconds", "gauge", "Seconds since the gateway started.", hub.uptime_seconds);
+    m.single_f(
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since the Unix epoch, in seconds.",
+        hub.start_time_seconds,
+    );
 }
 
 /// The process's resident memory, from `/proc/self/statm` (also for `/stats`).

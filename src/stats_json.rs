@@ -61,6 +61,7 @@ struct Loop {
 #[derive(Serialize)]
 struct StatsView {
     uptime_seconds: f64,
+    start_time_seconds: f64,
     connections: Keyed<&'static str, usize>,
     devices_online: usize,
     sse_subscribers: usize,
@@ -105,6 +106,7 @@ pub fn render(stats: &Stats, levels: &Levels, hub: &HubLevels) -> Vec<u8> {
         .collect();
     let view = StatsView {
         uptime_seconds: hub.uptime_seconds,
+        start_time_seconds: hub.start_time_seconds,
         connections: by_kind(|kind| levels.held[kind as usize]),
         devices_online: hub.devices_online,
         sse_subscribers: hub.sse_subscribers,
@@ -194,6 +196,7 @@ mod tests {
             frame_cache_bytes: 256,
             unsent_bytes: 17,
             uptime_seconds: 12.5,
+            start_time_seconds: 1_764_400_000.25,
         };
         (stats, levels, hub)
     }
@@ -216,7 +219,7 @@ mod tests {
         let reasons: Vec<&str> = CloseReason::ALL.iter().map(|r| r.as_str()).collect();
         let expected = format!(
             concat!(
-                "{{\"uptime_seconds\":12.5,\"connections\":{{\"device\":2,\"http\":1}},\"devices_online\":2,",
+                "{{\"uptime_seconds\":12.5,\"start_time_seconds\":1764400000.25,\"connections\":{{\"device\":2,\"http\":1}},\"devices_online\":2,",
                 "\"sse_subscribers\":1,\"long_polls\":4,\"events_held\":13,\"event_frame_bytes\":256,",
                 "\"events_published\":13,\"events_delivered\":14,\"accepted\":{{\"device\":3,\"http\":2}},",
                 "\"closed\":{{\"device\":{},\"http\":{}}},\"rejected\":{{\"server-full\":2,\"emfile\":4}},",
@@ -248,6 +251,7 @@ mod tests {
         let name = name.strip_prefix("tether_").unwrap_or(name);
         match name {
             "process_resident_memory_bytes" => json.get("resident_memory_bytes"),
+            "process_start_time_seconds" => json.get("start_time_seconds"),
             "connections" | "accepted_total" => json[name.trim_end_matches("_total")].get(label("kind")),
             "closed_total" => json["closed"][label("kind")].get(label("reason")),
             "rejected_total" => json["rejected"].get(label("reason")),

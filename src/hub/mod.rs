@@ -213,6 +213,7 @@ impl Hub {
             frame_cache_bytes: self.feeds.frame_bytes(),
             unsent_bytes: ops.unsent_bytes(),
             uptime_seconds: ops.now() as f64 / 1000.0,
+            start_time_seconds: self.clock.unix_ms(0) as f64 / 1000.0,
         }
     }
 

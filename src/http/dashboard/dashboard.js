@@ -9,9 +9,13 @@
 //   MAC cursor; a MAC search starts the cursor just before the first MAC
 //   with that prefix.
 // - GET /events (Server-Sent Events): the live feed, the table's and the
-//   map's updates. The browser reconnects by itself with Last-Event-ID;
-//   when it gives up (a 503 while the gateway drains) the page opens a new
-//   stream with ?last_event_id=. `event: reset` reloads the table and map.
+//   map's updates. It starts a few events back (the latest event's id is
+//   /stats's events_published), so the feed is not empty on arrival. The
+//   browser reconnects by itself with Last-Event-ID; when it gives up (a
+//   503 while the gateway drains) the page opens a new stream with
+//   ?last_event_id=. `event: reset` reloads the table and map, and so
+//   does a new start_time_seconds in /stats (the gateway restarted, and
+//   its event ids started again), checked whenever the stream opens.
 // - GET /devices/{mac}, /devices/{mac}/location, /events/poll?mac=,
 //   POST /devices/{mac}/commands: a collar's detail.
 // With --api-token set, the page asks for the token once and keeps it in
@@ -24,6 +28,7 @@ const STATS_EVERY_MS = 1000;
 const HISTORY_MS = 5 * 60 * 1000;
 const WINDOW_MS = 10 * 1000;
 const FEED_MAX = 200;
+const FEED_REPLAY = 50;
 const DETAIL_EVENTS_MAX = 100;
 const MAP_MAX_POINTS = 5000;
 const MAP_SEED_PAGES = 5;
@@ -38,6 +43,10 @@ const state = {
   statsTimer: null,
   stream: null,
   lastEventId: null,
+  // The gateway's start time: a new one means a restart.
+  run: null,
+  // Events that arrive while a reopened stream is being checked.
+  held: null,
   streamRetry: 0,
   streamTimer: null,
   // The table: cursors[i] is the `after=` of page i.
@@ -62,11 +71,17 @@ function fmtCount(n) { return integer.format(n); }
 function fmtRate(perSecond) { return `${oneDecimal.format(perSecond)} /s`; }
 function fmtPercent(p) { return `${oneDecimal.format(p)} %`; }
 
+/// Three significant digits, without trailing zeros after the point.
+function significant(n) {
+  const text = n >= 1000 ? integer.format(Math.round(n)) : n.toPrecision(3);
+  return text.includes('.') ? text.replace(/0+$/, '').replace(/\.$/, '') : text;
+}
+
 function fmtSeconds(s) {
   if (s === 0) return '0 s';
-  if (s < 1e-3) return `${(s * 1e6).toPrecision(3).replace(/\.?0+$/, '')} µs`;
-  if (s < 1) return `${(s * 1e3).toPrecision(3).replace(/\.?0+$/, '')} ms`;
-  return `${s.toPrecision(3).replace(/\.?0+$/, '')} s`;
+  if (s < 1e-3) return `${significant(s * 1e6)} µs`;
+  if (s < 1) return `${significant(s * 1e3)} ms`;
+  return `${significant(s)} s`;
 }
 
 function fmtBytes(n) {
@@ -102,6 +117,11 @@ function fmtClock(iso) {
 
 function fmtDegrees(lat, lon) {
   return `${lat.toFixed(5)}°, ${lon.toFixed(5)}°`;
+}
+
+/// Sets a node's text only if it changed (no needless DOM mutations).
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
 }
 
 function el(tag, attrs, ...children) {
@@ -184,7 +204,10 @@ async function start() {
   $('login').hidden = true;
   $('main').hidden = false;
   state.started = true;
-  addSample(await response.json());
+  const stats = await response.json();
+  if (state.run !== stats.start_time_seconds) state.lastEventId = replayFrom(stats);
+  state.run = stats.start_time_seconds;
+  addSample(stats);
   state.statsTimer = setTimeout(pollStats, STATS_EVERY_MS);
   openStream();
   loadPage();
@@ -215,7 +238,24 @@ async function pollStats() {
   state.statsTimer = setTimeout(pollStats, STATS_EVERY_MS);
 }
 
+/// The stream's first cursor: a few events back from the latest.
+function replayFrom(stats) {
+  return String(Math.max(0, stats.events_published - Math.min(stats.events_held, FEED_REPLAY)));
+}
+
+/// The gateway restarted: its event ids start again, and what the page
+/// shows is of the old run. Reload it all, and stream the new run's events.
+function restarted(stats) {
+  state.run = stats.start_time_seconds;
+  addToFeed($('feed'), { kind: 'reset', at: new Date().toISOString(), mac: '', text: 'the gateway restarted: reloading' }, FEED_MAX);
+  state.lastEventId = replayFrom(stats);
+  openStream();
+  scheduleReload();
+  seedMap();
+}
+
 function addSample(stats) {
+  if (state.run !== null && stats.start_time_seconds !== state.run) restarted(stats);
   const now = Date.now();
   const connections = Object.values(stats.connections).reduce((a, b) => a + b, 0);
   state.samples.push({ t: now, online: stats.devices_online, connections, stats });
@@ -229,7 +269,7 @@ function windowStart(latest) {
   let start = null;
   for (const sample of state.samples) {
     if (sample.gap || sample === latest) continue;
-    if (sample.stats.uptime_seconds > latest.stats.uptime_seconds) { start = null; continue; }
+    if (sample.stats.start_time_seconds !== latest.stats.start_time_seconds) { start = null; continue; }
     if (sample.t <= latest.t - WINDOW_MS || start === null) start = sample;
   }
   return start === latest ? null : start;
@@ -277,7 +317,7 @@ function showFigures(stats) {
 
 function showCloses(stats, start) {
   const minuteAgo = state.samples.find((s) => !s.gap && s.t >= Date.now() - 60000
-    && s.stats.uptime_seconds <= stats.uptime_seconds);
+    && s.stats.start_time_seconds === stats.start_time_seconds);
   const tbody = $('closes').tBodies[0];
   tbody.replaceChildren();
   for (const reason of Object.keys(stats.closed.device)) {
@@ -324,7 +364,9 @@ function drawChart() {
     children.push(node('line', { class: 'axis', x1: left, x2: width - right, y1: y(v), y2: y(v) }));
     children.push(node('text', { x: left - 6, y: y(v) + 4, 'text-anchor': 'end' }, fmtCount(v)));
   }
-  for (const minutes of [5, 4, 3, 2, 1, 0]) {
+  // A label a minute where they fit, else one every two.
+  const perMinute = (width - left - right) / 5;
+  for (const minutes of perMinute >= 60 ? [5, 4, 3, 2, 1, 0] : [4, 2, 0]) {
     const tx = x(now - minutes * 60000);
     const label = minutes === 0 ? 'now' : `−${minutes} min`;
     const anchor = minutes === 5 ? 'start' : minutes === 0 ? 'end' : 'middle';
@@ -406,31 +448,43 @@ function scheduleReload() {
 function showPage() {
   const page = state.page;
   const tbody = $('devices').tBodies[0];
-  const focused = document.activeElement && document.activeElement.closest('#devices tr');
-  const focusedMac = focused ? focused.dataset.mac : null;
-  tbody.replaceChildren();
-  for (const device of page.rows) {
-    const open = el('button', { type: 'button', class: 'open', text: device.mac, 'aria-label': `Open collar ${device.mac}` });
-    const row = el('tr', { 'data-mac': device.mac },
-      el('td', {}, open),
-      el('td', { class: 'peer', text: device.peer }),
-      el('td', { class: 'connected', text: fmtClock(device.connected_at), title: device.connected_at }),
-      el('td', { class: 'seen num', text: fmtAgo(device.last_seen), title: device.last_seen }),
-      el('td', { class: 'location', text: device.location ? fmtDegrees(device.location.lat, device.location.lon) : '–' }));
-    row.addEventListener('click', () => openDetail(device.mac, open));
-    tbody.append(row);
-    if (device.mac === focusedMac) open.focus();
-  }
+  // Rows are kept and updated in place, keyed by MAC, so that a reload
+  // neither flickers nor takes the focus (or a click) away from a row.
+  const kept = new Map([...tbody.querySelectorAll('tr[data-mac]')].map((tr) => [tr.dataset.mac, tr]));
+  const rows = page.rows.map((device) => {
+    let row = kept.get(device.mac);
+    kept.delete(device.mac);
+    if (!row) {
+      const open = el('button', { type: 'button', class: 'open', text: device.mac, 'aria-label': `Open collar ${device.mac}` });
+      row = el('tr', { 'data-mac': device.mac },
+        el('td', {}, open), el('td', { class: 'peer' }), el('td', { class: 'connected' }),
+        el('td', { class: 'seen num' }), el('td', { class: 'location' }));
+      row.addEventListener('click', () => openDetail(device.mac, open));
+    }
+    setText(row.querySelector('.peer'), device.peer);
+    setText(row.querySelector('.connected'), fmtClock(device.connected_at));
+    row.querySelector('.connected').title = device.connected_at;
+    setText(row.querySelector('.seen'), fmtAgo(device.last_seen));
+    row.querySelector('.seen').title = device.last_seen;
+    setText(row.querySelector('.location'), device.location ? fmtDegrees(device.location.lat, device.location.lon) : '–');
+    return row;
+  });
+  for (const row of kept.values()) row.remove();
+  const empty = tbody.querySelector('tr.empty');
+  if (empty) empty.remove();
+  // Already in order: nothing moves (moving a row would take its focus).
+  const inOrder = rows.every((row, i) => tbody.rows[i] === row) && tbody.rows.length === rows.length;
+  if (!inOrder) tbody.append(...rows);
   if (page.rows.length === 0) {
     const text = page.prefix ? `No collar online with a MAC starting ${page.prefix}.` : 'No collar online.';
     tbody.append(el('tr', { class: 'empty' }, el('td', { colspan: '5', text })));
   }
   const first = page.index * PAGE_SIZE + 1;
-  $('devices-caption').textContent = page.prefix
+  setText($('devices-caption'), page.prefix
     ? `${fmtCount(page.total)} online; showing MACs starting ${page.prefix}`
     : page.rows.length
       ? `${fmtCount(page.total)} online; showing ${fmtCount(first)}–${fmtCount(first + page.rows.length - 1)}`
-      : `${fmtCount(page.total)} online`;
+      : `${fmtCount(page.total)} online`);
   $('page-info').textContent = `page ${page.index + 1}`;
   $('page-prev').disabled = page.index === 0;
   $('page-first').disabled = page.index === 0;
@@ -481,7 +535,7 @@ setInterval(() => {
   if (!state.started) return;
   for (const device of state.page.rows) {
     const cell = $('devices').querySelector(`tr[data-mac="${device.mac}"] .seen`);
-    if (cell) cell.textContent = fmtAgo(device.last_seen);
+    if (cell) setText(cell, fmtAgo(device.last_seen));
   }
 }, 1000);
 setInterval(() => { if (state.started) scheduleReload(); }, 5000);
@@ -625,9 +679,24 @@ function openStream() {
   const url = `/events${query.toString() ? `?${query}` : ''}`;
   const stream = new EventSource(url);
   state.stream = stream;
-  stream.addEventListener('open', () => {
+  stream.addEventListener('open', async () => {
     state.streamRetry = 0;
+    // Is it the same gateway run? Hold the events until that is known.
+    state.held = [];
+    let stats = null;
+    try {
+      const response = await api('/stats');
+      if (response.ok) stats = await response.json();
+    } catch (_) { /* the check waits for the next /stats */ }
+    if (stream !== state.stream) return;
+    const held = state.held;
+    state.held = null;
+    if (stats && stats.start_time_seconds !== state.run) {
+      restarted(stats);
+      return;
+    }
     setStatus('live', 'live');
+    for (const [kind, event] of held) dispatch(kind, event);
   });
   stream.addEventListener('error', () => {
     if (stream !== state.stream) return;
@@ -650,15 +719,25 @@ function openStream() {
       if (state.started) openStream();
     }, delay * 1000);
   });
-  for (const kind of ['connected', 'disconnected', 'location']) {
-    stream.addEventListener(kind, (event) => onEvent(kind, event));
+  for (const kind of ['connected', 'disconnected', 'location', 'reset']) {
+    stream.addEventListener(kind, (event) => {
+      if (stream !== state.stream) return;
+      if (state.held) state.held.push([kind, event]);
+      else dispatch(kind, event);
+    });
   }
-  stream.addEventListener('reset', (event) => {
-    if (event.lastEventId) state.lastEventId = event.lastEventId;
-    addToFeed($('feed'), { kind: 'reset', at: new Date().toISOString(), mac: '', text: 'missed events: reloading' }, FEED_MAX);
-    scheduleReload();
-    seedMap();
-  });
+}
+
+function dispatch(kind, event) {
+  if (kind === 'reset') onReset(event);
+  else onEvent(kind, event);
+}
+
+function onReset(event) {
+  if (event.lastEventId) state.lastEventId = event.lastEventId;
+  addToFeed($('feed'), { kind: 'reset', at: new Date().toISOString(), mac: '', text: 'missed events: reloading' }, FEED_MAX);
+  scheduleReload();
+  seedMap();
 }
 
 function describe(kind, data) {
