@@ -14,7 +14,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Browser, Client, Gateway, HttpClient, config};
+use common::{Browser, Client, Gateway, HttpClient, config, mac};
 use serde_json::Value;
 use tether::Config;
 use tether::http::dashboard::Asset;
@@ -369,6 +369,65 @@ fn the_keyboard_opens_and_closes_a_collar() {
     let focused = browser
         .eval("return document.activeElement.closest('tr') && document.activeElement.closest('tr').dataset.mac;");
     assert_eq!(focused, MAC, "the focus goes back to the row");
+    gateway.stop_drained();
+}
+
+/// The MACs in the table, in order.
+fn rows(browser: &Browser) -> Vec<String> {
+    let value =
+        browser.eval("return Array.from(document.querySelectorAll('#devices tr[data-mac]')).map(r => r.dataset.mac);");
+    value.as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn the_table_pages_on_the_cursor_and_searches_by_mac() {
+    let Some(browser) = Browser::open("the_table_pages_on_the_cursor_and_searches_by_mac", 1280, 900) else { return };
+    let gateway = Gateway::start(config());
+    let macs: Vec<String> = (1..=25).map(mac).collect();
+    let _collars: Vec<Client> = macs.iter().map(|m| gateway.device(m)).collect();
+    open_dashboard(&browser, &gateway);
+    browser.wait_for("document.getElementById('devices-caption').textContent === '25 online; showing 1–20'");
+    assert_eq!(rows(&browser), macs[..20]);
+    assert_eq!(browser.eval("return document.getElementById('page-prev').disabled;"), true);
+
+    browser.click("#page-next");
+    browser.wait_for("document.getElementById('devices-caption').textContent === '25 online; showing 21–25'");
+    assert_eq!(rows(&browser), macs[20..]);
+    assert_eq!(browser.text("#page-info").unwrap(), "page 2");
+    assert_eq!(browser.eval("return document.getElementById('page-next').disabled;"), true, "no empty third page");
+
+    browser.click("#page-prev");
+    browser.wait_for("document.getElementById('devices-caption').textContent === '25 online; showing 1–20'");
+    assert_eq!(rows(&browser), macs[..20]);
+
+    // The start of a MAC, in another spelling: 02:00:00:00:00:10 to :19.
+    browser.type_into("#mac-search", "02-00-00-00-00-1");
+    browser.click("#search button");
+    browser.wait_for(
+        "document.getElementById('devices-caption').textContent === '25 online; showing MACs starting 02:00:00:00:00:1'",
+    );
+    assert_eq!(rows(&browser), macs[15..25]);
+    // One MAC exactly.
+    browser.type_into("#mac-search", "02:00:00:00:00:0a");
+    browser.click("#search button");
+    browser.wait_for("document.querySelectorAll('#devices tr[data-mac]').length === 1");
+    assert_eq!(rows(&browser), [macs[9].clone()]);
+    // Not a MAC: the field says so, and the table stays.
+    browser.type_into("#mac-search", "collar 7");
+    browser.click("#search button");
+    assert_eq!(
+        browser.eval("return document.getElementById('mac-search').validationMessage;"),
+        "A MAC is hex digits, with or without : or -"
+    );
+    assert_eq!(rows(&browser), [macs[9].clone()]);
+    // None: an empty search lists them all again.
+    browser.type_into("#mac-search", "FF");
+    browser.click("#search button");
+    browser.wait_for("document.querySelector('#devices tr.empty') !== null");
+    assert_eq!(browser.text("#devices tbody").unwrap(), "No collar online with a MAC starting FF.");
+    browser.eval("document.getElementById('mac-search').value = '';");
+    browser.click("#search button");
+    browser.wait_for("document.getElementById('devices-caption').textContent === '25 online; showing 1–20'");
     gateway.stop_drained();
 }
 

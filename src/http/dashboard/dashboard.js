@@ -409,6 +409,9 @@ function prefixCursor(prefix) {
   return first === 0 ? null : macOf(first - 1);
 }
 
+/// A search prefix spelled like a MAC: `02:00:1`.
+function prefixText(prefix) { return prefix.match(/.{1,2}/g).join(':'); }
+
 function matches(mac, prefix) { return mac.replace(/:/g, '').startsWith(prefix); }
 
 async function loadPage() {
@@ -418,17 +421,18 @@ async function loadPage() {
   const page = state.page;
   try {
     const after = page.cursors[page.index];
-    const query = new URLSearchParams({ limit: String(PAGE_SIZE) });
+    // One more than a page: whether there is a next one.
+    const query = new URLSearchParams({ limit: String(PAGE_SIZE + 1) });
     if (after) query.set('after', after);
     const response = await api(`/devices?${query}`);
     if (!response.ok) return;
     const answer = await response.json();
-    let rows = answer.devices;
-    if (page.prefix) rows = rows.filter((d) => matches(d.mac, page.prefix));
-    page.rows = rows;
+    // Sorted by MAC: those with the prefix come first, then none.
+    const rows = answer.devices.filter((d) => matches(d.mac, page.prefix));
+    page.rows = rows.slice(0, PAGE_SIZE);
     page.total = answer.total;
-    page.hasNext = rows.length === PAGE_SIZE && answer.devices.length === PAGE_SIZE;
-    for (const device of rows) {
+    page.hasNext = rows.length > PAGE_SIZE;
+    for (const device of page.rows) {
       if (device.location) setPoint(device.mac, device.location.lat, device.location.lon, device.location.at);
     }
     showPage();
@@ -476,12 +480,12 @@ function showPage() {
   const inOrder = rows.every((row, i) => tbody.rows[i] === row) && tbody.rows.length === rows.length;
   if (!inOrder) tbody.append(...rows);
   if (page.rows.length === 0) {
-    const text = page.prefix ? `No collar online with a MAC starting ${page.prefix}.` : 'No collar online.';
+    const text = page.prefix ? `No collar online with a MAC starting ${prefixText(page.prefix)}.` : 'No collar online.';
     tbody.append(el('tr', { class: 'empty' }, el('td', { colspan: '5', text })));
   }
   const first = page.index * PAGE_SIZE + 1;
   setText($('devices-caption'), page.prefix
-    ? `${fmtCount(page.total)} online; showing MACs starting ${page.prefix}`
+    ? `${fmtCount(page.total)} online; showing MACs starting ${prefixText(page.prefix)}`
     : page.rows.length
       ? `${fmtCount(page.total)} online; showing ${fmtCount(first)}–${fmtCount(first + page.rows.length - 1)}`
       : `${fmtCount(page.total)} online`);
