@@ -473,6 +473,15 @@ fn readable_at_360_px_and_on_a_desktop() {
     assert_eq!(browser.eval(overflow), 0, "no horizontal scrolling at 360 px (wide tables scroll in their box)");
     let phone = browser.screenshot("dashboard-360");
     println!("screenshot: {}", phone.display());
+    // Each collar is a card there, with every column's name.
+    let card = browser.eval(&format!(
+        "return getComputedStyle(document.querySelector('{} .peer'), '::before').content;",
+        row("CE:96:C2:78:27:10")
+    ));
+    assert_eq!(card, "\"peer\"");
+    browser.eval("document.getElementById('collars').scrollIntoView();");
+    let collars_shot = browser.screenshot("dashboard-360-collars");
+    println!("screenshot: {}", collars_shot.display());
 
     // Numbers do not move the layout: each figure's box keeps its size
     // whatever the number in it.

@@ -461,8 +461,10 @@ function showPage() {
     if (!row) {
       const open = el('button', { type: 'button', class: 'open', text: device.mac, 'aria-label': `Open collar ${device.mac}` });
       row = el('tr', { 'data-mac': device.mac },
-        el('td', {}, open), el('td', { class: 'peer' }), el('td', { class: 'connected' }),
-        el('td', { class: 'seen num' }), el('td', { class: 'location' }));
+        el('td', {}, open), el('td', { class: 'peer', 'data-label': 'peer' }),
+        el('td', { class: 'connected', 'data-label': 'connected since' }),
+        el('td', { class: 'seen num', 'data-label': 'last seen' }),
+        el('td', { class: 'location', 'data-label': 'last location' }));
       row.addEventListener('click', () => openDetail(device.mac, open));
     }
     setText(row.querySelector('.peer'), device.peer);
