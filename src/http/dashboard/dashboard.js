@@ -436,8 +436,9 @@ async function loadPage() {
       if (device.location) setPoint(device.mac, device.location.lat, device.location.lon, device.location.at);
     }
     showPage();
-  } catch (e) {
-    if (!(e instanceof Unauthorized)) page.failed = true;
+  } catch (_) {
+    // A 401 shows the prompt; a gateway away shows in the status, and the
+    // next reload (every 5 s, or on news from the stream) tries again.
   } finally {
     state.reloading = false;
     if (state.reloadAgain) { state.reloadAgain = false; scheduleReload(); }
@@ -543,6 +544,7 @@ setInterval(() => {
     const cell = $('devices').querySelector(`tr[data-mac="${device.mac}"] .seen`);
     if (cell) setText(cell, fmtAgo(device.last_seen));
   }
+  if (state.detail && state.detail.lastSeen) setText($('d-seen'), fmtAgo(state.detail.lastSeen));
 }, 1000);
 setInterval(() => { if (state.started) scheduleReload(); }, 5000);
 
@@ -780,6 +782,7 @@ function onEvent(kind, event) {
       d.last_seen = data.at;
     });
     if (state.detail && state.detail.mac === data.mac) {
+      state.detail.lastSeen = data.at;
       $('d-location').textContent = `${fmtDegrees(data.lat, data.lon)} at ${fmtClock(data.at)}`;
     }
   } else {
@@ -811,6 +814,7 @@ async function openDetail(mac, opener) {
     if (response.ok) {
       $('d-peer').textContent = device.peer;
       $('d-connected').textContent = fmtClock(device.connected_at);
+      state.detail.lastSeen = device.last_seen;
       $('d-seen').textContent = fmtAgo(device.last_seen);
       $('d-location').textContent = device.location
         ? `${fmtDegrees(device.location.lat, device.location.lon)} at ${fmtClock(device.location.at)}` : '–';
