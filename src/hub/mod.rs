@@ -159,7 +159,7 @@ impl Hub {
             Query::Health => self.health(ops),
             Query::Metrics => self.metrics(ops),
             Query::Stats => {
-                let (levels, hub) = (ops.levels(), self.levels(ops));
+                let (levels, hub) = (ops.levels(), self.hub_levels(ops));
                 Answer::json(200, crate::stats_json::render(ops.stats(), &levels, &hub))
             }
             Query::Devices { after, offset, limit } => self.devices(after, offset, limit, ops),
@@ -204,7 +204,7 @@ impl Hub {
     }
 
     /// The hub's figures for `/metrics` and `/stats`.
-    fn levels(&self, ops: &mut Ops<'_, Proto>) -> metrics::HubLevels {
+    fn hub_levels(&self, ops: &mut Ops<'_, Proto>) -> metrics::HubLevels {
         metrics::HubLevels {
             devices_online: self.registry.len(),
             sse_subscribers: self.feeds.streams(),
@@ -218,7 +218,7 @@ impl Hub {
     }
 
     fn metrics(&self, ops: &mut Ops<'_, Proto>) -> Answer {
-        let (levels, hub) = (ops.levels(), self.levels(ops));
+        let (levels, hub) = (ops.levels(), self.hub_levels(ops));
         let mut body = String::with_capacity(16 * 1024);
         metrics::render(&mut body, ops.stats(), &levels, &hub);
         Answer { status: 200, content_type: Answer::PROMETHEUS, body: body.into_bytes() }
