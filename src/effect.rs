@@ -50,6 +50,8 @@ pub enum Query {
     Health,
     /// `GET /metrics`.
     Metrics,
+    /// `GET /stats`: the figures of `/metrics` as JSON.
+    Stats,
     /// `GET /devices`.
     Devices { after: Option<Mac>, offset: usize, limit: usize },
     /// `GET /devices/{mac}`.

@@ -32,7 +32,8 @@
 //! - [`net`]: listener setup with socket2, socket options, fd limits.
 //! - [`close`]: why a connection ended, and the `BYE` line that says so.
 //! - [`stats`], [`metrics`]: every counter, the periodic report line, and
-//!   `/metrics` in Prometheus text format.
+//!   `/metrics` in Prometheus text format; [`stats_json`]: the same figures
+//!   as JSON (`/stats`).
 //! - [`config`]: every setting, which is also the command line.
 //! - [`time`]: the reactor's millisecond clock.
 
@@ -50,6 +51,7 @@ pub mod proto;
 pub mod reactor;
 pub mod redis;
 pub mod stats;
+pub mod stats_json;
 pub mod time;
 pub mod wheel;
 

@@ -23,6 +23,9 @@ pub struct HubLevels {
     /// Output accepted for sending that the kernel has not taken yet.
     pub unsent_bytes: usize,
     pub uptime_seconds: f64,
+    /// When the gateway started, as Unix time: tells one run from the next
+    /// (the dashboard reloads when it changes).
+    pub start_time_seconds: f64,
     /// With `--redis`.
     pub redis: Option<RedisLevels>,
 }
@@ -155,6 +158,12 @@ pub fn render(out: &mut String, stats: &Stats, levels: &Levels, hub: &HubLevels)
         m.single("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", rss);
     }
     m.single_f("tether_uptime_seconds", "gauge", "Seconds since the gateway started.", hub.uptime_seconds);
+    m.single_f(
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since the Unix epoch, in seconds.",
+        hub.start_time_seconds,
+    );
     if let Some(redis) = &hub.redis {
         redis_metrics(&mut m, redis, stats);
     }
@@ -202,8 +211,8 @@ fn redis_metrics(m: &mut Writer<'_>, redis: &RedisLevels, stats: &Stats) {
     }
 }
 
-/// The process's resident memory, from `/proc/self/statm`.
-fn resident_memory() -> Option<u64> {
+/// The process's resident memory, from `/proc/self/statm` (also for `/stats`).
+pub fn resident_memory() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     // SAFETY: sysconf has no preconditions.

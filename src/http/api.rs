@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use subtle::ConstantTimeEq;
 
+use super::dashboard;
 use super::request::{Head, Method};
 use super::router::{self, Route, RouteError};
 use super::session::HttpSettings;
@@ -67,7 +68,7 @@ pub fn decide(head: &Head<'_>, body: &[u8], settings: &HttpSettings, now: Millis
     if !route.allows(head.method) {
         return Decision::Respond(Answer::error(405, "method not allowed"), vec![("Allow", route.allow())]);
     }
-    if route != Route::Health && !authorized(head, settings.api_token.as_deref()) {
+    if !route.public() && !authorized(head, settings.api_token.as_deref()) {
         let answer = Answer::error(401, "missing or wrong bearer token");
         return Decision::Respond(answer, vec![("WWW-Authenticate", "Bearer")]);
     }
@@ -75,6 +76,8 @@ pub fn decide(head: &Head<'_>, body: &[u8], settings: &HttpSettings, now: Millis
     let result = match route {
         Route::Health => Ok(Decision::Ask(Query::Health, None)),
         Route::Metrics => Ok(Decision::Ask(Query::Metrics, None)),
+        Route::Stats => Ok(Decision::Ask(Query::Stats, None)),
+        Route::Dashboard(asset) => Ok(dashboard::serve(asset, head.if_none_match)),
         Route::Devices => devices(head),
         Route::Device(mac) => Ok(Decision::Ask(Query::Device(mac), None)),
         Route::DeviceLocation(mac) => timeout_param(head, LOCATION_TIMEOUT, settings.max_wait)
@@ -82,7 +85,12 @@ pub fn decide(head: &Head<'_>, body: &[u8], settings: &HttpSettings, now: Millis
         Route::DeviceCommands(mac) => command(body, mac, settings.max_command),
         Route::Events if draining => Err((503, "the gateway is shutting down".into())),
         Route::Events => mac_param(head, "mac").map(|filter| {
-            let last_event_id = event_id(head.last_event_id);
+            // The header (what `EventSource` sends when it reconnects by
+            // itself) wins over `?last_event_id=` (what a page that opens
+            // a new `EventSource` has to use).
+            let from_query = head.param("last_event_id").ok().flatten();
+            let last_event_id =
+                event_id(head.last_event_id).or_else(|| from_query.and_then(|id| event_id(Some(id.as_bytes()))));
             Decision::Ask(Query::Stream { filter, last_event_id }, None)
         }),
         Route::EventsPoll => {
@@ -238,6 +246,7 @@ mod tests {
         let cases = [
             ("GET /health HTTP/1.1\r\n\r\n", Decision::Ask(Query::Health, None)),
             ("GET /metrics HTTP/1.1\r\n\r\n", Decision::Ask(Query::Metrics, None)),
+            ("GET /stats HTTP/1.1\r\n\r\n", Decision::Ask(Query::Stats, None)),
             (
                 "GET /devices?limit=5000&offset=3&after=ce-96-c2-78-27-fc HTTP/1.1\r\n\r\n",
                 Decision::Ask(Query::Devices { after: Some(MAC), offset: 3, limit: MAX_PAGE }, None),
@@ -254,6 +263,14 @@ mod tests {
             (
                 "GET /events?mac=CE:96:C2:78:27:FC HTTP/1.1\r\nLast-Event-ID: 41\r\n\r\n",
                 Decision::Ask(Query::Stream { filter: Some(MAC), last_event_id: Some(EventRef::Local(41)) }, None),
+            ),
+            (
+                "GET /events?last_event_id=17 HTTP/1.1\r\n\r\n",
+                Decision::Ask(Query::Stream { filter: None, last_event_id: Some(EventRef::Local(17)) }, None),
+            ),
+            (
+                "GET /events?last_event_id=17 HTTP/1.1\r\nLast-Event-ID: 41\r\n\r\n",
+                Decision::Ask(Query::Stream { filter: None, last_event_id: Some(EventRef::Local(41)) }, None),
             ),
             (
                 "GET /events/poll?since=7&timeout=0 HTTP/1.1\r\n\r\n",
@@ -302,7 +319,13 @@ mod tests {
             0
         );
         assert_eq!(status(&decide_at("GET /devices?access_token=s3cret HTTP/1.1\r\n\r\n", token, false)), 0);
+        assert_eq!(status(&decide_at("GET /devices?access_token=s3cre HTTP/1.1\r\n\r\n", token, false)), 401);
+        assert_eq!(status(&decide_at("GET /stats HTTP/1.1\r\n\r\n", token, false)), 401);
+        assert_eq!(status(&decide_at("GET /stats?access_token=s3cret HTTP/1.1\r\n\r\n", token, false)), 0);
         assert_eq!(status(&decide_at("GET /health HTTP/1.1\r\n\r\n", token, false)), 0);
+        // The dashboard's files are public; what they show comes from the API.
+        assert_eq!(status(&decide_at("GET / HTTP/1.1\r\n\r\n", token, false)), 200);
+        assert_eq!(status(&decide_at("GET /dashboard/dashboard.js HTTP/1.1\r\n\r\n", token, false)), 200);
         assert_eq!(status(&decide_at("OPTIONS /devices HTTP/1.1\r\n\r\n", token, false)), 204);
     }
 

@@ -192,6 +192,10 @@ impl Hub {
         let answer = match query {
             Query::Health => self.health(ops),
             Query::Metrics => self.metrics(ops),
+            Query::Stats => {
+                let (levels, hub) = (ops.levels(), self.hub_levels(ops));
+                Answer::json(200, crate::stats_json::render(ops.stats(), &levels, &hub))
+            }
             Query::Devices { after, offset, limit } => {
                 if self.fleet_page(origin, after, offset, limit, ops).is_some() {
                     return None;
@@ -251,9 +255,9 @@ impl Hub {
         Answer::json(if levels.draining { 503 } else { 200 }, json::to_vec(&health))
     }
 
-    fn metrics(&self, ops: &mut Ops<'_, Proto>) -> Answer {
-        let levels = ops.levels();
-        let hub = metrics::HubLevels {
+    /// The hub's figures for `/metrics` and `/stats`.
+    fn hub_levels(&self, ops: &mut Ops<'_, Proto>) -> metrics::HubLevels {
+        metrics::HubLevels {
             devices_online: self.registry.len(),
             sse_subscribers: self.feeds.streams(),
             long_polls: self.feeds.polls() + self.waiting_on.len(),
@@ -261,12 +265,17 @@ impl Hub {
             frame_cache_bytes: self.feeds.frame_bytes(),
             unsent_bytes: ops.unsent_bytes(),
             uptime_seconds: ops.now() as f64 / 1000.0,
+            start_time_seconds: self.clock.unix_ms(0) as f64 / 1000.0,
             redis: self.cluster.as_ref().map(|c| metrics::RedisLevels {
                 up: c.up(),
                 pending: c.pending(),
                 stats: c.stats,
             }),
-        };
+        }
+    }
+
+    fn metrics(&self, ops: &mut Ops<'_, Proto>) -> Answer {
+        let (levels, hub) = (ops.levels(), self.hub_levels(ops));
         let mut body = String::with_capacity(16 * 1024);
         metrics::render(&mut body, ops.stats(), &levels, &hub);
         Answer { status: 200, content_type: Answer::PROMETHEUS, body: body.into_bytes() }
