@@ -32,6 +32,8 @@
 //!   `/metrics` in Prometheus text format.
 //! - [`config`]: every setting, which is also the command line.
 //! - [`time`]: the reactor's millisecond clock.
+//! - [`supervisor`]: `--workers N`: worker processes sharing the ports,
+//!   restarted when they die, drained together.
 
 pub mod close;
 pub mod config;
@@ -46,6 +48,7 @@ pub mod net;
 pub mod proto;
 pub mod reactor;
 pub mod stats;
+pub mod supervisor;
 pub mod time;
 pub mod wheel;
 

@@ -1,13 +1,19 @@
 //! The `tether` binary: parse the command line, raise the fd limit, run
 //! the gateway until SIGINT/SIGTERM has drained it.
+//!
+//! With `--workers N` (N > 1) this process is the supervisor of N workers
+//! instead (`tether::supervisor`); each worker is this binary again, with
+//! `--worker-index I`, and runs the gateway as above.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use log::{error, info, warn};
 
+use tether::config::Workers;
+use tether::supervisor::{self, Shares};
 use tether::{Config, Exit, Gateway, net};
 
 /// Where the binary (never the library) looks for the API token, so that
@@ -16,7 +22,33 @@ const TOKEN_VARIABLE: &str = "TETHER_API_TOKEN";
 
 fn main() -> ExitCode {
     let mut config = Config::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // A worker was given its share by the supervisor; anyone else works
+    // out how many workers there are, and each one's share.
+    let shares = match config.worker_index {
+        Some(_) => None,
+        None => {
+            let ceiling = net::fd_limit().map(net::fd_ceiling).unwrap_or(u64::MAX);
+            let shares = Shares::of(&config, ceiling);
+            Some(shares.unwrap_or_else(|e| Config::command().error(clap::error::ErrorKind::ValueValidation, e).exit()))
+        }
+    };
+    let supervising = shares.is_some_and(|s| s.workers > 1);
+    init_logging(match config.worker_index {
+        Some(index) => Some(format!("worker {index}: ")),
+        None if supervising => Some("supervisor: ".into()),
+        None => None,
+    });
+    if let Some(shares) = shares {
+        if supervising {
+            return supervisor::run(&config, shares);
+        }
+        if config.workers == Workers::Auto {
+            info!("--workers auto: one process holds --max-connections under its descriptor limit");
+        }
+    }
+    if config.worker_index.is_some() {
+        info!("pid {}, restarted {} times before", std::process::id(), config.worker_restarts);
+    }
     if config.api_token.is_none() {
         config.api_token = std::env::var(TOKEN_VARIABLE).ok().filter(|token| !token.is_empty());
     }
@@ -35,11 +67,13 @@ fn main() -> ExitCode {
     }
 
     let listen = config.device_listen;
+    let worker = config.worker_index.is_some();
     let mut gateway = match Gateway::bind(config) {
         Ok(gateway) => gateway,
         Err(e) => {
             error!("cannot start on {listen}: {e}");
-            return ExitCode::FAILURE;
+            // A worker's supervisor gives up rather than start it again.
+            return if worker { ExitCode::from(supervisor::CANNOT_START) } else { ExitCode::FAILURE };
         }
     };
     if let Err(e) = gateway.watch_signals() {
@@ -54,6 +88,21 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs to stderr at `info` unless RUST_LOG says otherwise; a worker's and
+/// the supervisor's lines say who wrote them after the target (`worker 2:`,
+/// `supervisor:`), as their lines share one stderr.
+fn init_logging(prefix: Option<String>) {
+    let mut builder = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if let Some(prefix) = prefix {
+        builder.format(move |buf, record| {
+            use std::io::Write;
+            let (level, target, args) = (record.level(), record.target(), record.args());
+            writeln!(buf, "[{} {level:<5} {target}] {prefix}{args}", buf.timestamp())
+        });
+    }
+    builder.init();
 }
 
 /// The first SIGINT/SIGTERM starts a graceful drain (the gateway watches
