@@ -47,7 +47,10 @@ fn main() -> ExitCode {
         }
     }
     if config.worker_index.is_some() {
-        info!("pid {}, restarted {} times before", std::process::id(), config.worker_restarts);
+        match config.worker_restarts {
+            0 => info!("pid {}", std::process::id()),
+            n => info!("pid {}, restart {n} of this worker", std::process::id()),
+        }
     }
     if config.api_token.is_none() {
         config.api_token = std::env::var(TOKEN_VARIABLE).ok().filter(|token| !token.is_empty());

@@ -187,8 +187,12 @@ mod tests {
 
     #[test]
     fn keepalive_off_is_inherited_too() {
-        let (accepted, _client) =
-            accept_one(ListenOptions { backlog: 16, keepalive: TcpKeepalive::Off, send_buffer: None, reuse_port: false });
+        let (accepted, _client) = accept_one(ListenOptions {
+            backlog: 16,
+            keepalive: TcpKeepalive::Off,
+            send_buffer: None,
+            reuse_port: false,
+        });
         assert!(!SockRef::from(&accepted).keepalive().unwrap());
     }
 

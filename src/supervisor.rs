@@ -180,11 +180,10 @@ impl Supervisor {
             // A worker killed by the stop signal passed on to it had not yet
             // set up its handler (the binary's first step), so it was not
             // serving anyone: it had nothing to drain.
-            let drained = match (how, stopping) {
-                (Ending::Exited(0), _) => true,
-                (Ending::Killed(libc::SIGTERM | libc::SIGINT), Stopping::Drain) => true,
-                _ => false,
-            };
+            let drained = matches!(
+                (how, stopping),
+                (Ending::Exited(0), _) | (Ending::Killed(libc::SIGTERM | libc::SIGINT), Stopping::Drain)
+            );
             if !drained {
                 self.undrained += 1;
             }

@@ -381,7 +381,16 @@ mod tests {
         let args: Vec<OsString> = ["--workers=auto", "--max-line", "512"].iter().map(OsString::from).collect();
         assert_eq!(
             strings(&worker_args(&args, device, http, &shares)),
-            ["--max-line", "512", "--device-listen", "0.0.0.0:4001", "--http-listen", "127.0.0.1:4000", "--max-http-connections", "11"]
+            [
+                "--max-line",
+                "512",
+                "--device-listen",
+                "0.0.0.0:4001",
+                "--http-listen",
+                "127.0.0.1:4000",
+                "--max-http-connections",
+                "11"
+            ]
         );
     }
 

@@ -68,7 +68,8 @@ fn auto(config: &Config, fd_ceiling: u64) -> Result<usize, String> {
     };
     let fds = usize::try_from(fd_ceiling).unwrap_or(usize::MAX);
     let fits = |n: usize| {
-        let (devices, http) = (share(total, n, config.worker_headroom), share(config.max_http_connections, n, config.worker_headroom));
+        let (devices, http) =
+            (share(total, n, config.worker_headroom), share(config.max_http_connections, n, config.worker_headroom));
         devices.saturating_add(http).saturating_add(config.fd_reserve) <= fds
     };
     (1..=MAX_WORKERS).find(|&n| fits(n)).ok_or_else(|| {
@@ -119,7 +120,18 @@ mod tests {
         // The headroom and the reserve count.
         let c = config(&["--workers", "auto", "--max-connections", "100000", "--worker-headroom", "0"]);
         assert_eq!(Shares::of(&c, 20_000).unwrap().workers, 6, "5 would need 20,000 + 205 + 32");
-        let c = config(&["--workers", "auto", "--max-connections", "100000", "--worker-headroom", "0", "--max-http-connections", "0", "--fd-reserve", "0"]);
+        let c = config(&[
+            "--workers",
+            "auto",
+            "--max-connections",
+            "100000",
+            "--worker-headroom",
+            "0",
+            "--max-http-connections",
+            "0",
+            "--fd-reserve",
+            "0",
+        ]);
         assert_eq!(Shares::of(&c, 20_000).unwrap().workers, 5);
     }
 

@@ -1,0 +1,337 @@
+//! `--workers N`, with the real binary: the supervisor's workers all take
+//! connections on the shared ports (which worker holds a connection is read
+//! from `/proc`), a worker killed with SIGKILL is started again with
+//! back-off while the others keep serving, SIGTERM drains every worker
+//! (`BYE shutdown`) and the supervisor exits 0, a second signal forces,
+//! the workers of a supervisor killed hard drain and exit on their own, a
+//! port held by another program fails cleanly, and `--workers auto` picks
+//! the number of workers and their caps from the fd limit.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
+
+use common::{Client, Process, TIMEOUT, mac, socket_inode, socket_inodes, tether_command};
+
+/// The binary as a supervisor, each of its workers' pid, and the log lines
+/// up to the moment they all served.
+struct Supervised {
+    tether: Process,
+    pids: Vec<i32>,
+    lines: Vec<String>,
+}
+
+/// Starts `tether --workers N` with `args`, and waits until every worker
+/// serves.
+fn start(workers: usize, args: &[&str]) -> Supervised {
+    let count = workers.to_string();
+    let args: Vec<&str> = ["--workers", count.as_str()].iter().chain(args).copied().collect();
+    supervise(&args, None, workers)
+}
+
+/// Starts the binary with `args` and RLIMIT_NOFILE `limit`, and waits until
+/// `workers` workers serve.
+fn supervise(args: &[&str], limit: Option<u64>, workers: usize) -> Supervised {
+    let tether = Process::start(args, limit);
+    let mut lines: Vec<String> = tether.preamble.iter().chain([&tether.banner, &tether.http_banner]).cloned().collect();
+    let pids = serving(&tether, &mut lines, &(0..workers).collect::<Vec<_>>());
+    Supervised { tether, pids, lines }
+}
+
+/// Waits until each worker of `which` has logged its pid and its HTTP
+/// banner (the last line before it serves), looking at the lines `seen`
+/// first and adding those it reads; returns their pids in the order of
+/// `which`.
+fn serving(tether: &Process, seen: &mut Vec<String>, which: &[usize]) -> Vec<i32> {
+    let mut pids = vec![None; which.len()];
+    let mut up = vec![false; which.len()];
+    let mut next = 0;
+    while pids.iter().any(Option::is_none) || up.contains(&false) {
+        if next == seen.len() {
+            let line = tether.log.recv_timeout(TIMEOUT);
+            seen.push(line.unwrap_or_else(|_| panic!("workers {which:?} do not serve: {pids:?} {up:?}")));
+        }
+        let line = &seen[next];
+        next += 1;
+        for (k, index) in which.iter().enumerate() {
+            let Some(said) = line.split(&format!("] worker {index}: ")).nth(1) else { continue };
+            if let Some(pid) = said.strip_prefix("pid ") {
+                let digits: String = pid.chars().take_while(char::is_ascii_digit).collect();
+                pids[k] = Some(digits.parse().unwrap());
+            }
+            up[k] |= said.starts_with("http: listening on ");
+        }
+    }
+    pids.into_iter().map(Option::unwrap).collect()
+}
+
+/// Waits for a log line ending with each of `needles`, in any order.
+fn expect_lines(tether: &Process, mut needles: Vec<String>) {
+    while !needles.is_empty() {
+        let line = tether.log.recv_timeout(TIMEOUT).unwrap_or_else(|_| panic!("no log lines ending {needles:#?}"));
+        needles.retain(|needle| !line.ends_with(needle.as_str()));
+    }
+}
+
+/// The inode of the gateway's end of `client`'s connection.
+fn inode(client: &Client, gateway: SocketAddr) -> u64 {
+    socket_inode(gateway, client.stream.local_addr().unwrap()).expect("the gateway's end of a collar")
+}
+
+/// How many of `clients` each process of `pids` holds the gateway's end of.
+fn landed(clients: &[Client], gateway: SocketAddr, pids: &[i32]) -> Vec<usize> {
+    let inodes: Vec<u64> = clients.iter().map(|c| inode(c, gateway)).collect();
+    pids.iter()
+        .map(|&pid| {
+            let held = socket_inodes(pid);
+            inodes.iter().filter(|inode| held.contains(inode)).count()
+        })
+        .collect()
+}
+
+/// `count` collars, identified (so accepted by some worker), MACs from `first`.
+fn collars(tether: &Process, first: u32, count: u32) -> Vec<Client> {
+    (first..first + count).map(|i| tether.device(&mac(i))).collect()
+}
+
+/// Waits until process `pid` (not a child of the test) has exited.
+fn wait_gone(pid: i32) {
+    // SAFETY: pidfd_open takes two integers and returns a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    if fd < 0 {
+        assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::ESRCH), "pidfd_open({pid})");
+        return; // Gone already.
+    }
+    let mut poll = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: poll reads and writes the one pollfd we pass; close takes the
+    // descriptor pidfd_open gave us.
+    let ready = unsafe { libc::poll(&mut poll, 1, TIMEOUT.as_millis() as i32) };
+    unsafe { libc::close(fd) };
+    assert_eq!(ready, 1, "process {pid} still runs after {TIMEOUT:?}");
+}
+
+fn kill(pid: i32, signal: i32) {
+    // SAFETY: kill has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill {pid}: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn two_workers_share_the_ports_and_both_take_collars() {
+    let sup = start(2, &["--max-connections", "200"]);
+    let tether = &sup.tether;
+    assert_ne!(sup.pids[0], sup.pids[1]);
+    assert!(!sup.pids.contains(&tether.pid()), "the supervisor serves no connection");
+    // The supervisor says how it shared the caps out, and each worker took
+    // its share: 100 each plus 10%.
+    let plan = sup.lines.iter().find(|l| l.contains("supervisor: 2 workers on ")).expect("the plan line");
+    assert!(plan.contains(&format!("2 workers on {} and {}", tether.addr, tether.http)), "{plan}");
+    assert!(plan.contains("each holds at most 110 collars and 564 HTTP connections"), "{plan}");
+    assert!(tether.banner.contains("at most 110 connections"), "{}", tether.banner);
+
+    // The kernel spreads connections by a hash of their addresses: of 64,
+    // each worker gets some (all on one has a chance of 2^-63).
+    let mut clients = collars(tether, 0, 64);
+    let spread = landed(&clients, tether.addr, &sup.pids);
+    assert_eq!(spread.iter().sum::<usize>(), 64, "{spread:?}: every collar on one of the workers");
+    assert!(spread.iter().all(|&n| n > 0), "{spread:?}");
+    // Each one's worker answers it.
+    for client in &mut clients {
+        client.send(b"PING\n");
+        client.expect(b"PONG\n");
+    }
+    // The supervisor is no busy loop: it sleeps while nothing happens.
+    let cpu = tether.cpu_time();
+    assert!(cpu < std::time::Duration::from_millis(200), "{cpu:?}");
+}
+
+#[test]
+fn a_worker_killed_with_sigkill_is_started_again_and_the_port_keeps_serving() {
+    let sup = start(2, &["--worker-restart-delay", "50ms"]);
+    let tether = &sup.tether;
+    let (survivor, victim) = (sup.pids[0], sup.pids[1]);
+    let all = collars(tether, 0, 32);
+    let held = socket_inodes(victim);
+    let (mut on_victim, mut others): (Vec<Client>, Vec<Client>) =
+        all.into_iter().partition(|c| held.contains(&inode(c, tether.addr)));
+    assert!(!on_victim.is_empty() && !others.is_empty(), "{} and {}", on_victim.len(), others.len());
+
+    kill(victim, libc::SIGKILL);
+    let line = tether.expect_log(&format!("worker 1 (pid {victim}) was killed by SIGKILL (9)"));
+    assert!(line.ends_with("; restarting it in 50 ms (restart 1 of this worker, 1 in all)"), "{line}");
+    // Its collars lost their connection (no BYE: it died); the kernel
+    // closed their sockets.
+    for client in &mut on_victim {
+        let rest = client.read_to_eof();
+        assert!(rest.is_empty(), "{rest:?}");
+    }
+    // It comes back with a new pid, told it was restarted once.
+    let line = tether.expect_log("] worker 1: pid ");
+    assert!(line.ends_with(", restart 1 of this worker"), "{line}");
+    let reborn = serving(tether, &mut vec![line], &[1])[0];
+    assert_ne!(reborn, victim);
+
+    // The other worker's collars never noticed; and new collars land on
+    // both workers again, the new one included.
+    for client in &mut others {
+        client.send(b"PING\n");
+        client.expect(b"PONG\n");
+    }
+    let fresh = collars(tether, 100, 64);
+    let spread = landed(&fresh, tether.addr, &[survivor, reborn]);
+    assert_eq!(spread.iter().sum::<usize>(), 64, "{spread:?}");
+    assert!(spread.iter().all(|&n| n > 0), "{spread:?}");
+
+    // Killed again soon after, it waits twice as long.
+    kill(reborn, libc::SIGKILL);
+    let line = tether.expect_log(&format!("worker 1 (pid {reborn}) was killed by SIGKILL (9)"));
+    assert!(line.ends_with("; restarting it in 100 ms (restart 2 of this worker, 2 in all)"), "{line}");
+    let line = tether.expect_log("] worker 1: pid ");
+    assert!(line.ends_with(", restart 2 of this worker"), "{line}");
+}
+
+#[test]
+fn sigterm_drains_every_worker_and_the_supervisor_exits_zero() {
+    let mut sup = start(2, &[]);
+    let mut clients = collars(&sup.tether, 0, 32);
+    let spread = landed(&clients, sup.tether.addr, &sup.pids);
+    assert!(spread.iter().all(|&n| n > 0), "{spread:?}");
+    sup.tether.signal(libc::SIGTERM);
+    for client in &mut clients {
+        client.expect(b"BYE shutdown\n");
+        client.expect_eof();
+    }
+    drop(clients);
+    assert_eq!(sup.tether.wait().code(), Some(0));
+    let drained = sup.pids.iter().enumerate();
+    expect_lines(
+        &sup.tether,
+        drained
+            .map(|(index, pid)| format!("supervisor: worker {index} (pid {pid}) exited with status 0: drained"))
+            .collect(),
+    );
+    for pid in &sup.pids {
+        wait_gone(*pid);
+    }
+}
+
+#[test]
+fn sigint_to_the_supervisor_drains_too() {
+    let mut sup = start(2, &[]);
+    let mut dev = sup.tether.device(&mac(1));
+    sup.tether.signal(libc::SIGINT);
+    dev.expect(b"BYE shutdown\n");
+    dev.expect_eof();
+    drop(dev);
+    assert_eq!(sup.tether.wait().code(), Some(0));
+    sup.tether.expect_log("every worker has exited (0 restarts in all); exiting with status 0");
+}
+
+#[test]
+fn a_second_signal_makes_every_worker_exit_at_once() {
+    for (signal, status) in [(libc::SIGTERM, 143), (libc::SIGINT, 130)] {
+        let mut sup = start(2, &["--drain-timeout", "60s", "--linger-timeout", "60s"]);
+        // Collars that keep their connections open after BYE hold both
+        // workers in their drain for a minute.
+        let mut clients = collars(&sup.tether, 0, 32);
+        assert!(landed(&clients, sup.tether.addr, &sup.pids).iter().all(|&n| n > 0));
+        sup.tether.signal(signal);
+        for client in &mut clients {
+            client.expect(b"BYE shutdown\n");
+        }
+        sup.tether.signal(signal);
+        assert_eq!(sup.tether.wait().code(), Some(status));
+        for pid in &sup.pids {
+            wait_gone(*pid);
+        }
+    }
+}
+
+#[test]
+fn workers_of_a_supervisor_killed_hard_drain_and_exit() {
+    let sup = start(2, &[]);
+    let mut clients = collars(&sup.tether, 0, 32);
+    assert!(landed(&clients, sup.tether.addr, &sup.pids).iter().all(|&n| n > 0));
+    // SIGKILL leaves no chance to pass anything on: the kernel sends each
+    // worker its death signal (SIGTERM), and each drains.
+    sup.tether.signal(libc::SIGKILL);
+    for client in &mut clients {
+        client.expect(b"BYE shutdown\n");
+        client.expect_eof();
+    }
+    drop(clients);
+    for pid in &sup.pids {
+        wait_gone(*pid);
+    }
+}
+
+#[test]
+fn a_port_held_by_another_program_fails_cleanly() {
+    // A listener that does not share its port, as most programs.
+    let other = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = other.local_addr().unwrap().to_string();
+    for (args, status) in [
+        (vec!["--workers", "2", "--device-listen", &port], 1),
+        (vec!["--workers", "2", "--http-listen", &port], 1),
+        // A worker alone tells its supervisor not to try again.
+        (vec!["--worker-index", "0", "--device-listen", &port], 78),
+    ] {
+        let mut command = tether_command();
+        for flag in ["--device-listen", "--http-listen"] {
+            if !args.contains(&flag) {
+                command.args([flag, "127.0.0.1:0"]);
+            }
+        }
+        let output = command.args(&args).env("RUST_LOG", "info").output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(status), "{args:?}: {stderr}");
+        let said = format!("cannot start on {port}: Address already in use");
+        assert!(stderr.contains(&said), "{args:?}: {stderr}");
+        assert!(!stderr.contains("started (pid"), "no worker is started: {stderr}");
+    }
+    drop(other);
+}
+
+#[test]
+fn workers_auto_picks_enough_workers_for_max_connections_under_the_fd_limit() {
+    // With 1,024 descriptors per process, 32 kept back: 3,000 collars and
+    // 100 HTTP connections need 4 workers of 825 + 28 (3 would need
+    // 1,100 + 38).
+    let args = ["--workers", "auto", "--max-connections", "3000", "--max-http-connections", "100"];
+    let mut sup = supervise(&args, Some(1024), 4);
+    let plan = sup.lines.iter().find(|l| l.contains("supervisor: 4 workers")).expect("the plan line");
+    assert!(
+        plan.contains("4 workers (--workers auto: the fewest whose caps fit under the descriptor limit)"),
+        "{plan}"
+    );
+    assert!(plan.contains("each holds at most 825 collars and 28 HTTP connections"), "{plan}");
+    assert!(sup.tether.banner.contains("at most 825 connections"), "{}", sup.tether.banner);
+    sup.tether.signal(libc::SIGTERM);
+    assert_eq!(sup.tether.wait().code(), Some(0));
+
+    // What one process holds runs as one process, unchanged.
+    let args = ["--workers", "auto", "--max-connections", "500", "--max-http-connections", "100"];
+    let mut one = Process::start(&args, Some(1024));
+    assert!(one.banner.contains("at most 500 connections") && !one.banner.contains("worker"), "{}", one.banner);
+    assert!(one.preamble.iter().any(|l| l.contains("--workers auto: one process holds")), "{:#?}", one.preamble);
+    one.signal(libc::SIGTERM);
+    assert_eq!(one.wait().code(), Some(0));
+
+    // `auto` needs a total to size for.
+    let output = tether_command().args(["--workers", "auto"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--workers auto sizes the workers for --max-connections"), "{stderr}");
+}
+
+#[test]
+fn worker_log_lines_say_which_worker_wrote_them() {
+    let sup = start(2, &[]);
+    let lines = &sup.lines;
+    for index in 0..2 {
+        let mine = format!("] worker {index}: ");
+        assert!(lines.iter().any(|l| l.contains(&mine) && l.contains("file descriptors: soft limit")), "{lines:#?}");
+    }
+    for line in lines {
+        assert!(line.contains("] worker ") || line.contains("] supervisor: "), "unattributed: {line}");
+    }
+}
