@@ -4,8 +4,10 @@
 //! back-off while the others keep serving, SIGTERM drains every worker
 //! (`BYE shutdown`) and the supervisor exits 0, a second signal forces,
 //! the workers of a supervisor killed hard drain and exit on their own, a
-//! port held by another program fails cleanly, and `--workers auto` picks
-//! the number of workers and their caps from the fd limit.
+//! port held by another program fails cleanly, `--workers auto` picks
+//! the number of workers and their caps from the fd limit, and (in a
+//! network namespace of its own, as root) `net.ipv4.tcp_migrate_req=1`
+//! hands a dying worker's queued connections to another.
 
 mod common;
 
@@ -146,7 +148,9 @@ fn two_workers_share_the_ports_and_both_take_collars() {
 
 #[test]
 fn a_worker_killed_with_sigkill_is_started_again_and_the_port_keeps_serving() {
-    let sup = start(2, &["--worker-restart-delay", "50ms"]);
+    // No heartbeat: on a loaded machine one could come before the kill,
+    // and the victim's collars are to get nothing but the end of file.
+    let sup = start(2, &["--worker-restart-delay", "50ms", "--heartbeat-interval", "0"]);
     let tether = &sup.tether;
     let (survivor, victim) = (sup.pids[0], sup.pids[1]);
     let all = collars(tether, 0, 32);
@@ -334,4 +338,75 @@ fn worker_log_lines_say_which_worker_wrote_them() {
     for line in lines {
         assert!(line.contains("] worker ") || line.contains("] supervisor: "), "unattributed: {line}");
     }
+}
+
+/// Moves this test's thread into a network namespace of its own, with its
+/// loopback up: the sockets it opens and the processes it starts from now
+/// on live there, and so do the `/proc/sys/net` settings it writes, so the
+/// host's are left alone. Needs root (CAP_SYS_ADMIN) and `ip`.
+fn own_network_namespace() -> Result<(), String> {
+    common::program("ip")?;
+    // SAFETY: unshare takes flags only; with CLONE_NEWNET it moves the
+    // calling thread alone.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(format!("cannot make a network namespace: {}", std::io::Error::last_os_error()));
+    }
+    let status =
+        std::process::Command::new("ip").args(["link", "set", "lo", "up"]).status().map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err(format!("ip link set lo up: {status}"));
+    }
+    Ok(())
+}
+
+/// Starts two workers, stops the second (SIGSTOP) so that its share of 32
+/// new collars waits in its accept queue, then kills it; returns what each
+/// collar then reads after its `IDENTIFY`: `Ok` with its first line, or
+/// the error (a reset).
+fn kill_a_worker_with_a_full_queue(sup: &Supervised, first: u32) -> Vec<std::io::Result<String>> {
+    use std::io::{BufRead, BufReader};
+    let victim = *sup.pids.last().unwrap();
+    kill(victim, libc::SIGSTOP);
+    let mut clients: Vec<Client> = (first..first + 32).map(|_| sup.tether.connect()).collect();
+    for (i, client) in (first..).zip(&mut clients) {
+        client.send(format!("IDENTIFY:{}\n", mac(i)).as_bytes());
+    }
+    kill(victim, libc::SIGKILL);
+    clients
+        .into_iter()
+        .map(|c| {
+            let mut line = String::new();
+            BufReader::new(c.stream).read_line(&mut line).map(|_| line)
+        })
+        .collect()
+}
+
+/// `scripts/tune-host.sh` sets `net.ipv4.tcp_migrate_req=1`: with it, the
+/// connections waiting in a dying worker's accept queue move to another
+/// worker; without it, they are reset.
+#[test]
+fn with_tcp_migrate_req_a_dead_workers_queued_connections_move_to_another() {
+    let test = "with_tcp_migrate_req_a_dead_workers_queued_connections_move_to_another";
+    if !common::require(test, own_network_namespace()) {
+        return;
+    }
+    let migrate = "/proc/sys/net/ipv4/tcp_migrate_req";
+    std::fs::write(migrate, "0").unwrap();
+    let sup = start(2, &["--worker-restart-delay", "50ms", "--heartbeat-interval", "0"]);
+
+    // Without it, those queued on the victim are reset (with 32 collars,
+    // some are: none has a chance of 2^-32), the others answered.
+    let read = kill_a_worker_with_a_full_queue(&sup, 0);
+    let reset = read.iter().filter(|r| r.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset));
+    let answered = read.iter().filter(|r| r.as_ref().is_ok_and(|line| line == "OK\n"));
+    let (reset, answered) = (reset.count(), answered.count());
+    assert!(reset > 0 && reset + answered == 32, "{read:?}");
+
+    // With it, every one is answered: by the other worker.
+    std::fs::write(migrate, "1").unwrap();
+    let line = sup.tether.expect_log("] worker 1: pid ");
+    let reborn = serving(&sup.tether, &mut vec![line], &[1])[0];
+    let sup = Supervised { pids: vec![sup.pids[0], reborn], ..sup };
+    let read = kill_a_worker_with_a_full_queue(&sup, 100);
+    assert!(read.iter().all(|r| r.as_ref().is_ok_and(|line| line == "OK\n")), "{read:?}");
 }
