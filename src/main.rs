@@ -56,7 +56,8 @@ fn main() -> ExitCode {
         config.api_token = std::env::var(TOKEN_VARIABLE).ok().filter(|token| !token.is_empty());
     }
 
-    if let Err(e) = exit_on_second_signal() {
+    let who = config.worker_index.map_or("tether".into(), |index| format!("tether worker {index}"));
+    if let Err(e) = exit_on_second_signal(&who) {
         warn!("cannot install the second-signal handler: {e}");
     }
     match net::raise_fd_limit() {
@@ -112,14 +113,14 @@ fn init_logging(prefix: Option<String>) {
 /// for it); a second one exits at once, from the signal handler itself,
 /// even if the loop were stuck: with status 130 after SIGINT, 143 after
 /// SIGTERM, and a line on stderr saying so.
-fn exit_on_second_signal() -> std::io::Result<()> {
+/// `who` starts the line: `tether`, or `tether worker 2` in a worker.
+fn exit_on_second_signal(who: &str) -> std::io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let signalled = Arc::new(AtomicBool::new(false));
-    let handlers: [(i32, i32, &'static [u8]); 2] = [
-        (SIGINT, 130, b"tether: a second stop signal (SIGINT) while draining: exiting now with status 130\n"),
-        (SIGTERM, 143, b"tether: a second stop signal (SIGTERM) while draining: exiting now with status 143\n"),
-    ];
-    for (signal, status, message) in handlers {
+    for (signal, status, name) in [(SIGINT, 130, "SIGINT"), (SIGTERM, 143, "SIGTERM")] {
+        // Written out now: the handler may not allocate.
+        let message =
+            format!("{who}: a second stop signal ({name}) while draining: exiting now with status {status}\n");
         let signalled = Arc::clone(&signalled);
         // SAFETY: the action runs inside the signal handler and only does
         // what is async-signal-safe there: an atomic swap, write(2) and

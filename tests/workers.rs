@@ -13,7 +13,7 @@ mod common;
 
 use std::net::{SocketAddr, TcpListener};
 
-use common::{Client, Process, TIMEOUT, mac, socket_inode, socket_inodes, tether_command};
+use common::{Client, Process, TIMEOUT, mac, socket_inodes, socket_inodes_at, tether_command};
 
 /// The binary as a supervisor, each of its workers' pid, and the log lines
 /// up to the moment they all served.
@@ -75,14 +75,15 @@ fn expect_lines(tether: &Process, mut needles: Vec<String>) {
     }
 }
 
-/// The inode of the gateway's end of `client`'s connection.
-fn inode(client: &Client, gateway: SocketAddr) -> u64 {
-    socket_inode(gateway, client.stream.local_addr().unwrap()).expect("the gateway's end of a collar")
+/// The inode of the gateway's end of each of `clients`' connections.
+fn inodes(clients: &[Client], gateway: SocketAddr) -> Vec<u64> {
+    let at = socket_inodes_at(gateway);
+    clients.iter().map(|c| at[&c.stream.local_addr().unwrap()]).collect()
 }
 
 /// How many of `clients` each process of `pids` holds the gateway's end of.
 fn landed(clients: &[Client], gateway: SocketAddr, pids: &[i32]) -> Vec<usize> {
-    let inodes: Vec<u64> = clients.iter().map(|c| inode(c, gateway)).collect();
+    let inodes = inodes(clients, gateway);
     pids.iter()
         .map(|&pid| {
             let held = socket_inodes(pid);
@@ -155,8 +156,10 @@ fn a_worker_killed_with_sigkill_is_started_again_and_the_port_keeps_serving() {
     let (survivor, victim) = (sup.pids[0], sup.pids[1]);
     let all = collars(tether, 0, 32);
     let held = socket_inodes(victim);
-    let (mut on_victim, mut others): (Vec<Client>, Vec<Client>) =
-        all.into_iter().partition(|c| held.contains(&inode(c, tether.addr)));
+    let mine: Vec<bool> = inodes(&all, tether.addr).iter().map(|inode| held.contains(inode)).collect();
+    let (on_victim, others): (Vec<_>, Vec<_>) = all.into_iter().zip(mine).partition(|(_, mine)| *mine);
+    let mut on_victim: Vec<Client> = on_victim.into_iter().map(|(c, _)| c).collect();
+    let mut others: Vec<Client> = others.into_iter().map(|(c, _)| c).collect();
     assert!(!on_victim.is_empty() && !others.is_empty(), "{} and {}", on_victim.len(), others.len());
 
     kill(victim, libc::SIGKILL);
@@ -244,6 +247,13 @@ fn a_second_signal_makes_every_worker_exit_at_once() {
         }
         sup.tether.signal(signal);
         assert_eq!(sup.tether.wait().code(), Some(status));
+        let name = if signal == libc::SIGTERM { "SIGTERM" } else { "SIGINT" };
+        let said = |index: usize| {
+            format!(
+                "tether worker {index}: a second stop signal ({name}) while draining: exiting now with status {status}"
+            )
+        };
+        expect_lines(&sup.tether, vec![said(0), said(1)]);
         for pid in &sup.pids {
             wait_gone(*pid);
         }

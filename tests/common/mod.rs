@@ -51,7 +51,7 @@ pub use api::{Api, Reply};
 pub use client::{Client, mac};
 pub use gateway::{Gateway, assert_all_closed, closed, config};
 pub use http::{HttpClient, HttpResponse, STREAM_START, json_head, json_response};
-pub use kernel::{connect_from, data_segments_received, socket_inode, socket_inodes, tcp_queues};
+pub use kernel::{connect_from, data_segments_received, socket_inodes, socket_inodes_at, tcp_queues};
 pub use matchers::{assert_like, metric, num};
 pub use process::{Process, tether_command};
 pub use require::{program, require};
