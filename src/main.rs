@@ -57,9 +57,6 @@ fn main() -> ExitCode {
     }
 
     let who = config.worker_index.map_or("tether".into(), |index| format!("tether worker {index}"));
-    if let Err(e) = exit_on_second_signal(&who) {
-        warn!("cannot install the second-signal handler: {e}");
-    }
     match net::raise_fd_limit() {
         Ok((before, after)) if after.soft > before.soft => {
             info!("file descriptors: soft limit raised from {} to {} (the hard limit)", before.soft, after.soft)
@@ -83,6 +80,14 @@ fn main() -> ExitCode {
     if let Err(e) = gateway.watch_signals() {
         error!("cannot watch for signals: {e}");
         return ExitCode::FAILURE;
+    }
+    // Only now that the loop watches for signals: a handler installed
+    // before would take a stop signal that comes while starting (a worker
+    // started as its supervisor is stopped) and leave the loop unaware of
+    // it. Before this point, a stop signal ends the process at once, when
+    // it holds no connection yet.
+    if let Err(e) = exit_on_second_signal(&who) {
+        warn!("cannot install the second-signal handler: {e}");
     }
     match gateway.run() {
         Ok(Exit::Drained | Exit::DrainTimedOut) => ExitCode::SUCCESS,

@@ -177,9 +177,10 @@ impl Supervisor {
         };
         if let Some(stopping) = self.stopping {
             worker.state = State::Gone;
-            // A worker killed by the stop signal passed on to it had not yet
-            // set up its handler (the binary's first step), so it was not
-            // serving anyone: it had nothing to drain.
+            // A worker killed by the stop signal passed on to it was still
+            // starting (the binary watches for signals once it has bound
+            // its listeners), so it was not serving anyone: it had nothing
+            // to drain.
             let drained = matches!(
                 (how, stopping),
                 (Ending::Exited(0), _) | (Ending::Killed(libc::SIGTERM | libc::SIGINT), Stopping::Drain)

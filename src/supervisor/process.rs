@@ -116,7 +116,7 @@ pub fn run(config: &Config, shares: Shares) -> ExitCode {
         shares.http,
         share_note(config)
     );
-    let status = match Pool::new(shares.workers, Policy::of(config), args, argv0) {
+    let status = match Children::new(shares.workers, Policy::of(config), args, argv0) {
         Ok(mut workers) => workers.run(),
         Err(e) => {
             error!("cannot watch for signals: {e}");
@@ -137,7 +137,7 @@ fn share_note(config: &Config) -> String {
 }
 
 /// The worker processes and the loop that minds them.
-struct Pool {
+struct Children {
     supervisor: Supervisor,
     /// The running child of each worker.
     children: Vec<Option<Child>>,
@@ -149,14 +149,14 @@ struct Pool {
 
 const SIGNALS: Token = Token(0);
 
-impl Pool {
-    fn new(count: usize, policy: Policy, args: Vec<OsString>, argv0: OsString) -> io::Result<Pool> {
+impl Children {
+    fn new(count: usize, policy: Policy, args: Vec<OsString>, argv0: OsString) -> io::Result<Children> {
         let poll = Poll::new()?;
         // Before the first child: one that exits at once still wakes us.
         let mut signals = Signals::new([libc::SIGCHLD, libc::SIGINT, libc::SIGTERM])?;
         poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
         let supervisor = Supervisor::new(count, policy, Instant::now());
-        Ok(Pool { supervisor, children: (0..count).map(|_| None).collect(), poll, signals, args, argv0 })
+        Ok(Children { supervisor, children: (0..count).map(|_| None).collect(), poll, signals, args, argv0 })
     }
 
     fn run(&mut self) -> ExitCode {
