@@ -350,23 +350,40 @@ fn worker_log_lines_say_which_worker_wrote_them() {
     }
 }
 
+/// This thread's network namespace before [`own_network_namespace`], which
+/// it goes back to when dropped (libtest may run the next test on this
+/// thread).
+struct Namespace(std::fs::File);
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns takes a descriptor we own and a flag.
+        let rc = unsafe { libc::setns(self.0.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+    }
+}
+
 /// Moves this test's thread into a network namespace of its own, with its
-/// loopback up: the sockets it opens and the processes it starts from now
-/// on live there, and so do the `/proc/sys/net` settings it writes, so the
-/// host's are left alone. Needs root (CAP_SYS_ADMIN) and `ip`.
-fn own_network_namespace() -> Result<(), String> {
+/// loopback up, until the returned guard is dropped: the sockets it opens
+/// and the processes it starts meanwhile live there, and so do the
+/// `/proc/sys/net` settings it writes, so the host's are left alone. Needs
+/// root (CAP_SYS_ADMIN) and `ip`.
+fn own_network_namespace() -> Result<Namespace, String> {
     common::program("ip")?;
+    let original = std::fs::File::open("/proc/thread-self/ns/net").map_err(|e| e.to_string())?;
     // SAFETY: unshare takes flags only; with CLONE_NEWNET it moves the
     // calling thread alone.
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
         return Err(format!("cannot make a network namespace: {}", std::io::Error::last_os_error()));
     }
+    let back = Namespace(original);
     let status =
         std::process::Command::new("ip").args(["link", "set", "lo", "up"]).status().map_err(|e| e.to_string())?;
     if !status.success() {
         return Err(format!("ip link set lo up: {status}"));
     }
-    Ok(())
+    Ok(back)
 }
 
 /// Starts two workers, stops the second (SIGSTOP) so that its share of 32
@@ -397,7 +414,9 @@ fn kill_a_worker_with_a_full_queue(sup: &Supervised, first: u32) -> Vec<std::io:
 #[test]
 fn with_tcp_migrate_req_a_dead_workers_queued_connections_move_to_another() {
     let test = "with_tcp_migrate_req_a_dead_workers_queued_connections_move_to_another";
-    if !common::require(test, own_network_namespace()) {
+    let namespace = own_network_namespace();
+    let check = namespace.as_ref().map(|_| ()).map_err(Clone::clone);
+    if !common::require(test, check) {
         return;
     }
     let migrate = "/proc/sys/net/ipv4/tcp_migrate_req";
