@@ -177,14 +177,16 @@ pub struct Config {
     /// Worker processes sharing the two ports (SO_REUSEPORT), each a loop of
     /// its own under a small supervisor; `auto`: enough to hold
     /// --max-connections under the fd limit. 1: one process, no supervisor.
-    /// With more, --max-connections and --max-http-connections are totals,
-    /// shared out between the workers (see --worker-headroom).
+    /// With more, --max-connections, --max-http-connections and
+    /// --http-max-per-ip are totals, shared out between the workers (see
+    /// --worker-headroom).
     #[arg(long, default_value = "1", value_name = "N|auto", value_parser = parse_workers, help_heading = "Workers")]
     pub workers: Workers,
 
-    /// Room each worker gets above its even share of --max-connections and
-    /// --max-http-connections, in percent of that share (the kernel spreads
-    /// connections between workers by a hash, not exactly evenly).
+    /// Room each worker gets above its even share of --max-connections,
+    /// --max-http-connections and --http-max-per-ip, in percent of that
+    /// share (the kernel spreads connections between workers by a hash, not
+    /// exactly evenly).
     #[arg(long, default_value = "10", value_name = "PERCENT", help_heading = "Workers")]
     pub worker_headroom: usize,
 

@@ -125,11 +125,13 @@ fn two_workers_share_the_ports_and_both_take_collars() {
     assert_ne!(sup.pids[0], sup.pids[1]);
     assert!(!sup.pids.contains(&tether.pid()), "the supervisor serves no connection");
     // The supervisor says how it shared the caps out, and each worker took
-    // its share: 100 each plus 10%.
+    // its share: half of each total plus 10%.
     let plan = sup.lines.iter().find(|l| l.contains("supervisor: 2 workers on ")).expect("the plan line");
     assert!(plan.contains(&format!("2 workers on {} and {}", tether.addr, tether.http)), "{plan}");
     assert!(plan.contains("each holds at most 110 collars and 564 HTTP connections"), "{plan}");
+    assert!(plan.contains("564 HTTP connections (36 per address)"), "{plan}");
     assert!(tether.banner.contains("at most 110 connections"), "{}", tether.banner);
+    assert!(tether.http_banner.contains("at most 564 connections (36 per address)"), "{}", tether.http_banner);
 
     // The kernel spreads connections by a hash of their addresses: of 64,
     // each worker gets some (all on one has a chance of 2^-63).

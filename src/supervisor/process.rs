@@ -39,12 +39,13 @@ use crate::net;
 /// The flags the supervisor sets for each worker itself: the user's own
 /// are taken out of the worker's command line, and the worker's values
 /// added at its end.
-const SET_PER_WORKER: [&str; 7] = [
+const SET_PER_WORKER: [&str; 8] = [
     "--workers",
     "--device-listen",
     "--http-listen",
     "--max-connections",
     "--max-http-connections",
+    "--http-max-per-ip",
     "--worker-index",
     "--worker-restarts",
 ];
@@ -76,6 +77,7 @@ pub fn worker_args(args: &[OsString], device: SocketAddr, http: SocketAddr, shar
         add("--max-connections", devices.to_string());
     }
     add("--max-http-connections", shares.http.to_string());
+    add("--http-max-per-ip", shares.per_ip.to_string());
     kept
 }
 
@@ -107,13 +109,14 @@ pub fn run(config: &Config, shares: Shares) -> ExitCode {
     };
     info!(
         "{} workers{auto} on {} and {}, supervised by pid {}; each holds at most {} collars and {} HTTP \
-         connections{}",
+         connections ({} per address){}",
         shares.workers,
         held[0],
         held[1],
         std::process::id(),
         shares.devices.map_or("as many as its descriptors allow".into(), |n| n.to_string()),
         shares.http,
+        if shares.per_ip == 0 { "no limit".into() } else { shares.per_ip.to_string() },
         share_note(config)
     );
     let status = match Children::new(shares.workers, Policy::of(config), args, argv0) {
@@ -129,10 +132,11 @@ pub fn run(config: &Config, shares: Shares) -> ExitCode {
 
 /// What the start-up line says of the caps' origin.
 fn share_note(config: &Config) -> String {
-    let collars = config.max_connections.map_or(String::new(), |n| format!("--max-connections {n} and "));
+    let collars = config.max_connections.map_or(String::new(), |n| format!("--max-connections {n}, "));
     format!(
-        " (a share of {collars}--max-http-connections {} plus {}% headroom: these are totals for all workers)",
-        config.max_http_connections, config.worker_headroom
+        " (a share of {collars}--max-http-connections {} and --http-max-per-ip {} plus {}% headroom: these are \
+         totals for all workers)",
+        config.max_http_connections, config.http_max_per_ip, config.worker_headroom
     )
 }
 
@@ -352,13 +356,14 @@ mod tests {
             "secret",
             "--max-http-connections",
             "30",
+            "--http-max-per-ip=12",
         ]
         .iter()
         .map(OsString::from)
         .collect();
         let device = "0.0.0.0:4001".parse().unwrap();
         let http = "127.0.0.1:4000".parse().unwrap();
-        let shares = Shares { workers: 3, devices: Some(330), http: 11 };
+        let shares = Shares { workers: 3, devices: Some(330), http: 11, per_ip: 5 };
         assert_eq!(
             strings(&worker_args(&args, device, http, &shares)),
             [
@@ -373,11 +378,13 @@ mod tests {
                 "--max-connections",
                 "330",
                 "--max-http-connections",
-                "11"
+                "11",
+                "--http-max-per-ip",
+                "5"
             ]
         );
         // Without a total, each worker's collar cap comes from its limit.
-        let shares = Shares { workers: 3, devices: None, http: 11 };
+        let shares = Shares { workers: 3, devices: None, http: 11, per_ip: 5 };
         let args: Vec<OsString> = ["--workers=auto", "--max-line", "512"].iter().map(OsString::from).collect();
         assert_eq!(
             strings(&worker_args(&args, device, http, &shares)),
@@ -389,7 +396,9 @@ mod tests {
                 "--http-listen",
                 "127.0.0.1:4000",
                 "--max-http-connections",
-                "11"
+                "11",
+                "--http-max-per-ip",
+                "5"
             ]
         );
     }
@@ -397,7 +406,7 @@ mod tests {
     #[test]
     fn a_flag_that_only_starts_like_one_of_ours_is_kept() {
         let args: Vec<OsString> = ["--workers-x", "--max-connectionsy=1"].iter().map(OsString::from).collect();
-        let shares = Shares { workers: 2, devices: None, http: 1 };
+        let shares = Shares { workers: 2, devices: None, http: 1, per_ip: 0 };
         let addr = "127.0.0.1:1".parse().unwrap();
         let kept = strings(&worker_args(&args, addr, addr, &shares));
         assert_eq!(kept[..2], ["--workers-x", "--max-connectionsy=1"]);

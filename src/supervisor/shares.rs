@@ -1,7 +1,8 @@
 //! How many workers, and how many connections each may hold.
 //!
-//! With workers, `--max-connections` and `--max-http-connections` are
-//! totals for the whole gateway, as with one process: each worker's cap is
+//! With workers, `--max-connections`, `--max-http-connections` and
+//! `--http-max-per-ip` are totals for the whole gateway, as with one
+//! process: each worker's cap is
 //! its even share plus `--worker-headroom` percent of it. The kernel hands
 //! each new connection to a worker by a hash of the client's address and
 //! port, so the workers fill up unevenly; the headroom lets a worker take a
@@ -27,6 +28,8 @@ pub struct Shares {
     pub devices: Option<usize>,
     /// Each worker's `--max-http-connections`.
     pub http: usize,
+    /// Each worker's `--http-max-per-ip` (0: no limit).
+    pub per_ip: usize,
 }
 
 /// One worker's cap when `workers` share `total` connections: the even
@@ -54,6 +57,7 @@ impl Shares {
             workers,
             devices: config.max_connections.map(|total| share(total, workers, headroom)),
             http: share(config.max_http_connections, workers, headroom),
+            per_ip: share(config.http_max_per_ip, workers, headroom),
         })
     }
 }
@@ -108,10 +112,10 @@ mod tests {
         // 100,000 collars under 20,000 descriptors (this host): 5 workers
         // would need 22,000 + 226 + 32 each; 6 need 18,334 + 189 + 32.
         let c = config(&["--workers", "auto", "--max-connections", "100000"]);
-        assert_eq!(Shares::of(&c, 20_000), Ok(Shares { workers: 6, devices: Some(18_334), http: 189 }));
+        assert_eq!(Shares::of(&c, 20_000), Ok(Shares { workers: 6, devices: Some(18_334), http: 189, per_ip: 11 + 2 }));
         // What fits in one process runs as one, with the exact caps.
         let c = config(&["--workers", "auto", "--max-connections", "18000"]);
-        assert_eq!(Shares::of(&c, 20_000), Ok(Shares { workers: 1, devices: Some(18_000), http: 1024 }));
+        assert_eq!(Shares::of(&c, 20_000), Ok(Shares { workers: 1, devices: Some(18_000), http: 1024, per_ip: 64 }));
         // Just over one process: two, with headroom.
         let c = config(&["--workers", "auto", "--max-connections", "18945"]);
         assert_eq!(Shares::of(&c, 20_000).unwrap().workers, 2);
@@ -148,10 +152,12 @@ mod tests {
     #[test]
     fn a_number_of_workers_shares_the_totals_out() {
         let c = config(&["--workers", "4", "--max-connections", "1000", "--max-http-connections", "100"]);
-        assert_eq!(Shares::of(&c, 20_000), Ok(Shares { workers: 4, devices: Some(275), http: 28 }));
+        assert_eq!(Shares::of(&c, 20_000), Ok(Shares { workers: 4, devices: Some(275), http: 28, per_ip: 18 }));
+        let c = config(&["--workers", "4", "--http-max-per-ip", "0"]);
+        assert_eq!(Shares::of(&c, 20_000).unwrap().per_ip, 0, "no limit stays no limit");
         let c = config(&["--workers", "4"]);
-        assert_eq!(Shares::of(&c, 20_000), Ok(Shares { workers: 4, devices: None, http: 282 }));
+        assert_eq!(Shares::of(&c, 20_000), Ok(Shares { workers: 4, devices: None, http: 282, per_ip: 18 }));
         let c = config(&[]);
-        assert_eq!(Shares::of(&c, 20_000), Ok(Shares { workers: 1, devices: None, http: 1024 }));
+        assert_eq!(Shares::of(&c, 20_000), Ok(Shares { workers: 1, devices: None, http: 1024, per_ip: 64 }));
     }
 }
