@@ -108,13 +108,16 @@ pub fn run(config: &Config, shares: Shares) -> ExitCode {
         Workers::Count(_) => "",
     };
     info!(
-        "{} workers{auto} on {} and {}, supervised by pid {}; each holds at most {} collars and {} HTTP \
-         connections ({} per address){}",
+        "{} workers{auto} on {} and {}, supervised by pid {}; each holds {} {} HTTP connections ({} per \
+         address){}",
         shares.workers,
         held[0],
         held[1],
         std::process::id(),
-        shares.devices.map_or("as many as its descriptors allow".into(), |n| n.to_string()),
+        match shares.devices {
+            Some(n) => format!("at most {n} collars and"),
+            None => "as many collars as its descriptors allow, and at most".into(),
+        },
         shares.http,
         if shares.per_ip == 0 { "no limit".into() } else { shares.per_ip.to_string() },
         share_note(config)
