@@ -152,8 +152,11 @@ fn two_workers_share_the_ports_and_both_take_collars() {
 #[test]
 fn a_worker_killed_with_sigkill_is_started_again_and_the_port_keeps_serving() {
     // No heartbeat: on a loaded machine one could come before the kill,
-    // and the victim's collars are to get nothing but the end of file.
-    let sup = start(2, &["--worker-restart-delay", "50ms", "--heartbeat-interval", "0"]);
+    // and the victim's collars are to get nothing but the end of file. And
+    // however slow the machine, the second kill comes before the back-off
+    // starts over.
+    let args = ["--worker-restart-delay", "50ms", "--heartbeat-interval", "0", "--worker-stable-after", "10m"];
+    let sup = start(2, &args);
     let tether = &sup.tether;
     let (survivor, victim) = (sup.pids[0], sup.pids[1]);
     let all = collars(tether, 0, 32);
