@@ -204,6 +204,46 @@ pub struct Config {
     /// Redis get 503.
     #[arg(long, default_value = "64MiB", value_name = "BYTES", value_parser = parse_size, help_heading = "Scale-out (Redis)")]
     pub redis_max_output: usize,
+
+    /// Worker processes sharing the two ports (SO_REUSEPORT), each a loop of
+    /// its own under a small supervisor; `auto`: enough to hold
+    /// --max-connections under the fd limit. 1: one process, no supervisor.
+    /// With more, --max-connections, --max-http-connections and
+    /// --http-max-per-ip are totals, shared out between the workers (see
+    /// --worker-headroom).
+    #[arg(long, default_value = "1", value_name = "N|auto", value_parser = parse_workers, help_heading = "Workers")]
+    pub workers: Workers,
+
+    /// Room each worker gets above its even share of --max-connections,
+    /// --max-http-connections and --http-max-per-ip, in percent of that
+    /// share (the kernel spreads connections between workers by a hash, not
+    /// exactly evenly).
+    #[arg(long, default_value = "10", value_name = "PERCENT", help_heading = "Workers")]
+    pub worker_headroom: usize,
+
+    /// Delay before a worker that died is started again; doubled at each
+    /// further death, up to --worker-restart-max-delay.
+    #[arg(long, default_value = "100ms", value_name = "DURATION", value_parser = parse_turn_time, help_heading = "Workers")]
+    pub worker_restart_delay: Duration,
+
+    /// The longest delay before a worker is started again.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_turn_time, help_heading = "Workers")]
+    pub worker_restart_max_delay: Duration,
+
+    /// A worker that stayed up this long is restarted after
+    /// --worker-restart-delay again when it dies (its back-off starts over).
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration, help_heading = "Workers")]
+    pub worker_stable_after: Duration,
+
+    /// Set by the supervisor on each worker it starts: its index, from 0.
+    /// Makes this process a worker: SO_REUSEPORT on both listeners, and
+    /// log lines that say `worker I:`.
+    #[arg(long, hide = true, value_name = "I")]
+    pub worker_index: Option<usize>,
+
+    /// Set by the supervisor: how many times this worker was restarted.
+    #[arg(long, hide = true, default_value = "0", value_name = "N")]
+    pub worker_restarts: u64,
 }
 
 impl Default for Config {
@@ -279,6 +319,29 @@ impl Config {
 /// The smallest `SO_SNDBUF` set on HTTP sockets (the kernel's own floor is
 /// about 4.5 KiB).
 const MIN_SEND_BUFFER: usize = 8 * 1024;
+
+/// How many worker processes `--workers` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workers {
+    /// This many (at least 1, at most [`MAX_WORKERS`]).
+    Count(usize),
+    /// Enough for `--max-connections` under the fd limit.
+    Auto,
+}
+
+/// The most workers `--workers` (or `auto`) may start.
+pub const MAX_WORKERS: usize = 256;
+
+/// Parses `auto` or a count from 1 to [`MAX_WORKERS`].
+pub fn parse_workers(text: &str) -> Result<Workers, String> {
+    if text == "auto" {
+        return Ok(Workers::Auto);
+    }
+    match text.parse::<usize>() {
+        Ok(n @ 1..=MAX_WORKERS) => Ok(Workers::Count(n)),
+        _ => Err(format!("{text:?} is not `auto` or a number of workers from 1 to {MAX_WORKERS}")),
+    }
+}
 
 /// Kernel keepalive probes for accepted sockets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -460,6 +523,19 @@ mod tests {
         for bad in ["60s", "60s,10s", "60s,10s,0", "500ms,10s,3", "60s,10s,x", "60s,10s,3,4"] {
             assert!(parse_keepalive(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn workers() {
+        assert_eq!(Config::default().workers, Workers::Count(1));
+        assert_eq!(Config::default().worker_index, None);
+        assert_eq!(parse_workers("auto"), Ok(Workers::Auto));
+        assert_eq!(parse_workers("4"), Ok(Workers::Count(4)));
+        assert_eq!(parse_workers("256"), Ok(Workers::Count(MAX_WORKERS)));
+        for bad in ["0", "257", "-1", "", "Auto", "2.5"] {
+            assert!(parse_workers(bad).is_err(), "{bad:?}");
+        }
+        assert!(Config::try_parse_from(["tether", "--worker-restart-delay", "0"]).is_err(), "a crash loop would spin");
     }
 
     #[test]

@@ -31,7 +31,13 @@ impl Gateway {
     pub fn bind(config: Config) -> io::Result<Gateway> {
         let fd_limit = net::fd_limit()?.soft;
         let (devices, http) = connection_caps(&config, fd_limit);
-        let options = ListenOptions { backlog: config.backlog, keepalive: config.tcp_keepalive, send_buffer: None };
+        let options = ListenOptions {
+            backlog: config.backlog,
+            keepalive: config.tcp_keepalive,
+            send_buffer: None,
+            // A worker shares both ports with the others (see `supervisor`).
+            reuse_port: config.worker_index.is_some(),
+        };
         let specs = vec![
             Spec {
                 kind: Kind::Device,

@@ -36,6 +36,8 @@
 //!   as JSON (`/stats`).
 //! - [`config`]: every setting, which is also the command line.
 //! - [`time`]: the reactor's millisecond clock.
+//! - [`supervisor`]: `--workers N`: worker processes sharing the ports,
+//!   restarted when they die, drained together.
 
 pub mod close;
 pub mod config;
@@ -52,6 +54,7 @@ pub mod reactor;
 pub mod redis;
 pub mod stats;
 pub mod stats_json;
+pub mod supervisor;
 pub mod time;
 pub mod wheel;
 

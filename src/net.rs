@@ -5,6 +5,12 @@
 //! and its timings) are set once on the listening socket: Linux copies them
 //! into each socket that `accept` returns, which saves five `setsockopt`
 //! calls per connection. A test below checks that the kernel still does so.
+//!
+//! Workers (`--workers N`) each bind both ports with `SO_REUSEPORT`: the
+//! kernel then keeps one accept queue per worker and hands each new
+//! connection to one of them by a hash of its addresses. Only sockets that
+//! all set the option, under the same user, may share a port, so a port
+//! held by any other program still fails to bind with `EADDRINUSE`.
 
 use std::fs;
 use std::io;
@@ -22,6 +28,8 @@ pub struct ListenOptions {
     pub keepalive: TcpKeepalive,
     /// `SO_SNDBUF` for accepted sockets (`None`: the kernel's autotuning).
     pub send_buffer: Option<usize>,
+    /// `SO_REUSEPORT`: share the port with the other workers.
+    pub reuse_port: bool,
 }
 
 /// Binds a non-blocking listener with `SO_REUSEADDR` (so a restart does not
@@ -32,6 +40,9 @@ pub fn listen(addr: SocketAddr, options: ListenOptions) -> io::Result<mio::net::
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
     socket.set_tcp_nodelay(true)?;
+    if options.reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     set_keepalive(&socket, options.keepalive)?;
     if let Some(bytes) = options.send_buffer {
         // Fixing it also turns off the kernel's autotuning, which would
@@ -63,6 +74,20 @@ fn set_keepalive(socket: &Socket, keepalive: TcpKeepalive) -> io::Result<()> {
     }
 }
 
+/// Holds `addr` for workers that will listen on it with `SO_REUSEPORT`: a
+/// socket bound with the same options but not listening, so it takes no
+/// connection. The supervisor keeps it for its whole life: it learns the
+/// port when `addr` asks for any (port 0), it fails at once when another
+/// program holds the port, and no other program can take the port while a
+/// worker restarts.
+pub fn reserve(addr: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
 /// `net.core.somaxconn`, the kernel's cap on any listen backlog.
 pub fn somaxconn() -> Option<u32> {
     fs::read_to_string("/proc/sys/net/core/somaxconn").ok()?.trim().parse().ok()
@@ -91,11 +116,7 @@ pub fn fd_limit() -> io::Result<FdLimit> {
 /// the operator's job (see the README).
 pub fn raise_fd_limit() -> io::Result<(FdLimit, FdLimit)> {
     let before = fd_limit()?;
-    // An "unlimited" hard limit still cannot exceed fs.nr_open on Linux.
-    let target = match before.hard {
-        libc::RLIM_INFINITY => nr_open().unwrap_or(1 << 20),
-        hard => hard,
-    };
+    let target = fd_ceiling(before);
     if before.soft >= target {
         return Ok((before, before));
     }
@@ -105,6 +126,16 @@ pub fn raise_fd_limit() -> io::Result<(FdLimit, FdLimit)> {
         return Err(io::Error::last_os_error());
     }
     Ok((before, FdLimit { soft: target, hard: before.hard }))
+}
+
+/// The most descriptors a process under `limit` may raise its soft limit
+/// to: the hard limit, or `fs.nr_open` when that is "unlimited" (Linux
+/// caps every limit there).
+pub fn fd_ceiling(limit: FdLimit) -> u64 {
+    match limit.hard {
+        libc::RLIM_INFINITY => nr_open().unwrap_or(1 << 20),
+        hard => hard,
+    }
 }
 
 fn nr_open() -> Option<u64> {
@@ -142,7 +173,7 @@ mod tests {
     fn accepted_sockets_inherit_the_listener_options() {
         let keepalive =
             TcpKeepalive::On { idle: Duration::from_secs(61), interval: Duration::from_secs(11), probes: 4 };
-        let options = ListenOptions { backlog: 16, keepalive, send_buffer: Some(64 * 1024) };
+        let options = ListenOptions { backlog: 16, keepalive, send_buffer: Some(64 * 1024), reuse_port: false };
         let (accepted, _client) = accept_one(options);
         let sock = SockRef::from(&accepted);
         // Linux reports twice the value set (its bookkeeping overhead).
@@ -156,9 +187,65 @@ mod tests {
 
     #[test]
     fn keepalive_off_is_inherited_too() {
-        let (accepted, _client) =
-            accept_one(ListenOptions { backlog: 16, keepalive: TcpKeepalive::Off, send_buffer: None });
+        let (accepted, _client) = accept_one(ListenOptions {
+            backlog: 16,
+            keepalive: TcpKeepalive::Off,
+            send_buffer: None,
+            reuse_port: false,
+        });
         assert!(!SockRef::from(&accepted).keepalive().unwrap());
+    }
+
+    fn options(reuse_port: bool) -> ListenOptions {
+        // Room in each queue for all the test's clients before any accept.
+        ListenOptions { backlog: 128, keepalive: TcpKeepalive::Off, send_buffer: None, reuse_port }
+    }
+
+    #[test]
+    fn workers_share_a_reserved_port_and_each_takes_connections() {
+        let reserved = reserve("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = reserved.local_addr().unwrap().as_socket().unwrap();
+        assert_ne!(addr.port(), 0);
+        let a = listen(addr, options(true)).unwrap();
+        let b = listen(addr, options(true)).unwrap();
+        // The kernel picks a listener by a hash of the client's address and
+        // port: with 64 clients, both get some (all on one would have a
+        // chance of 2^-63).
+        let clients: Vec<_> = (0..64).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+        let (mut on_a, mut on_b) = (0, 0);
+        while on_a + on_b < clients.len() {
+            let mut accepted = false;
+            for (listener, count) in [(&a, &mut on_a), (&b, &mut on_b)] {
+                match listener.accept() {
+                    Ok(_) => {
+                        *count += 1;
+                        accepted = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("accept: {e}"),
+                }
+            }
+            if !accepted {
+                std::thread::yield_now();
+            }
+        }
+        assert!(on_a > 0 && on_b > 0, "{on_a} and {on_b}");
+    }
+
+    #[test]
+    fn a_port_held_by_another_program_still_fails_to_bind() {
+        // A listener that did not set SO_REUSEPORT, as most programs.
+        let other = listen("127.0.0.1:0".parse().unwrap(), options(false)).unwrap();
+        let addr = other.local_addr().unwrap();
+        let err = listen(addr, options(true)).map(|_| ()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+        let err = reserve(addr).map(|_| ()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+        // And the other way round: a worker's port is not open to a program
+        // that does not ask to share it.
+        let shared = listen("127.0.0.1:0".parse().unwrap(), options(true)).unwrap();
+        let err = listen(shared.local_addr().unwrap(), options(false)).map(|_| ()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
     }
 
     #[test]

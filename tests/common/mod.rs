@@ -58,7 +58,7 @@ pub use browser::Browser;
 pub use client::{Client, mac};
 pub use gateway::{Gateway, assert_all_closed, closed, config};
 pub use http::{HttpClient, HttpResponse, STREAM_START, json_head, json_response};
-pub use kernel::{connect_from, data_segments_received, tcp_queues};
+pub use kernel::{connect_from, data_segments_received, socket_inodes, socket_inodes_at, tcp_queues};
 pub use matchers::{assert_like, metric, num};
 pub use process::{Process, tether_command};
 pub use redis::RedisServer;

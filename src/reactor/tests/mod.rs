@@ -353,7 +353,12 @@ impl Setup {
         let spec = Spec {
             kind: Kind::Device,
             addr: "127.0.0.1:0".parse().unwrap(),
-            options: ListenOptions { backlog: 1024, keepalive: TcpKeepalive::Off, send_buffer: self.send_buffer },
+            options: ListenOptions {
+                backlog: 1024,
+                keepalive: TcpKeepalive::Off,
+                send_buffer: self.send_buffer,
+                reuse_port: false,
+            },
             cap: self.cap,
             per_ip: self.per_ip,
             evict_idle: self.evict_idle,
