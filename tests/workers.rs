@@ -1,7 +1,9 @@
 //! `--workers N`, with the real binary: the supervisor's workers all take
 //! connections on the shared ports (which worker holds a connection is read
 //! from `/proc`), a worker killed with SIGKILL is started again with
-//! back-off while the others keep serving, SIGTERM drains every worker
+//! back-off while the others keep serving and its collars leave the fleet's
+//! directory within `--redis-ttl` (every test runs its workers against a
+//! real `redis-server`, which `--workers` above 1 requires), SIGTERM drains every worker
 //! (`BYE shutdown`) and the supervisor exits 0, a second signal forces,
 //! the workers of a supervisor killed hard drain and exit on their own, a
 //! port held by another program fails cleanly, `--workers auto` picks
@@ -23,7 +25,7 @@ struct Supervised {
     lines: Vec<String>,
     /// The Redis the workers share (`--redis` is required with more than
     /// one worker); killed with the test.
-    _redis: RedisServer,
+    redis: RedisServer,
 }
 
 /// Starts `tether --workers N` with `args`, and waits until every worker
@@ -43,7 +45,7 @@ fn supervise(args: &[&str], limit: Option<u64>, workers: usize) -> Supervised {
     let tether = Process::start(&args, limit);
     let mut lines: Vec<String> = tether.preamble.iter().chain([&tether.banner, &tether.http_banner]).cloned().collect();
     let pids = serving(&tether, &mut lines, &(0..workers).collect::<Vec<_>>());
-    Supervised { tether, pids, lines, _redis: redis }
+    Supervised { tether, pids, lines, redis }
 }
 
 /// Waits until each worker of `which` has logged its pid and its HTTP
@@ -161,7 +163,16 @@ fn a_worker_killed_with_sigkill_is_started_again_and_the_port_keeps_serving() {
     // and the victim's collars are to get nothing but the end of file. And
     // however slow the machine, the second kill comes before the back-off
     // starts over.
-    let args = ["--worker-restart-delay", "50ms", "--heartbeat-interval", "0", "--worker-stable-after", "10m"];
+    let args = [
+        "--worker-restart-delay",
+        "50ms",
+        "--heartbeat-interval",
+        "0",
+        "--worker-stable-after",
+        "10m",
+        "--redis-ttl",
+        "1s",
+    ];
     let sup = start(2, &args);
     let tether = &sup.tether;
     let (survivor, victim) = (sup.pids[0], sup.pids[1]);
@@ -172,7 +183,13 @@ fn a_worker_killed_with_sigkill_is_started_again_and_the_port_keeps_serving() {
     let mut on_victim: Vec<Client> = on_victim.into_iter().map(|(c, _)| c).collect();
     let mut others: Vec<Client> = others.into_iter().map(|(c, _)| c).collect();
     assert!(!on_victim.is_empty() && !others.is_empty(), "{} and {}", on_victim.len(), others.len());
+    let directory = || sup.redis.int(&["ZCARD", "tether:devices"]) as usize;
+    let until = std::time::Instant::now() + TIMEOUT;
+    while directory() < 32 {
+        assert!(std::time::Instant::now() < until, "the collars never reached the directory");
+    }
 
+    let killed = std::time::Instant::now();
     kill(victim, libc::SIGKILL);
     let line = tether.expect_log(&format!("worker 1 (pid {victim}) was killed by SIGKILL (9)"));
     assert!(line.ends_with("; restarting it in 50 ms (restart 1 of this worker, 1 in all)"), "{line}");
@@ -187,6 +204,17 @@ fn a_worker_killed_with_sigkill_is_started_again_and_the_port_keeps_serving() {
     assert!(line.ends_with(", restart 1 of this worker"), "{line}");
     let reborn = serving(tether, &mut vec![line], &[1])[0];
     assert_ne!(reborn, victim);
+    // Its collars leave the fleet's directory once its liveness key has
+    // expired (--redis-ttl 1s) and a sweep has run (every second).
+    while directory() > others.len() {
+        assert!(
+            killed.elapsed() < std::time::Duration::from_secs(3),
+            "{} left after {:?}",
+            directory(),
+            killed.elapsed()
+        );
+    }
+    assert_eq!(directory(), others.len());
 
     // The other worker's collars never noticed; and new collars land on
     // both workers again, the new one included.
