@@ -44,10 +44,14 @@ pub enum CloseReason {
     /// Turned away: its address already held `--http-max-per-ip`
     /// connections.
     PeerLimit,
+    /// The collar's `AUTH` did not prove its key (`--device-key-file`).
+    AuthFailed,
+    /// The collar's MAC is quarantined for flapping (`--flap-limit`).
+    Flapping,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 16] = [
+    pub const ALL: [CloseReason; 18] = [
         CloseReason::PeerClosed,
         CloseReason::IoError,
         CloseReason::Replaced,
@@ -64,6 +68,8 @@ impl CloseReason {
         CloseReason::BadRequest,
         CloseReason::Evicted,
         CloseReason::PeerLimit,
+        CloseReason::AuthFailed,
+        CloseReason::Flapping,
     ];
 
     /// The reason's name in logs, stats and `BYE` lines.
@@ -85,6 +91,8 @@ impl CloseReason {
             CloseReason::BadRequest => "bad-request",
             CloseReason::Evicted => "evicted",
             CloseReason::PeerLimit => "per-ip-limit",
+            CloseReason::AuthFailed => "auth-failed",
+            CloseReason::Flapping => "flapping",
         }
     }
 
@@ -120,6 +128,8 @@ impl CloseReason {
             CloseReason::Shutdown => b"BYE shutdown\n",
             CloseReason::SlowConsumer => b"BYE slow-consumer\n",
             CloseReason::PeerLimit => b"BYE per-ip-limit\n",
+            CloseReason::AuthFailed => b"BYE auth-failed\n",
+            CloseReason::Flapping => b"BYE flapping\n",
         })
     }
 

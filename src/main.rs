@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::Parser;
 use log::{error, info, warn};
 
+use tether::config::Command;
 use tether::{Config, Exit, Gateway, net};
 
 /// Where the binary (never the library) looks for the API token, so that
@@ -16,6 +17,11 @@ const TOKEN_VARIABLE: &str = "TETHER_API_TOKEN";
 
 fn main() -> ExitCode {
     let mut config = Config::parse();
+    if let Some(Command::DeviceKey { device_key_file, mac }) = &config.command {
+        let key = device_key_file.device_key(*mac);
+        println!("{}", key.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        return ExitCode::SUCCESS;
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     if config.api_token.is_none() {
         config.api_token = std::env::var(TOKEN_VARIABLE).ok().filter(|token| !token.is_empty());

@@ -2,7 +2,11 @@
 //! heartbeat and idle deadlines.
 //!
 //! A collar starts in the handshake (no MAC yet) and becomes identified
-//! after a valid `IDENTIFY`. [`Collar::on_command`] applies one parsed line
+//! after a valid `IDENTIFY`, or, with device keys (`--device-key-file`),
+//! after `IDENTIFY` is answered with a `CHALLENGE` and the collar's `AUTH`
+//! proves its key (see [`super::auth`]); a failed proof ends the
+//! connection. Until then every line but `PING` is refused, and the
+//! handshake timeout runs. [`Collar::on_command`] applies one parsed line
 //! and says what must happen; [`Collar::on_deadline`] applies the
 //! handshake, heartbeat and idle rules at a given `now`. Neither touches a
 //! socket or a clock, so both are tested with plain values.
@@ -15,6 +19,7 @@
 use std::cmp::min;
 use std::time::Duration;
 
+use super::auth::{DeviceKeys, Nonce};
 use super::mac::Mac;
 use super::protocol::{Command, ErrorCode, Line};
 use crate::close::CloseReason;
@@ -55,6 +60,17 @@ pub struct Collar {
     /// Boxed: most of a collar's life is spent idle, and a box keeps the
     /// slab entry of a device that never reported a fix small.
     pub location: Option<Box<Fix>>,
+    /// The challenge awaiting `AUTH` (device keys only). Boxed: it lives
+    /// for one round trip of the handshake, and is dropped by `AUTH`.
+    challenge: Option<Box<Challenge>>,
+}
+
+/// An `IDENTIFY` answered with `CHALLENGE`: whom it claims to be, and the
+/// nonce it must prove its key on.
+#[derive(Debug)]
+struct Challenge {
+    mac: Mac,
+    nonce: Nonce,
 }
 
 /// What must happen after a command.
@@ -62,8 +78,15 @@ pub struct Collar {
 pub enum Step {
     /// Send this line back.
     Reply(Line),
-    /// The device just identified: resolve any takeover, then answer `OK`.
+    /// Send `CHALLENGE` with this nonce: the collar claimed a MAC and must
+    /// prove its key with `AUTH`.
+    Challenge(Nonce),
+    /// The device just identified (and, with keys, proved it): resolve any
+    /// takeover, then answer `OK`.
     Identified(Mac),
+    /// The `AUTH` line did not prove the key of the MAC claimed: answer
+    /// `ERR bad-auth` and close (`auth-failed`).
+    AuthFailed(Mac),
     /// A new fix is stored in [`Collar::location`]; no answer.
     Located,
     /// Nothing to send.
@@ -83,22 +106,52 @@ pub enum Due {
 
 impl Collar {
     pub fn new(connected_at: Millis) -> Collar {
-        Collar { mac: None, connected_at, ping_sent_at: 0, location: None }
+        Collar { mac: None, connected_at, ping_sent_at: 0, location: None, challenge: None }
     }
 
-    /// Applies one command received at `now`.
-    pub fn on_command(&mut self, command: Command, now: Millis) -> Step {
+    /// Applies one command received at `now`; `keys` are the device keys
+    /// when authentication is on.
+    pub fn on_command(&mut self, command: Command, now: Millis, keys: Option<&DeviceKeys>) -> Step {
         match (self.mac, command) {
             (_, Command::Ping) => Step::Reply(Line::Pong),
-            (None, Command::Identify(mac)) => {
-                self.mac = Some(mac);
-                Step::Identified(mac)
+            (None, Command::Identify(mac)) => match keys {
+                None => {
+                    self.mac = Some(mac);
+                    Step::Identified(mac)
+                }
+                // A second IDENTIFY before AUTH (a firmware retrying, say)
+                // gets a fresh challenge for the MAC it names now.
+                Some(_) => {
+                    let nonce = Nonce::fresh().expect("the kernel's CSPRNG does not fail once booted");
+                    self.challenge = Some(Box::new(Challenge { mac, nonce }));
+                    Step::Challenge(nonce)
+                }
+            },
+            (None, Command::Auth(proof)) if self.challenge.is_some() => {
+                let Some(keys) = keys else { return Step::Reply(Line::Err(ErrorCode::NotIdentified)) };
+                let Challenge { mac, nonce } = *self.challenge.take().expect("checked");
+                if keys.verify(mac, &nonce, &proof) {
+                    self.mac = Some(mac);
+                    Step::Identified(mac)
+                } else {
+                    Step::AuthFailed(mac)
+                }
+            }
+            (None, Command::Invalid(ErrorCode::BadAuth)) if self.challenge.is_some() => {
+                let challenge = self.challenge.take().expect("checked");
+                Step::AuthFailed(challenge.mac)
             }
             (None, Command::Invalid(ErrorCode::BadMac)) => Step::Reply(Line::Err(ErrorCode::BadMac)),
             (None, _) => Step::Reply(Line::Err(ErrorCode::NotIdentified)),
             (Some(_), Command::Identify(_) | Command::Invalid(ErrorCode::BadMac)) => {
                 Step::Reply(Line::Err(ErrorCode::AlreadyIdentified))
             }
+            // Without keys there is no AUTH command, as before there was
+            // authentication at all.
+            (Some(_), Command::Auth(_) | Command::Invalid(ErrorCode::BadAuth)) => match keys {
+                Some(_) => Step::Reply(Line::Err(ErrorCode::AlreadyIdentified)),
+                None => Step::Reply(Line::Err(ErrorCode::UnknownCommand)),
+            },
             (Some(_), Command::Pong) => Step::Silent,
             (Some(_), Command::Location { lat, lon }) => {
                 let fix = Fix { lat, lon, at: now };
@@ -169,6 +222,7 @@ fn earliest(a: Option<Millis>, b: Option<Millis>) -> Option<Millis> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::device::auth;
 
     const MAC: Mac = Mac([1, 2, 3, 4, 5, 6]);
 
@@ -183,30 +237,33 @@ mod tests {
 
     fn identified(at: Millis) -> Collar {
         let mut s = Collar::new(at);
-        assert_eq!(s.on_command(Command::Identify(MAC), at), Step::Identified(MAC));
+        assert_eq!(s.on_command(Command::Identify(MAC), at, None), Step::Identified(MAC));
         s
     }
 
     #[test]
     fn handshake_rules() {
         let mut s = Collar::new(0);
-        assert_eq!(s.on_command(Command::Ping, 1), Step::Reply(Line::Pong));
-        assert_eq!(s.on_command(Command::Pong, 1), Step::Reply(Line::Err(ErrorCode::NotIdentified)));
+        assert_eq!(s.on_command(Command::Ping, 1, None), Step::Reply(Line::Pong));
+        assert_eq!(s.on_command(Command::Pong, 1, None), Step::Reply(Line::Err(ErrorCode::NotIdentified)));
         assert_eq!(
-            s.on_command(Command::Location { lat: 1.0, lon: 2.0 }, 1),
+            s.on_command(Command::Location { lat: 1.0, lon: 2.0 }, 1, None),
             Step::Reply(Line::Err(ErrorCode::NotIdentified))
         );
         assert_eq!(
-            s.on_command(Command::Invalid(ErrorCode::BadLocation), 1),
+            s.on_command(Command::Invalid(ErrorCode::BadLocation), 1, None),
             Step::Reply(Line::Err(ErrorCode::NotIdentified))
         );
         assert_eq!(
-            s.on_command(Command::Invalid(ErrorCode::UnknownCommand), 1),
+            s.on_command(Command::Invalid(ErrorCode::UnknownCommand), 1, None),
             Step::Reply(Line::Err(ErrorCode::NotIdentified))
         );
-        assert_eq!(s.on_command(Command::Invalid(ErrorCode::BadMac), 1), Step::Reply(Line::Err(ErrorCode::BadMac)));
+        assert_eq!(
+            s.on_command(Command::Invalid(ErrorCode::BadMac), 1, None),
+            Step::Reply(Line::Err(ErrorCode::BadMac))
+        );
         assert_eq!(s.mac, None, "a bad MAC leaves the collar in the handshake");
-        assert_eq!(s.on_command(Command::Identify(MAC), 2), Step::Identified(MAC));
+        assert_eq!(s.on_command(Command::Identify(MAC), 2, None), Step::Identified(MAC));
         assert_eq!(s.mac, Some(MAC));
     }
 
@@ -214,23 +271,110 @@ mod tests {
     fn identified_rules() {
         let mut s = identified(0);
         let again = Step::Reply(Line::Err(ErrorCode::AlreadyIdentified));
-        assert_eq!(s.on_command(Command::Identify(Mac([9; 6])), 1), again);
-        assert_eq!(s.on_command(Command::Invalid(ErrorCode::BadMac), 1), again);
-        assert_eq!(s.on_command(Command::Pong, 1), Step::Silent);
-        assert_eq!(s.on_command(Command::Ping, 1), Step::Reply(Line::Pong));
+        assert_eq!(s.on_command(Command::Identify(Mac([9; 6])), 1, None), again);
+        assert_eq!(s.on_command(Command::Invalid(ErrorCode::BadMac), 1, None), again);
+        assert_eq!(s.on_command(Command::Pong, 1, None), Step::Silent);
+        assert_eq!(s.on_command(Command::Ping, 1, None), Step::Reply(Line::Pong));
         assert_eq!(
-            s.on_command(Command::Invalid(ErrorCode::UnknownCommand), 1),
+            s.on_command(Command::Invalid(ErrorCode::UnknownCommand), 1, None),
             Step::Reply(Line::Err(ErrorCode::UnknownCommand))
         );
         assert_eq!(
-            s.on_command(Command::Invalid(ErrorCode::BadLocation), 1),
+            s.on_command(Command::Invalid(ErrorCode::BadLocation), 1, None),
             Step::Reply(Line::Err(ErrorCode::BadLocation))
         );
         assert_eq!(s.location, None);
-        assert_eq!(s.on_command(Command::Location { lat: 1.5, lon: -2.5 }, 7), Step::Located);
+        assert_eq!(s.on_command(Command::Location { lat: 1.5, lon: -2.5 }, 7, None), Step::Located);
         assert_eq!(s.location.as_deref(), Some(&Fix { lat: 1.5, lon: -2.5, at: 7 }));
-        assert_eq!(s.on_command(Command::Location { lat: 3.0, lon: 4.0 }, 9), Step::Located);
+        assert_eq!(s.on_command(Command::Location { lat: 3.0, lon: 4.0 }, 9, None), Step::Located);
         assert_eq!(s.location.as_deref(), Some(&Fix { lat: 3.0, lon: 4.0, at: 9 }));
+    }
+
+    fn keys() -> DeviceKeys {
+        DeviceKeys::new(&[[0x42; 32]]).unwrap()
+    }
+
+    /// A collar that sent `IDENTIFY` with keys on, and the nonce it got.
+    fn challenged(keys: &DeviceKeys) -> (Collar, Nonce) {
+        let mut s = Collar::new(0);
+        let Step::Challenge(nonce) = s.on_command(Command::Identify(MAC), 1, Some(keys)) else {
+            panic!("no challenge")
+        };
+        (s, nonce)
+    }
+
+    #[test]
+    fn with_keys_identify_is_challenged_and_a_proof_identifies() {
+        let keys = keys();
+        let (mut s, nonce) = challenged(&keys);
+        assert_eq!(s.mac, None, "not identified before AUTH");
+        let refused = Step::Reply(Line::Err(ErrorCode::NotIdentified));
+        assert_eq!(s.on_command(Command::Pong, 2, Some(&keys)), refused);
+        assert_eq!(s.on_command(Command::Location { lat: 1.0, lon: 2.0 }, 2, Some(&keys)), refused);
+        assert_eq!(s.on_command(Command::Ping, 2, Some(&keys)), Step::Reply(Line::Pong));
+        let proof = auth::prove(&keys.device_key(MAC), &nonce);
+        assert_eq!(s.on_command(Command::Auth(proof), 3, Some(&keys)), Step::Identified(MAC));
+        assert_eq!(s.mac, Some(MAC));
+        let again = Step::Reply(Line::Err(ErrorCode::AlreadyIdentified));
+        assert_eq!(s.on_command(Command::Auth(proof), 4, Some(&keys)), again, "a proof counts once");
+        assert_eq!(s.on_command(Command::Invalid(ErrorCode::BadAuth), 4, Some(&keys)), again);
+        assert_eq!(s.on_command(Command::Identify(MAC), 4, Some(&keys)), again);
+    }
+
+    #[test]
+    fn a_wrong_or_malformed_proof_fails_and_auth_without_a_challenge_is_refused() {
+        let keys = keys();
+        let (mut s, nonce) = challenged(&keys);
+        let other = DeviceKeys::new(&[[0x43; 32]]).unwrap();
+        let wrong = auth::prove(&other.device_key(MAC), &nonce);
+        assert_eq!(s.on_command(Command::Auth(wrong), 2, Some(&keys)), Step::AuthFailed(MAC));
+        assert_eq!(s.mac, None);
+        let (mut s, _) = challenged(&keys);
+        assert_eq!(s.on_command(Command::Invalid(ErrorCode::BadAuth), 2, Some(&keys)), Step::AuthFailed(MAC));
+        let mut fresh = Collar::new(0);
+        let refused = Step::Reply(Line::Err(ErrorCode::NotIdentified));
+        assert_eq!(fresh.on_command(Command::Auth(wrong), 1, Some(&keys)), refused, "AUTH before IDENTIFY");
+        assert_eq!(fresh.on_command(Command::Invalid(ErrorCode::BadAuth), 1, Some(&keys)), refused);
+    }
+
+    #[test]
+    fn a_second_identify_gets_a_fresh_challenge_for_the_mac_it_names() {
+        let keys = keys();
+        let (mut s, first) = challenged(&keys);
+        let other = Mac([9; 6]);
+        let Step::Challenge(second) = s.on_command(Command::Identify(other), 2, Some(&keys)) else { panic!() };
+        assert_ne!(first, second);
+        let stale = auth::prove(&keys.device_key(other), &first);
+        assert_eq!(
+            s.on_command(Command::Auth(stale), 3, Some(&keys)),
+            Step::AuthFailed(other),
+            "the first nonce is void"
+        );
+        let (mut s, _) = challenged(&keys);
+        let Step::Challenge(nonce) = s.on_command(Command::Identify(other), 2, Some(&keys)) else { panic!() };
+        let proof = auth::prove(&keys.device_key(other), &nonce);
+        assert_eq!(s.on_command(Command::Auth(proof), 3, Some(&keys)), Step::Identified(other));
+    }
+
+    #[test]
+    fn without_keys_auth_lines_are_what_they_were_before_authentication() {
+        let mut s = Collar::new(0);
+        let proof = crate::device::Proof([0; 32]);
+        let refused = Step::Reply(Line::Err(ErrorCode::NotIdentified));
+        assert_eq!(s.on_command(Command::Auth(proof), 1, None), refused);
+        let mut s = identified(0);
+        let unknown = Step::Reply(Line::Err(ErrorCode::UnknownCommand));
+        assert_eq!(s.on_command(Command::Auth(proof), 1, None), unknown);
+        assert_eq!(s.on_command(Command::Invalid(ErrorCode::BadAuth), 1, None), unknown);
+    }
+
+    #[test]
+    fn the_handshake_timeout_covers_the_challenge() {
+        let t = timeouts();
+        let keys = keys();
+        let (mut s, _) = challenged(&keys);
+        assert_eq!(s.next_deadline(50, &t), Some(100));
+        assert_eq!(s.on_deadline(100, 50, &t), Due::Close(CloseReason::HandshakeTimeout));
     }
 
     #[test]

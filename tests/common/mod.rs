@@ -10,6 +10,8 @@
 //!   library hides (exact response bytes, pipelining, malformed requests,
 //!   event streams), and the exact bytes of the gateway's JSON responses;
 //! - [`api`]: a real HTTP client ([`Api`], on `ureq`);
+//! - [`auth`]: device keys from the collar's side: a key file, the
+//!   `CHALLENGE`/`AUTH` exchange;
 //! - [`kernel`]: what the kernel knows of a socket that the gateway does
 //!   not say (`/proc/net/tcp`), and connecting from another loopback
 //!   address;
@@ -36,6 +38,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod api;
+pub mod auth;
 pub mod client;
 pub mod gateway;
 pub mod http;
@@ -48,6 +51,7 @@ pub mod streams;
 use std::time::Duration;
 
 pub use api::{Api, Reply};
+pub use auth::{KeyFile, auth_line, authenticate, challenge};
 pub use client::{Client, mac};
 pub use gateway::{Gateway, assert_all_closed, closed, config};
 pub use http::{HttpClient, HttpResponse, STREAM_START, json_head, json_response};
