@@ -165,6 +165,11 @@ impl Collar {
         }
     }
 
+    /// The MAC a challenge awaiting `AUTH` was issued for.
+    pub fn challenged(&self) -> Option<Mac> {
+        self.challenge.as_ref().map(|c| c.mac)
+    }
+
     /// Whether a heartbeat PING is unanswered, given when bytes last arrived.
     pub fn awaiting_pong(&self, last_rx: Millis) -> bool {
         self.ping_sent_at > last_rx
