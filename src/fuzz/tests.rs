@@ -115,7 +115,7 @@ fn drive(name: &str, target: fn(&[u8]), strategy: impl Strategy<Value = Vec<u8>>
         match result {
             Ok(()) => {}
             Err(TestError::Fail(why, data)) => {
-                panic!("fuzz {name}: {why}\ninput: {:?}", data.escape_ascii().to_string())
+                panic!("fuzz {name}: {why}\ninput: b\"{}\"", data.escape_ascii())
             }
             Err(e) => panic!("fuzz {name}: {e}"),
         }
@@ -186,3 +186,10 @@ fn the_programs_reach_deep_states() {
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n") && text.contains("\r\n\r\n{}HTTP/1.1 404 Not Found\r\n"), "{text}");
     assert_eq!(run.closed, None);
 }
+
+// Regressions: each input fuzzing makes fail becomes a test here, named for
+// what went wrong, calling its target with the input as printed. None so
+// far: `scripts/fuzz.sh 120` (the proptest driver, release build) ran every
+// target for 120 s, 6.3 to 7.9 million cases each, and found nothing; an
+// off-by-one put into the framer's line limit on purpose was found within
+// the 256 cases of the normal test run.
