@@ -50,19 +50,30 @@ pub struct Fix {
 /// One collar's state.
 #[derive(Debug)]
 pub struct Collar {
-    /// `None` during the handshake; set once by a valid IDENTIFY.
+    /// `None` during the handshake; set once by a valid IDENTIFY (with
+    /// keys: a valid AUTH), and cleared if the hub refuses the collar.
     pub mac: Option<Mac>,
+    /// The collar identified and the hub has not yet said whether it may
+    /// go online (see [`Collar::admitted`]). Sits in the padding beside
+    /// `mac`, so it costs no byte.
+    admitting: bool,
     pub connected_at: Millis,
     /// When the last heartbeat PING went out (0: never). A PING is
     /// outstanding exactly while this is later than the connection's
     /// `last_rx`, so receiving anything answers it without a store here.
     ping_sent_at: Millis,
-    /// Boxed: most of a collar's life is spent idle, and a box keeps the
-    /// slab entry of a device that never reported a fix small.
-    pub location: Option<Box<Fix>>,
-    /// The challenge awaiting `AUTH` (device keys only). Boxed: it lives
-    /// for one round trip of the handshake, and is dropped by `AUTH`.
-    challenge: Option<Box<Challenge>>,
+    /// The challenge awaiting `AUTH` during the handshake, the last fix
+    /// once identified: never both, so they share one boxed slot, and a
+    /// collar costs its slab entry one pointer for either (most of a
+    /// collar's life is spent idle, without a fix).
+    aside: Option<Box<Aside>>,
+}
+
+/// What a collar holds beside its fixed-size state.
+#[derive(Debug)]
+enum Aside {
+    Challenge(Challenge),
+    Fix(Fix),
 }
 
 /// An `IDENTIFY` answered with `CHALLENGE`: whom it claims to be, and the
@@ -87,7 +98,7 @@ pub enum Step {
     /// The `AUTH` line did not prove the key of the MAC claimed: answer
     /// `ERR bad-auth` and close (`auth-failed`).
     AuthFailed(Mac),
-    /// A new fix is stored in [`Collar::location`]; no answer.
+    /// A new fix is stored (see [`Collar::location`]); no answer.
     Located,
     /// Nothing to send.
     Silent,
@@ -106,7 +117,7 @@ pub enum Due {
 
 impl Collar {
     pub fn new(connected_at: Millis) -> Collar {
-        Collar { mac: None, connected_at, ping_sent_at: 0, location: None, challenge: None }
+        Collar { mac: None, admitting: false, connected_at, ping_sent_at: 0, aside: None }
     }
 
     /// Applies one command received at `now`; `keys` are the device keys
@@ -117,29 +128,34 @@ impl Collar {
             (None, Command::Identify(mac)) => match keys {
                 None => {
                     self.mac = Some(mac);
+                    self.admitting = true;
                     Step::Identified(mac)
                 }
                 // A second IDENTIFY before AUTH (a firmware retrying, say)
                 // gets a fresh challenge for the MAC it names now.
                 Some(_) => {
                     let nonce = Nonce::fresh().expect("the kernel's CSPRNG does not fail once booted");
-                    self.challenge = Some(Box::new(Challenge { mac, nonce }));
+                    self.aside = Some(Box::new(Aside::Challenge(Challenge { mac, nonce })));
                     Step::Challenge(nonce)
                 }
             },
-            (None, Command::Auth(proof)) if self.challenge.is_some() => {
+            (None, Command::Auth(proof)) if self.challenged().is_some() => {
                 let Some(keys) = keys else { return Step::Reply(Line::Err(ErrorCode::NotIdentified)) };
-                let Challenge { mac, nonce } = *self.challenge.take().expect("checked");
+                let Some(Aside::Challenge(Challenge { mac, nonce })) = self.aside.take().map(|a| *a) else {
+                    unreachable!("checked")
+                };
                 if keys.verify(mac, &nonce, &proof) {
                     self.mac = Some(mac);
+                    self.admitting = true;
                     Step::Identified(mac)
                 } else {
                     Step::AuthFailed(mac)
                 }
             }
-            (None, Command::Invalid(ErrorCode::BadAuth)) if self.challenge.is_some() => {
-                let challenge = self.challenge.take().expect("checked");
-                Step::AuthFailed(challenge.mac)
+            (None, Command::Invalid(ErrorCode::BadAuth)) if self.challenged().is_some() => {
+                let mac = self.challenged().expect("checked");
+                self.aside = None;
+                Step::AuthFailed(mac)
             }
             (None, Command::Invalid(ErrorCode::BadMac)) => Step::Reply(Line::Err(ErrorCode::BadMac)),
             (None, _) => Step::Reply(Line::Err(ErrorCode::NotIdentified)),
@@ -155,9 +171,9 @@ impl Collar {
             (Some(_), Command::Pong) => Step::Silent,
             (Some(_), Command::Location { lat, lon }) => {
                 let fix = Fix { lat, lon, at: now };
-                match &mut self.location {
-                    Some(stored) => **stored = fix,
-                    None => self.location = Some(Box::new(fix)),
+                match self.aside.as_deref_mut() {
+                    Some(stored) => *stored = Aside::Fix(fix),
+                    None => self.aside = Some(Box::new(Aside::Fix(fix))),
                 }
                 Step::Located
             }
@@ -167,7 +183,32 @@ impl Collar {
 
     /// The MAC a challenge awaiting `AUTH` was issued for.
     pub fn challenged(&self) -> Option<Mac> {
-        self.challenge.as_ref().map(|c| c.mac)
+        match self.aside.as_deref() {
+            Some(Aside::Challenge(challenge)) => Some(challenge.mac),
+            _ => None,
+        }
+    }
+
+    /// The last fix reported.
+    pub fn location(&self) -> Option<&Fix> {
+        match self.aside.as_deref() {
+            Some(Aside::Fix(fix)) => Some(fix),
+            _ => None,
+        }
+    }
+
+    /// Whether the collar identified and awaits the hub's word.
+    pub fn admitting(&self) -> bool {
+        self.admitting
+    }
+
+    /// The hub's word on the collar that identified: online, or not (then
+    /// it is not identified any more, and its goodbye announces nothing).
+    pub fn admitted(&mut self, online: bool) {
+        self.admitting = false;
+        if !online {
+            self.mac = None;
+        }
     }
 
     /// Whether a heartbeat PING is unanswered, given when bytes last arrived.
@@ -288,11 +329,11 @@ mod tests {
             s.on_command(Command::Invalid(ErrorCode::BadLocation), 1, None),
             Step::Reply(Line::Err(ErrorCode::BadLocation))
         );
-        assert_eq!(s.location, None);
+        assert_eq!(s.location(), None);
         assert_eq!(s.on_command(Command::Location { lat: 1.5, lon: -2.5 }, 7, None), Step::Located);
-        assert_eq!(s.location.as_deref(), Some(&Fix { lat: 1.5, lon: -2.5, at: 7 }));
+        assert_eq!(s.location(), Some(&Fix { lat: 1.5, lon: -2.5, at: 7 }));
         assert_eq!(s.on_command(Command::Location { lat: 3.0, lon: 4.0 }, 9, None), Step::Located);
-        assert_eq!(s.location.as_deref(), Some(&Fix { lat: 3.0, lon: 4.0, at: 9 }));
+        assert_eq!(s.location(), Some(&Fix { lat: 3.0, lon: 4.0, at: 9 }));
     }
 
     fn keys() -> DeviceKeys {
@@ -380,6 +421,26 @@ mod tests {
         let (mut s, _) = challenged(&keys);
         assert_eq!(s.next_deadline(50, &t), Some(100));
         assert_eq!(s.on_deadline(100, 50, &t), Due::Close(CloseReason::HandshakeTimeout));
+    }
+
+    #[test]
+    fn the_hub_admits_or_refuses_an_identified_collar() {
+        let mut s = Collar::new(0);
+        assert_eq!(s.on_command(Command::Identify(MAC), 1, None), Step::Identified(MAC));
+        assert!(s.admitting());
+        s.admitted(true);
+        assert_eq!((s.admitting(), s.mac), (false, Some(MAC)));
+        let mut s = Collar::new(0);
+        s.on_command(Command::Identify(MAC), 1, None);
+        s.admitted(false);
+        assert_eq!((s.admitting(), s.mac), (false, None), "refused: not identified");
+    }
+
+    #[test]
+    fn a_collar_costs_no_more_for_authentication() {
+        // The challenge shares the fix's boxed slot, and the admission flag
+        // the MAC's padding.
+        assert_eq!(std::mem::size_of::<Collar>(), 32);
     }
 
     #[test]

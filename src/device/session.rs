@@ -45,14 +45,12 @@ pub struct DeviceSettings {
     pub keys: Option<DeviceKeys>,
 }
 
-/// One collar connection: its unfinished line and its state.
+/// One collar connection: its unfinished line and its state. While the
+/// collar awaits the hub's word ([`Collar::admitting`]) no line is framed.
 #[derive(Debug)]
 pub struct DeviceSession {
     framer: LineFramer,
     pub collar: Collar,
-    /// The collar identified and the hub has not said yet whether it may
-    /// go online: no line is framed meanwhile.
-    admitting: bool,
 }
 
 /// Why [`on_line`] stopped the framing.
@@ -60,7 +58,7 @@ pub struct DeviceSession {
 enum Stop {
     /// The answers passed `--max-output`: go on once they drain.
     Output,
-    /// The collar identified: go on once the hub admits it.
+    /// The collar identified: go on once the hub has its say.
     Admission,
     /// Close the connection.
     Close(CloseReason),
@@ -68,22 +66,20 @@ enum Stop {
 
 impl DeviceSession {
     pub fn new(now: Millis) -> DeviceSession {
-        DeviceSession { framer: LineFramer::default(), collar: Collar::new(now), admitting: false }
+        DeviceSession { framer: LineFramer::default(), collar: Collar::new(now) }
     }
 
     /// Frames `input` (or, with `None`, the lines put off) and applies
     /// each line.
     fn frame(&mut self, input: Option<&[u8]>, cx: &mut CxOf<'_, Self>) -> Next {
-        let (collar, admitting) = (&mut self.collar, &mut self.admitting);
+        let collar = &mut self.collar;
         let max_line = cx.config.max_line;
         let mut close = None;
         let on_line = |line: &[u8]| match on_line(collar, line, cx) {
             ControlFlow::Continue(()) => ControlFlow::Continue(()),
             ControlFlow::Break(stop) => {
-                match stop {
-                    Stop::Output => {}
-                    Stop::Admission => *admitting = true,
-                    Stop::Close(reason) => close = Some(reason),
+                if let Stop::Close(reason) = stop {
+                    close = Some(reason);
                 }
                 ControlFlow::Break(())
             }
@@ -112,7 +108,7 @@ impl Session for DeviceSession {
     /// Answers the lines put off when the output passed `--max-output`
     /// (the reactor calls this once it drained).
     fn on_resume(&mut self, cx: &mut CxOf<'_, Self>) -> Next {
-        if self.admitting {
+        if self.collar.admitting() {
             return Next::Continue;
         }
         self.frame(None, cx)
@@ -121,23 +117,27 @@ impl Session for DeviceSession {
     /// The hub's word on a collar that identified: `OK` and on with the
     /// lines held behind the `IDENTIFY`, or the refusal and a close.
     fn on_reply(&mut self, reply: Reply, cx: &mut CxOf<'_, Self>) -> Next {
-        if !std::mem::take(&mut self.admitting) {
-            return Next::Continue;
-        }
+        let refusal = match reply {
+            _ if !self.collar.admitting() => return Next::Continue,
+            Reply::Admitted => None,
+            Reply::Refused(reason) => Some(reason),
+            // The hub answers a collar with nothing else.
+            Reply::Answer(_) | Reply::Stream => return Next::Continue,
+        };
+        // Refused, the collar is not online, so its goodbye announces
+        // nothing.
+        self.collar.admitted(refusal.is_none());
         cx.stats.lines_out += 1;
-        match reply {
-            Reply::Admitted => {
+        match refusal {
+            None => {
                 cx.send(Line::Ok.bytes());
                 self.frame(None, cx)
             }
-            Reply::Refused(reason) => {
-                // Not online, so its goodbye announces nothing.
-                self.collar.mac = None;
+            Some(reason) => {
                 let code = if reason == CloseReason::Flapping { ErrorCode::Flapping } else { ErrorCode::NotIdentified };
                 cx.send(Line::Err(code).bytes());
                 Next::Close(reason)
             }
-            Reply::Answer(_) | Reply::Stream => Next::Continue,
         }
     }
 
@@ -181,11 +181,11 @@ impl Session for DeviceSession {
     /// Lines put off are answered before more input is read, and nothing
     /// is read while the hub decides on an identified collar.
     fn wants_input(&self, _config: &DeviceSettings) -> bool {
-        !self.framer.holds_lines() && !self.admitting
+        !self.framer.holds_lines() && !self.collar.admitting()
     }
 
     fn has_work(&self) -> bool {
-        self.framer.holds_lines() && !self.admitting
+        self.framer.holds_lines() && !self.collar.admitting()
     }
 
     fn output_limit(&self, config: &DeviceSettings) -> OutputLimit {
@@ -220,7 +220,7 @@ fn on_line(collar: &mut Collar, line: &[u8], cx: &mut CxOf<'_, DeviceSession>) -
             return ControlFlow::Break(Stop::Close(CloseReason::AuthFailed));
         }
         Step::Located => {
-            if let (Some(mac), Some(&fix)) = (collar.mac, collar.location.as_deref()) {
+            if let (Some(mac), Some(&fix)) = (collar.mac, collar.location()) {
                 cx.effects.push(Effect::Located { mac, fix });
             }
             None

@@ -263,7 +263,7 @@ impl Hub {
     fn view(&self, mac: Mac, token: Token, ops: &Ops<'_, Proto>) -> DeviceView {
         let unix = |at: Millis| Rfc3339(self.clock.unix_ms(at));
         let (connected_at, location) = match ops.session(token) {
-            Some(Proto::Device(d)) => (d.collar.connected_at, d.collar.location.as_deref()),
+            Some(Proto::Device(d)) => (d.collar.connected_at, d.collar.location()),
             _ => (0, None),
         };
         DeviceView {
