@@ -48,10 +48,14 @@ pub enum CloseReason {
     LinkTimeout,
     /// A link (Redis): the peer sent what its protocol does not allow.
     ProtocolError,
+    /// The collar's `AUTH` did not prove its key (`--device-key-file`).
+    AuthFailed,
+    /// The collar's MAC is quarantined for flapping (`--flap-limit`).
+    Flapping,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 18] = [
+    pub const ALL: [CloseReason; 20] = [
         CloseReason::PeerClosed,
         CloseReason::IoError,
         CloseReason::Replaced,
@@ -70,6 +74,8 @@ impl CloseReason {
         CloseReason::PeerLimit,
         CloseReason::LinkTimeout,
         CloseReason::ProtocolError,
+        CloseReason::AuthFailed,
+        CloseReason::Flapping,
     ];
 
     /// The reason's name in logs, stats and `BYE` lines.
@@ -93,6 +99,8 @@ impl CloseReason {
             CloseReason::PeerLimit => "per-ip-limit",
             CloseReason::LinkTimeout => "link-timeout",
             CloseReason::ProtocolError => "protocol-error",
+            CloseReason::AuthFailed => "auth-failed",
+            CloseReason::Flapping => "flapping",
         }
     }
 
@@ -134,6 +142,8 @@ impl CloseReason {
             CloseReason::Shutdown => b"BYE shutdown\n",
             CloseReason::SlowConsumer => b"BYE slow-consumer\n",
             CloseReason::PeerLimit => b"BYE per-ip-limit\n",
+            CloseReason::AuthFailed => b"BYE auth-failed\n",
+            CloseReason::Flapping => b"BYE flapping\n",
         })
     }
 

@@ -9,10 +9,11 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
-use crate::device::{DeviceSettings, Timeouts};
+use crate::device::{DeviceKeys, DeviceSettings, Mac, Timeouts};
 use crate::http::{HttpSettings, HttpTimeouts, Limits};
+use crate::hub::flap::FlapSettings;
 use crate::proto::Settings;
 use crate::reactor::Budgets;
 use crate::redis::{RedisSettings, RedisUrl};
@@ -244,6 +245,51 @@ pub struct Config {
     /// Set by the supervisor: how many times this worker was restarted.
     #[arg(long, hide = true, default_value = "0", value_name = "N")]
     pub worker_restarts: u64,
+
+    /// Require collars to prove their key: IDENTIFY is answered with a
+    /// CHALLENGE that the collar must answer with AUTH. FILE lists master
+    /// keys, 64 hex digits a line (`#` comments and blank lines allowed);
+    /// the first one keys new collars (`tether device-key`), any one is
+    /// accepted. Without it, any client can claim any MAC.
+    #[arg(long, value_name = "FILE", value_parser = DeviceKeys::load, help_heading = "Device security")]
+    pub device_key_file: Option<DeviceKeys>,
+
+    /// Takeovers of one MAC within --flap-window above which it is
+    /// quarantined (0 disables the guard).
+    #[arg(long, default_value = "10", value_name = "N", help_heading = "Device security")]
+    pub flap_limit: u32,
+
+    /// The sliding window over which takeovers are counted.
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = parse_nonzero_duration, help_heading = "Device security")]
+    pub flap_window: Duration,
+
+    /// How long a flapping MAC's IDENTIFYs are refused (`ERR flapping`).
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = parse_nonzero_duration, help_heading = "Device security")]
+    pub flap_quarantine: Duration,
+
+    /// Most MACs whose takeovers are tracked at once (about 200 bytes
+    /// each); past it the least recently taken over is forgotten.
+    #[arg(long, default_value = "10000", value_name = "N", value_parser = parse_count, help_heading = "Device security")]
+    pub flap_max_tracked: usize,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What the binary does instead of serving.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Print the key to provision on the collar with this MAC (64 hex
+    /// digits): HMAC-SHA256 of the MAC, written upper-case with `:`, under
+    /// the first master key of the file.
+    DeviceKey {
+        /// The gateway's key file.
+        #[arg(long, value_name = "FILE", value_parser = DeviceKeys::load)]
+        device_key_file: DeviceKeys,
+        /// The collar's MAC (`CE:96:C2:78:27:FC` or `ce-96-c2-78-27-fc`).
+        #[arg(value_parser = parse_mac)]
+        mac: Mac,
+    },
 }
 
 impl Default for Config {
@@ -293,7 +339,12 @@ impl Config {
     /// What the protocols read.
     pub fn settings(&self) -> Settings {
         Settings {
-            device: DeviceSettings { max_line: self.max_line, max_output: self.max_output, timeouts: self.timeouts() },
+            device: DeviceSettings {
+                max_line: self.max_line,
+                max_output: self.max_output,
+                timeouts: self.timeouts(),
+                keys: self.device_key_file.clone(),
+            },
             http: HttpSettings {
                 limits: self.http_limits(),
                 timeouts: self.http_timeouts(),
@@ -304,6 +355,16 @@ impl Config {
                 pause_above: self.budget_write,
             },
             redis: RedisSettings { max_reply: self.redis_max_reply, max_output: self.redis_max_output },
+        }
+    }
+
+    /// The flapping guard's settings.
+    pub fn flap(&self) -> FlapSettings {
+        FlapSettings {
+            limit: self.flap_limit,
+            window: self.flap_window,
+            quarantine: self.flap_quarantine,
+            max_tracked: self.flap_max_tracked,
         }
     }
 
@@ -414,6 +475,19 @@ pub fn parse_turn_time(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// Parses a duration that is not zero.
+pub fn parse_nonzero_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err(format!("{text:?}: must be more than 0")),
+        d => Ok(d),
+    }
+}
+
+/// Parses a MAC as collars write it.
+pub fn parse_mac(text: &str) -> Result<Mac, String> {
+    Mac::parse(text.as_bytes()).map_err(|_| format!("{text:?} is not a MAC like CE:96:C2:78:27:FC"))
+}
+
 /// Parses a count of at least 1.
 pub fn parse_count(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
@@ -476,6 +550,31 @@ mod tests {
         assert_eq!(c.http_max_per_ip, 64);
         assert_eq!(c.budgets(), Budgets::default());
         assert_eq!(c.http_send_buffer(), (1024 - 64) * 1024 / 2);
+        assert!(c.device_key_file.is_none() && c.command.is_none());
+        assert_eq!(c.flap(), FlapSettings::default());
+    }
+
+    #[test]
+    fn device_security_flags() {
+        let dir = std::env::temp_dir().join(format!("tether-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("keys");
+        std::fs::write(&file, format!("# current\n{}\n", "0f".repeat(32))).unwrap();
+        let path = file.to_str().unwrap();
+        let c = Config::try_parse_from(["tether", "--device-key-file", path, "--flap-limit", "3"]).unwrap();
+        assert_eq!(c.device_key_file.as_ref().map(DeviceKeys::len), Some(1));
+        assert_eq!(c.flap().limit, 3);
+        let c =
+            Config::try_parse_from(["tether", "device-key", "--device-key-file", path, "ce-96-c2-78-27-fc"]).unwrap();
+        let Some(Command::DeviceKey { mac, .. }) = c.command else { panic!("{:?}", c.command) };
+        assert_eq!(mac, Mac([0xCE, 0x96, 0xC2, 0x78, 0x27, 0xFC]));
+        std::fs::write(&file, "not a key\n").unwrap();
+        let e = Config::try_parse_from(["tether", "--device-key-file", path]).unwrap_err().to_string();
+        assert!(e.contains(&format!("{path}: line 1: expected a key of 64 hex digits")), "{e}");
+        assert!(!e.contains("not a key"), "the line is not echoed: {e}");
+        assert!(Config::try_parse_from(["tether", "device-key", "--device-key-file", path, "CE:96"]).is_err());
+        assert!(Config::try_parse_from(["tether", "--flap-quarantine", "0"]).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -17,7 +17,8 @@ use crate::redis::codec::OwnedFrame;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     /// The collar identified as `mac`: it goes online, replacing an older
-    /// connection with that MAC.
+    /// connection with that MAC, unless the MAC is quarantined. Answered
+    /// with [`Reply::Admitted`] or [`Reply::Refused`].
     Identified { mac: Mac },
     /// The collar reported a fix.
     Located { mac: Mac, fix: Fix },
@@ -79,6 +80,11 @@ pub enum Reply {
     /// The connection is an event stream from now on; the hub produces its
     /// events.
     Stream,
+    /// To a collar that identified: it is online (answer `OK`).
+    Admitted,
+    /// To a collar that identified: it may not go online, and is closed
+    /// for this reason (`flapping`).
+    Refused(CloseReason),
 }
 
 /// A response's status and body.

@@ -2,7 +2,7 @@
 //! pushes (sans-IO).
 //!
 //! Every change the app may want pushed (a device connected, disconnected,
-//! reported a location) becomes an [`Event`] with an id one higher than the
+//! reported a location, was quarantined for flapping) becomes an [`Event`] with an id one higher than the
 //! last. The most recent `--event-history` events stay in a ring, so a
 //! client that reconnects with `Last-Event-ID` (Server-Sent Events) or
 //! `since=` (long polling) gets what it missed. Ids are contiguous, so
@@ -38,9 +38,22 @@ use crate::time::rfc3339;
 /// What happened, with its details.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventKind {
-    Connected { peer: Peer },
-    Disconnected { reason: CloseReason },
-    Location { lat: f64, lon: f64 },
+    Connected {
+        peer: Peer,
+    },
+    Disconnected {
+        reason: CloseReason,
+    },
+    Location {
+        lat: f64,
+        lon: f64,
+    },
+    /// The MAC was taken over more than `--flap-limit` times within a
+    /// minute: its `IDENTIFY`s are refused until `until_unix_ms`.
+    Flapping {
+        takeovers: u32,
+        until_unix_ms: u64,
+    },
 }
 
 impl EventKind {
@@ -50,6 +63,7 @@ impl EventKind {
             EventKind::Connected { .. } => "connected",
             EventKind::Disconnected { .. } => "disconnected",
             EventKind::Location { .. } => "location",
+            EventKind::Flapping { .. } => "flapping",
         }
     }
 }
@@ -167,6 +181,10 @@ impl Serialize for Data<'_> {
             EventKind::Location { lat, lon } => {
                 s.serialize_field("lat", lat)?;
                 s.serialize_field("lon", lon)?;
+            }
+            EventKind::Flapping { takeovers, until_unix_ms } => {
+                s.serialize_field("takeovers", takeovers)?;
+                s.serialize_field("until", &Rfc3339(*until_unix_ms))?;
             }
         }
         s.serialize_field("at", &Rfc3339(event.at_unix_ms))?;
@@ -412,6 +430,10 @@ mod tests {
             (
                 EventKind::Location { lat: 90.0, lon: -180.0 },
                 r#"{"mac":"01:02:03:04:05:06","lat":90.0,"lon":-180.0,"at":"1970-01-01T00:00:01.500Z"}"#,
+            ),
+            (
+                EventKind::Flapping { takeovers: 11, until_unix_ms: 61_500 },
+                r#"{"mac":"01:02:03:04:05:06","takeovers":11,"until":"1970-01-01T00:01:01.500Z","at":"1970-01-01T00:00:01.500Z"}"#,
             ),
         ];
         for (kind, data) in cases {

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use log::{info, warn};
 
 use crate::config::Config;
+use crate::device::protocol::AUTH_LINE_MAX;
 use crate::hub::Hub;
 use crate::hub::cluster::ClusterSettings;
 use crate::net::{self, ListenOptions};
@@ -29,6 +30,10 @@ impl Gateway {
     /// [`net::raise_fd_limit`] first: the connection caps are derived from
     /// the current limit.
     pub fn bind(config: Config) -> io::Result<Gateway> {
+        if config.device_key_file.is_some() && config.max_line < AUTH_LINE_MAX {
+            let why = format!("--max-line {} is too short for AUTH lines ({AUTH_LINE_MAX} bytes)", config.max_line);
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
+        }
         let fd_limit = net::fd_limit()?.soft;
         let (devices, http) = connection_caps(&config, fd_limit);
         let options = ListenOptions {
@@ -73,7 +78,8 @@ impl Gateway {
             timeout: config.redis_timeout,
             reconnect_max: config.redis_reconnect_max,
         });
-        let hub = Hub::new(reactor.clock(), config.event_history, config.cors_origin.clone(), cluster);
+        let hub = Hub::new(reactor.clock(), config.event_history, config.cors_origin.clone(), cluster)
+            .with_flap_guard(config.flap());
         Ok(Gateway { reactor, hub })
     }
 
@@ -124,6 +130,14 @@ impl Gateway {
     pub fn run(&mut self) -> io::Result<Exit> {
         // Logged here rather than in `bind`: once these lines are out, the
         // loop is serving and (if asked) watching for signals.
+        match &self.reactor.config().device.keys {
+            Some(keys) => info!(
+                "devices: collars must prove their key (AUTH) under {} master key{}",
+                keys.len(),
+                if keys.len() == 1 { "" } else { "s" }
+            ),
+            None => warn!("devices: no --device-key-file: any client can claim any MAC"),
+        }
         info!(
             "devices: listening on {} (backlog {}), at most {} connections",
             self.device_addr()?,

@@ -44,6 +44,8 @@ pub mod config;
 pub mod device;
 pub mod effect;
 pub mod events;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod gateway;
 pub mod http;
 pub mod hub;

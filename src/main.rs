@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::{CommandFactory, Parser};
 use log::{error, info, warn};
 
-use tether::config::Workers;
+use tether::config::{Command, Workers};
 use tether::supervisor::{self, Shares};
 use tether::{Config, Exit, Gateway, net};
 
@@ -22,6 +22,11 @@ const TOKEN_VARIABLE: &str = "TETHER_API_TOKEN";
 
 fn main() -> ExitCode {
     let mut config = Config::parse();
+    if let Some(Command::DeviceKey { device_key_file, mac }) = &config.command {
+        let key = device_key_file.device_key(*mac);
+        println!("{}", key.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        return ExitCode::SUCCESS;
+    }
     // A worker was given its share by the supervisor; anyone else works
     // out how many workers there are, and each one's share.
     let shares = match config.worker_index {

@@ -90,6 +90,13 @@ pub fn render(out: &mut String, stats: &Stats, levels: &Levels, hub: &HubLevels)
     let timeouts = stats.closed(Kind::Device, CloseReason::HeartbeatTimeout);
     m.single("tether_heartbeat_timeouts_total", "counter", "Devices closed for not answering a heartbeat.", timeouts);
     m.single("tether_events_published_total", "counter", "Device events published.", stats.events_published);
+    m.family("tether_device_auth_total", "counter", "Device AUTH answers (--device-key-file), by result.");
+    m.sample("tether_device_auth_total", &[("result", "ok")], stats.device_auths);
+    m.sample("tether_device_auth_total", &[("result", "failed")], stats.device_auth_failures);
+    let quarantines = stats.flap_quarantines;
+    m.single("tether_flap_quarantines_total", "counter", "MACs quarantined for flapping.", quarantines);
+    let refusals = stats.flap_refusals;
+    m.single("tether_flap_refusals_total", "counter", "IDENTIFYs refused for a quarantined MAC.", refusals);
 
     m.family("tether_http_responses_total", "counter", "HTTP responses made, by status (queued for sending).");
     for (status, n) in &stats.http_responses {

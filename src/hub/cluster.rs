@@ -548,6 +548,9 @@ impl Hub {
             EventKind::Connected { peer } => vec![(b"peer", peer.to_string())],
             EventKind::Disconnected { reason } => vec![(b"reason", reason.as_str().to_string())],
             EventKind::Location { lat, lon } => vec![(b"lat", lat.to_string()), (b"lon", lon.to_string())],
+            EventKind::Flapping { takeovers, until_unix_ms } => {
+                vec![(b"takeovers", takeovers.to_string()), (b"until", until_unix_ms.to_string())]
+            }
         };
         let mut args: Vec<&[u8]> = vec![
             b"XADD",
@@ -1139,6 +1142,10 @@ fn decode_event(fields: &[OwnedFrame]) -> Option<(Mac, EventKind, u64)> {
             EventKind::Disconnected { reason: CloseReason::ALL.into_iter().find(|r| r.as_str() == reason)? }
         }
         "location" => EventKind::Location { lat: field("lat")?.parse().ok()?, lon: field("lon")?.parse().ok()? },
+        "flapping" => EventKind::Flapping {
+            takeovers: field("takeovers")?.parse().ok()?,
+            until_unix_ms: field("until")?.parse().ok()?,
+        },
         _ => return None,
     };
     Some((mac, kind, at))

@@ -13,7 +13,8 @@
 //! The paths that cross connections:
 //! - a collar's `IDENTIFY` puts it online; an older connection with that
 //!   MAC is announced as `disconnected` (`replaced`) and closed, then the
-//!   new one as `connected`;
+//!   new one as `connected`; a MAC taken over too often is quarantined
+//!   ([`flap`]) and its `IDENTIFY`s refused;
 //! - a collar's `LOCATION:` is published (see [`feeds`]: no subscriber is
 //!   touched but those waiting for news) and answers
 //!   the location queries waiting on that connection;
@@ -25,6 +26,7 @@
 
 pub mod cluster;
 pub mod feeds;
+pub mod flap;
 pub mod frames;
 pub mod views;
 
@@ -47,6 +49,7 @@ use crate::stats::Stats;
 use crate::time::{Clock, Millis};
 use cluster::{Cluster, ClusterSettings, Remote, Waiter};
 use feeds::{Feeds, Woken};
+use flap::{FlapGuard, FlapSettings};
 use views::{CommandAccepted, DeviceView, DevicesPage, FixView, Health, LocationView};
 
 /// The shared state of the gateway.
@@ -70,6 +73,8 @@ pub struct Hub {
     cluster: Option<Cluster>,
     /// Reused by [`Hub::publish`].
     woken: Woken,
+    /// Takeovers by MAC, and the MACs quarantined for flapping.
+    flap: FlapGuard,
 }
 
 impl Hub {
@@ -88,7 +93,14 @@ impl Hub {
             locating: HashMap::new(),
             waiting_on: HashMap::new(),
             woken: Woken::default(),
+            flap: FlapGuard::new(FlapSettings::default()),
         }
+    }
+
+    /// The flapping guard's settings (the defaults otherwise).
+    pub fn with_flap_guard(mut self, settings: FlapSettings) -> Hub {
+        self.flap = FlapGuard::new(settings);
+        self
     }
 
     /// Collars online.
@@ -133,6 +145,13 @@ impl Hub {
         // line right behind its IDENTIFY) never goes online: it takes no MAC
         // over and is not announced, so its goodbye says nothing either.
         let Some(peer) = ops.peer(origin).cloned() else { return };
+        let now = ops.now();
+        if self.flap.quarantined(mac, now) {
+            ops.stats().flap_refusals += 1;
+            ops.reply(origin, Reply::Refused(CloseReason::Flapping));
+            return;
+        }
+        let mut quarantine = None;
         if let Some(old) = self.registry.insert(mac, origin)
             && ops.session(old).is_some()
         {
@@ -142,12 +161,22 @@ impl Hub {
             debug!("{mac}: {origin:?} takes over from {old:?}");
             self.publish(mac, EventKind::Disconnected { reason: CloseReason::Replaced }, ops);
             ops.close(old, CloseReason::Replaced);
+            quarantine = self.flap.taken_over(mac, now);
         }
         debug!("{origin:?} identified as {mac}");
         self.publish(mac, EventKind::Connected { peer }, ops);
         if self.cluster.is_some() {
             self.claim(mac, origin, ops);
         }
+        if let Some(q) = quarantine {
+            // The winner of this takeover stays; the MAC's next IDENTIFYs
+            // are refused until the quarantine ends.
+            ops.stats().flap_quarantines += 1;
+            debug!("{mac}: taken over {} times, quarantined", q.takeovers);
+            let until_unix_ms = self.clock.unix_ms(q.until);
+            self.publish(mac, EventKind::Flapping { takeovers: q.takeovers, until_unix_ms }, ops);
+        }
+        ops.reply(origin, Reply::Admitted);
     }
 
     fn located(&mut self, origin: Token, mac: Mac, fix: Fix, ops: &mut Ops<'_, Proto>) {
@@ -300,7 +329,7 @@ impl Hub {
     fn view(&self, mac: Mac, token: Token, ops: &Ops<'_, Proto>) -> DeviceView {
         let unix = |at: Millis| Rfc3339(self.clock.unix_ms(at));
         let (connected_at, location) = match ops.session(token) {
-            Some(Proto::Device(d)) => (d.collar.connected_at, d.collar.location.as_deref()),
+            Some(Proto::Device(d)) => (d.collar.connected_at, d.collar.location()),
             _ => (0, None),
         };
         DeviceView {

@@ -12,6 +12,8 @@
 //! - [`api`]: a real HTTP client ([`Api`], on `ureq`);
 //! - [`browser`]: headless Chromium through chromedriver ([`Browser`], on
 //!   `fantoccini`), for the dashboard;
+//! - [`auth`]: device keys from the collar's side: a key file, the
+//!   `CHALLENGE`/`AUTH` exchange;
 //! - [`kernel`]: what the kernel knows of a socket that the gateway does
 //!   not say (`/proc/net/tcp`), and connecting from another loopback
 //!   address;
@@ -40,6 +42,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod api;
+pub mod auth;
 pub mod browser;
 pub mod client;
 pub mod gateway;
@@ -54,6 +57,7 @@ pub mod streams;
 use std::time::Duration;
 
 pub use api::{Api, Reply};
+pub use auth::{KeyFile, auth_line, authenticate, challenge};
 pub use browser::Browser;
 pub use client::{Client, mac};
 pub use gateway::{Gateway, assert_all_closed, closed, config};
