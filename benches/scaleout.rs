@@ -260,7 +260,13 @@ fn run(p: &Params, redis: &RedisProcess) -> Result<(), String> {
         mem.dev_hash_with_fix = Some(dev_hash_mean(&mut probe, sample)?);
     }
 
-    println!("{} requests per case, local on A and remote through B ...", p.requests);
+    // The p99 of the hop depends on who else wants the CPU: say so.
+    let load = std::fs::read_to_string("/proc/loadavg").ok().and_then(|l| l.split(' ').next()?.parse::<f64>().ok());
+    println!(
+        "{} requests per case, local on A and remote through B (load average {}) ...",
+        p.requests,
+        load.map_or("?".to_string(), |l| l.to_string())
+    );
     let answerer = Answerer::start(a.devices, p.collars)?;
     wait_for(&mut probe, p, "the answering collar in the directory", |probe| {
         Ok(probe.int(&["ZCARD", DEVICES])? as usize == p.collars + 1)
@@ -295,9 +301,10 @@ fn run(p: &Params, redis: &RedisProcess) -> Result<(), String> {
     println!();
     print_commands(&ops, &inner, p);
     println!();
-    print_latency(&latency);
+    print_latency(&latency, load);
     println!();
-    for line in memory_json(&mem, p).into_iter().chain(commands_json(&ops, &inner, p)).chain(latency_json(&latency, p))
+    for line in
+        memory_json(&mem, p).into_iter().chain(commands_json(&ops, &inner, p)).chain(latency_json(&latency, p, load))
     {
         println!("{line}");
     }
@@ -561,8 +568,11 @@ fn totals() -> [(&'static str, Filter); 3] {
     [("sent by gateways", |inner| !inner), ("run inside functions", |inner| inner), ("all", |_| true)]
 }
 
-fn print_latency(cases: &[Case]) {
-    println!("The cross-gateway hop (sequential requests, kept-alive connections, µs):");
+fn print_latency(cases: &[Case], load: Option<f64>) {
+    println!(
+        "The cross-gateway hop (sequential requests, kept-alive connections, µs; 1-minute load average {}):",
+        load.map_or("?".to_string(), |l| l.to_string())
+    );
     println!();
     println!("| request | asked of | n | p50 | p99 | max | the hop adds (p50 / p99) |");
     println!("|---|---|---|---|---|---|---|");
@@ -664,7 +674,7 @@ fn commands_json(o: &Ops<'_>, inner: &BTreeSet<String>, p: &Params) -> Vec<Strin
     rows
 }
 
-fn latency_json(cases: &[Case], p: &Params) -> Vec<String> {
+fn latency_json(cases: &[Case], p: &Params, load: Option<f64>) -> Vec<String> {
     let mut rows = Vec::new();
     for case in cases {
         for (asked_of, h) in [("local", &case.local), ("remote", &case.remote)] {
@@ -679,6 +689,7 @@ fn latency_json(cases: &[Case], p: &Params) -> Vec<String> {
                     "p99_us": h.value_at_quantile(0.99),
                     "max_us": h.max(),
                     "mean_us": h.mean(),
+                    "loadavg_1m": load,
                 })
                 .to_string(),
             );
