@@ -50,14 +50,13 @@ pub fn connect_collars(addr: SocketAddr, first: usize, n: usize) -> Result<Vec<T
 pub fn send_locations(collars: &mut [TcpStream], k: usize, rate: u64) -> Result<Duration, String> {
     let start = Instant::now();
     for i in 0..k {
-        if rate > 0 {
-            // Paced in steps of 1 ms: line i is due at i / rate seconds.
-            let due = Duration::from_nanos((i as u64).saturating_mul(1_000_000_000) / rate);
-            if let Some(wait) = due.checked_sub(start.elapsed())
-                && wait >= Duration::from_millis(1)
-            {
-                std::thread::sleep(wait);
-            }
+        // Paced in steps of 1 ms: line i is due at i / rate seconds (no
+        // due time with a rate of 0).
+        if let Some(due) = (i as u64).saturating_mul(1_000_000_000).checked_div(rate)
+            && let Some(wait) = Duration::from_nanos(due).checked_sub(start.elapsed())
+            && wait >= Duration::from_millis(1)
+        {
+            std::thread::sleep(wait);
         }
         let n = collars.len();
         let (lat, lon) = (-60.0 + (i % 12_000) as f64 / 100.0, 2.0 + (i / n) as f64 / 1000.0);
