@@ -124,6 +124,8 @@ fn main() {
     };
     if let Err(e) = run(&p, &redis) {
         eprintln!("scaleout: {e}");
+        // exit() runs no destructor: kill Redis first.
+        drop(redis);
         std::process::exit(1);
     }
 }
