@@ -1,14 +1,15 @@
 //! The hub's Redis side: the fleet-wide directory and the bus between
 //! gateways, when `--redis` is given.
 //!
-//! Each gateway process has a unique id and two links to Redis, both
+//! Each gateway process has a unique id and three links to Redis, all
 //! dialed by the reactor and spoken through [`RedisSession`]:
 //! - the **command** link carries pipelined calls of the function library
 //!   (`src/redis/tether.lua`): claim a MAC on `IDENTIFY`, release it on
-//!   close (compare-and-delete on the epoch), record its last fix, refresh
-//!   this gateway's liveness key, sweep the devices of gateways whose key
-//!   expired, page the directory for `GET /devices`, and `PUBLISH` to other
-//!   gateways. Redis answers in order, so each reply pops the oldest
+//!   close (compare-and-delete on the epoch), append an event to the
+//!   stream (a location also recorded as the collar's last fix, in the same
+//!   call), refresh this gateway's liveness key, sweep the devices of
+//!   gateways whose key expired, page the directory for `GET /devices`, and
+//!   `PUBLISH` to other gateways. Redis answers in order, so each reply pops the oldest
 //!   [`Pending`] entry, which says what it answers;
 //! - the **bus** link is subscribed to this gateway's channel,
 //!   `tether:gw:<id>`: another gateway's claim of one of our MACs
@@ -16,13 +17,15 @@
 //!   collars (`cmd`, `loc`), and the answers to ours (`ans`);
 //! - the **tail** link follows the fleet's event stream, `tether:events`
 //!   (`XREAD BLOCK`), into the local event log. Every gateway appends its
-//!   events to that stream (`XADD`, capped near `--event-history`) instead
+//!   events to that stream (`tether_event`: `XADD`, capped near
+//!   `--event-history`) instead
 //!   of to its own log, so every log holds the whole fleet's events in one
 //!   order, with the stream's ids, and SSE and long polls stay local
 //!   cursors. A gateway that starts loads the stream's recent history
 //!   first, so `Last-Event-ID` replays across gateways and restarts.
 //!
-//! Claims are fenced by epochs: a claim bumps the MAC's epoch; an owner is
+//! Claims are fenced by epochs: a claim takes the next epoch of a
+//! fleet-wide counter, so a MAC's epochs only grow; an owner is
 //! told of a newer claim and closes its connection (`BYE replaced`) only
 //! if its own epoch is older, so a slow old owner never closes the new
 //! one, and its release (compare-and-delete) never removes the new entry.
@@ -44,7 +47,7 @@ use mio::Token;
 use super::Hub;
 use super::views::{DeviceView, DevicesPage, FixView};
 use crate::close::CloseReason;
-use crate::device::{Fix, Mac};
+use crate::device::Mac;
 use crate::effect::{Answer, LinkEvent, Reply};
 use crate::events::{EventId, EventKind, LOCAL_ONLY, Rfc3339, pack_stream_id};
 use crate::http::json;
@@ -539,10 +542,14 @@ impl Hub {
         }
     }
 
-    /// Appends an event to the fleet's stream; `false` if it could not be
-    /// sent (the caller keeps it locally).
+    /// Appends an event to the fleet's stream (`tether_event`, which also
+    /// keeps a location from the collar's holder as its last fix in the
+    /// directory); `false` if it could not be sent (the caller keeps it
+    /// locally).
     pub(super) fn append_to_stream(&mut self, mac: Mac, kind: &EventKind, at: u64, ops: &mut Ops<'_, Proto>) -> bool {
-        let history = self.cluster_mut().history.to_string();
+        let cluster = self.cluster_mut();
+        let history = cluster.history.to_string();
+        let epoch = cluster.claims.get(&mac).and_then(|c| c.epoch).map(|e| e.to_string()).unwrap_or_default();
         let (mac_text, at_text) = (mac.to_string(), at.to_string());
         let detail: Vec<(&[u8], String)> = match kind {
             EventKind::Connected { peer } => vec![(b"peer", peer.to_string())],
@@ -553,12 +560,11 @@ impl Hub {
             }
         };
         let mut args: Vec<&[u8]> = vec![
-            b"XADD",
-            EVENTS.as_bytes(),
-            b"MAXLEN",
-            b"~",
+            b"FCALL",
+            b"tether_event",
+            b"0",
             history.as_bytes(),
-            b"*",
+            epoch.as_bytes(),
             b"mac",
             mac_text.as_bytes(),
             b"event",
@@ -934,20 +940,6 @@ impl Hub {
         let (id, mac_text, epoch) = (cluster.settings.gateway_id.clone(), mac.to_string(), epoch.to_string());
         let args: [&[u8]; 3] = [mac_text.as_bytes(), id.as_bytes(), epoch.as_bytes()];
         self.fcall("tether_release", &args, Pending::Quiet("release"), ops);
-    }
-
-    /// Our collar reported a fix: the directory keeps the last one.
-    pub(super) fn record_fix(&mut self, mac: Mac, fix: &Fix, ops: &mut Ops<'_, Proto>) {
-        let at = self.clock.unix_ms(fix.at);
-        let cluster = self.cluster_mut();
-        let Some(epoch) = cluster.claims.get(&mac).and_then(|c| c.epoch) else { return };
-        if !cluster.up() {
-            return;
-        }
-        let (mac_text, epoch, lat, lon, at) =
-            (mac.to_string(), epoch.to_string(), fix.lat.to_string(), fix.lon.to_string(), at.to_string());
-        let args: [&[u8]; 5] = [mac_text.as_bytes(), epoch.as_bytes(), lat.as_bytes(), lon.as_bytes(), at.as_bytes()];
-        self.fcall("tether_fix", &args, Pending::Quiet("fix"), ops);
     }
 
     /// `GET /devices` over the whole fleet; `None` when Redis is down (the

@@ -180,10 +180,8 @@ impl Hub {
     }
 
     fn located(&mut self, origin: Token, mac: Mac, fix: Fix, ops: &mut Ops<'_, Proto>) {
+        // With Redis, the event also records the fix in the directory.
         self.publish(mac, EventKind::Location { lat: fix.lat, lon: fix.lon }, ops);
-        if self.cluster.is_some() {
-            self.record_fix(mac, &fix, ops);
-        }
         let location = FixView::new(&fix, |at| self.clock.unix_ms(at));
         let answer = Answer::json(200, json::to_vec(&LocationView { mac, location }));
         self.answer_waiters(origin, &answer, ops);

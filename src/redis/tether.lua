@@ -7,7 +7,9 @@
 --                   lon, fix_at): who holds the collar now
 --   devices         sorted set of the MACs online (score 0, ordered by
 --                   MAC): the fleet-wide listing, paged by MAC
---   epochs          hash MAC -> the last epoch claimed (never reused)
+--   epoch           the last epoch given to a claim, fleet-wide: every
+--                   claim takes the next one, so a MAC's epochs only grow,
+--                   and no memory is kept per MAC ever seen
 --   gw:<id>:devs    set of the MACs gateway <id> holds
 --   gw:<id>:alive   a key with a short TTL, refreshed while <id> lives
 --   gateways        set of the gateway ids that hold or held devices
@@ -22,13 +24,12 @@ local P = 'tether:'
 local function claim(keys, args)
   local mac, gw, peer, since = args[1], args[2], args[3], args[4]
   local dev = P .. 'dev:' .. mac
-  local epoch = redis.call('HINCRBY', P .. 'epochs', mac, 1)
+  local epoch = redis.call('INCR', P .. 'epoch')
   local prev = redis.call('HMGET', dev, 'gw', 'epoch')
   redis.call('DEL', dev)
   redis.call('HSET', dev, 'gw', gw, 'epoch', epoch, 'peer', peer, 'since', since)
   redis.call('ZADD', P .. 'devices', 0, mac)
   redis.call('SADD', P .. 'gw:' .. gw .. ':devs', mac)
-  redis.call('SADD', P .. 'gateways', gw)
   if prev[1] and prev[1] ~= gw then
     redis.call('SREM', P .. 'gw:' .. prev[1] .. ':devs', mac)
     redis.call('PUBLISH', P .. 'gw:' .. prev[1], 'replaced ' .. mac .. ' ' .. epoch)
@@ -50,15 +51,27 @@ local function release(keys, args)
   return 1
 end
 
--- The holder of `epoch` records the collar's last fix.
-local function fix(keys, args)
-  local mac, epoch, lat, lon, at = args[1], args[2], args[3], args[4], args[5]
-  local dev = P .. 'dev:' .. mac
-  if redis.call('HGET', dev, 'epoch') ~= epoch then
-    return 0
+-- An event joins the fleet's stream, capped near `maxlen`; a location
+-- reported by the holder of `epoch` is also kept as the collar's last fix.
+-- One call, so an event costs the gateway one round trip. Arguments:
+-- maxlen, epoch ('' if none), then the entry's field-value pairs, which
+-- start with mac, event, at (and, for a location, lat, lon). Returns the
+-- entry's id.
+local function event(keys, args)
+  local maxlen, epoch = args[1], args[2]
+  local fields = {}
+  for i = 3, #args do
+    fields[#fields + 1] = args[i]
   end
-  redis.call('HSET', dev, 'lat', lat, 'lon', lon, 'fix_at', at)
-  return 1
+  local id = redis.call('XADD', P .. 'events', 'MAXLEN', '~', maxlen, '*', unpack(fields))
+  local mac, kind, at, lat, lon = args[4], args[6], args[8], args[10], args[12]
+  if kind == 'location' and epoch ~= '' then
+    local dev = P .. 'dev:' .. mac
+    if redis.call('HGET', dev, 'epoch') == epoch then
+      redis.call('HSET', dev, 'lat', lat, 'lon', lon, 'fix_at', at)
+    end
+  end
+  return id
 end
 
 -- Gateway <id> is alive for `ttl_ms` more.
@@ -128,7 +141,7 @@ end
 
 redis.register_function('tether_claim', claim)
 redis.register_function('tether_release', release)
-redis.register_function('tether_fix', fix)
+redis.register_function('tether_event', event)
 redis.register_function('tether_alive', alive)
 redis.register_function('tether_sweep', sweep)
 redis.register_function{function_name = 'tether_page', callback = page, flags = {'no-writes'}}
