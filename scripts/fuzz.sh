@@ -4,7 +4,7 @@
 # Usage: scripts/fuzz.sh [SECONDS] [TARGET ...]
 #
 # The targets are the functions of src/fuzz.rs (line_framer,
-# device_session, http_request, http_session, percent). With a nightly
+# device_session, http_request, http_session, percent, redis_session). With a nightly
 # toolchain and cargo-fuzz installed, each runs under libFuzzer
 # (fuzz/, `cargo +nightly fuzz run`), its corpus kept in fuzz/corpus/;
 # otherwise the same functions are driven by proptest with inputs built
@@ -17,8 +17,8 @@ cd "$(dirname "$0")/.."
 
 seconds=${1:-60}
 shift || true
-# Every target of src/fuzz.rs (the Redis codec's joins this list).
-all=(line_framer device_session http_request http_session percent)
+# Every target of src/fuzz.rs.
+all=(line_framer device_session http_request http_session percent redis_session)
 if [[ $# -gt 0 ]]; then targets=("$@"); else targets=("${all[@]}"); fi
 
 if cargo +nightly fuzz --version >/dev/null 2>&1; then

@@ -40,20 +40,21 @@ use crate::http::request::{self, Body, Limits};
 use crate::http::session::{HttpSettings, HttpTimeouts};
 use crate::http::{HttpSession, chunked::Chunked, percent};
 use crate::reactor::{Budgets, Cx, Next, OutBuf, Pool, Session};
+use crate::redis::{RedisSession, RedisSettings};
 use crate::stats::Stats;
 use crate::time::Millis;
 
 /// A fuzz target: any bytes in, a panic for a bug.
 pub type Target = fn(&[u8]);
 
-/// Every target by name, for the drivers. (The Redis codec's target,
-/// `redis_codec`, joins this list when the codec exists.)
+/// Every target by name, for the drivers.
 pub const TARGETS: &[(&str, Target)] = &[
     ("line_framer", line_framer),
     ("device_session", device_session),
     ("http_request", http_request),
     ("http_session", http_session),
     ("percent", percent_decoding),
+    ("redis_session", redis_session),
 ];
 
 /// The line framer: the same lines, and the same verdict on an over-long
@@ -494,6 +495,70 @@ pub fn percent_decoding(data: &[u8]) {
     for (key, value) in percent::query_pairs(&text).flatten() {
         assert!(key.len() + value.len() <= text.len());
     }
+}
+
+/// The Redis link's session (RESP replies through `redis-protocol`): the
+/// same replies, in order, however the input is split into reads; a reply
+/// past the limit or bytes that are not RESP close the link, and what the
+/// session holds stays within the limit and one read.
+pub fn redis_session(data: &[u8]) {
+    let Some((&setup, input)) = data.split_first() else { return };
+    let settings = RedisSettings { max_reply: usize::from(setup) * 4 + 1, max_output: 1 };
+    let whole = redis_replies(input, &settings, &[input.len()]);
+    let cuts: Vec<usize> = input.iter().enumerate().filter(|(_, b)| **b % 5 == 0).map(|(i, _)| i + 1).collect();
+    let split = redis_replies(input, &settings, &cuts);
+    // Split reads may close a little earlier (a partial reply over the
+    // limit is seen before the bytes that would have made it whole), never
+    // later, and never with other replies.
+    assert!(whole.0.starts_with(&split.0) || split.0.starts_with(&whole.0), "{whole:?} vs {split:?}");
+    if whole.1.is_none() {
+        assert!(split.1.is_none() || split.1 == Some(CloseReason::ProtocolError), "{split:?}");
+    }
+}
+
+/// The replies the Redis session hands on from `input` read in pieces
+/// ending at `cuts` (then the rest), and the close it asked for.
+fn redis_replies(
+    input: &[u8],
+    settings: &RedisSettings,
+    cuts: &[usize],
+) -> (Vec<crate::redis::codec::OwnedFrame>, Option<CloseReason>) {
+    let mut session = RedisSession::new();
+    let (mut out, mut pool, mut stats, budgets) =
+        (OutBuf::default(), Pool::default(), Stats::default(), Budgets::default());
+    let mut effects = Vec::new();
+    let mut replies = Vec::new();
+    let mut start = 0;
+    for &end in cuts.iter().chain([&input.len()]) {
+        let end = end.min(input.len());
+        if end < start {
+            continue;
+        }
+        let mut cx = Cx {
+            now: 0,
+            token: mio::Token(1),
+            last_rx: 0,
+            draining: false,
+            config: settings,
+            out: &mut out,
+            pool: &mut pool,
+            effects: &mut effects,
+            stats: &mut stats,
+            budgets: &budgets,
+        };
+        let next = session.on_input(&input[start..end], &mut cx);
+        start = end;
+        for effect in effects.drain(..) {
+            if let Effect::Link(crate::effect::LinkEvent::Frame(frame)) = effect {
+                replies.push(frame);
+            }
+        }
+        if let Next::Close(reason) = next {
+            return (replies, Some(reason));
+        }
+        assert!(session.held() <= settings.max_reply + input.len(), "held {}", session.held());
+    }
+    (replies, None)
 }
 
 #[cfg(test)]

@@ -90,6 +90,25 @@ const HTTP: &[&[u8]] = &[
     b"ffffffffffffffff\r\n",
 ];
 
+/// Pieces of RESP replies: the kinds, lengths (right, wrong, negative,
+/// huge), terminators.
+const RESP: &[&[u8]] = &[
+    b"+OK\r\n",
+    b"-ERR no\r\n",
+    b":42\r\n",
+    b"$5\r\nhello\r\n",
+    b"$-1\r\n",
+    b"*2\r\n",
+    b"*-1\r\n",
+    b"*3\r\n$7\r\nmessage\r\n",
+    b"$99999999999\r\n",
+    b"*99999999\r\n",
+    b"\r\n",
+    b"$",
+    b"*",
+    b":",
+];
+
 const PERCENT: &[&[u8]] =
     &[b"%", b"%4", b"%41", b"%zz", b"+", b"&", b"=", b"%C3%A9", b"%FF", b"%00", b"a", "é".as_bytes()];
 
@@ -152,9 +171,14 @@ fn fuzz_percent() {
 }
 
 #[test]
+fn fuzz_redis_session() {
+    drive("redis_session", redis_session, input(RESP));
+}
+
+#[test]
 fn every_target_has_a_driver() {
     let names: Vec<&str> = TARGETS.iter().map(|(name, _)| *name).collect();
-    assert_eq!(names, ["line_framer", "device_session", "http_request", "http_session", "percent"]);
+    assert_eq!(names, ["line_framer", "device_session", "http_request", "http_session", "percent", "redis_session"]);
 }
 
 /// The programs reach what the targets are meant to test: a collar that

@@ -50,6 +50,11 @@ impl RedisSession {
         RedisSession::default()
     }
 
+    /// Input held that is not a whole reply yet.
+    pub fn held(&self) -> usize {
+        self.inbuf.len()
+    }
+
     /// Takes every whole reply out of `inbuf`.
     fn frames(&mut self, effects: &mut Vec<Effect>, max_reply: usize) -> Next {
         let mut used = 0;
