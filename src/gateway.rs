@@ -30,7 +30,12 @@ impl Gateway {
     pub fn bind(config: Config) -> io::Result<Gateway> {
         let fd_limit = net::fd_limit()?.soft;
         let (devices, http) = connection_caps(&config, fd_limit);
-        let options = ListenOptions { backlog: config.backlog, keepalive: config.tcp_keepalive, send_buffer: None };
+        let options = ListenOptions {
+            backlog: config.backlog,
+            keepalive: config.tcp_keepalive,
+            user_timeout: config.tcp_user_timeout(),
+            send_buffer: None,
+        };
         let specs = vec![
             Spec {
                 kind: Kind::Device,
