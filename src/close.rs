@@ -44,10 +44,14 @@ pub enum CloseReason {
     /// Turned away: its address already held `--http-max-per-ip`
     /// connections.
     PeerLimit,
+    /// The kernel gave up on the peer (`ETIMEDOUT`): keepalive probes went
+    /// unanswered, or written data stayed unacknowledged for
+    /// `--tcp-user-timeout`.
+    TcpTimeout,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 16] = [
+    pub const ALL: [CloseReason; 17] = [
         CloseReason::PeerClosed,
         CloseReason::IoError,
         CloseReason::Replaced,
@@ -64,6 +68,7 @@ impl CloseReason {
         CloseReason::BadRequest,
         CloseReason::Evicted,
         CloseReason::PeerLimit,
+        CloseReason::TcpTimeout,
     ];
 
     /// The reason's name in logs, stats and `BYE` lines.
@@ -85,6 +90,7 @@ impl CloseReason {
             CloseReason::BadRequest => "bad-request",
             CloseReason::Evicted => "evicted",
             CloseReason::PeerLimit => "per-ip-limit",
+            CloseReason::TcpTimeout => "tcp-timeout",
         }
     }
 
@@ -93,10 +99,17 @@ impl CloseReason {
     /// is already gone or presumed dead, nor for an idle connection closed
     /// to free its descriptor at once.
     pub fn lingers(self) -> bool {
-        !matches!(
-            self,
-            CloseReason::PeerClosed | CloseReason::IoError | CloseReason::HeartbeatTimeout | CloseReason::Evicted
-        )
+        !matches!(self, CloseReason::PeerClosed | CloseReason::IoError | CloseReason::Evicted) && !self.aborts()
+    }
+
+    /// Whether the peer is presumed dead, so the connection is closed
+    /// abortively (`SO_LINGER` 0: a reset, the socket freed at once, and
+    /// whatever the kernel still held for the peer discarded rather than
+    /// delivered should it come back). Last words (`BYE idle`) get one
+    /// flush first. Every close on purpose that tells the peer why and
+    /// expects it alive stays graceful.
+    pub fn aborts(self) -> bool {
+        matches!(self, CloseReason::HeartbeatTimeout | CloseReason::Idle | CloseReason::TcpTimeout)
     }
 
     /// The line sent to a device just before the gateway closes it on
@@ -107,6 +120,7 @@ impl CloseReason {
             CloseReason::PeerClosed
             | CloseReason::IoError
             | CloseReason::HeartbeatTimeout
+            | CloseReason::TcpTimeout
             | CloseReason::Completed
             | CloseReason::HttpIdle
             | CloseReason::RequestTimeout
@@ -138,6 +152,14 @@ mod tests {
         for (i, reason) in CloseReason::ALL.iter().enumerate() {
             assert_eq!(reason.index(), i);
         }
+    }
+
+    #[test]
+    fn a_presumed_dead_peer_is_reset_not_lingered_for() {
+        let aborted: Vec<_> = CloseReason::ALL.into_iter().filter(|r| r.aborts()).collect();
+        assert_eq!(aborted, [CloseReason::Idle, CloseReason::HeartbeatTimeout, CloseReason::TcpTimeout]);
+        assert!(aborted.iter().all(|r| !r.lingers()));
+        assert!(CloseReason::Replaced.lingers() && CloseReason::Shutdown.lingers());
     }
 
     #[test]
