@@ -13,6 +13,8 @@
 //! - [`kernel`]: what the kernel knows of a socket that the gateway does
 //!   not say (`/proc/net/tcp`), and connecting from another loopback
 //!   address;
+//! - [`netns`]: a private network namespace per test thread, and packet
+//!   loss in it with nftables (pulled cables, hosts that lost power);
 //! - [`streams`]: many event streams at once, bursts of locations from one
 //!   collar, and the frames they become;
 //! - [`require`]: prerequisites beyond the toolchain (a program, root),
@@ -41,6 +43,7 @@ pub mod gateway;
 pub mod http;
 pub mod kernel;
 pub mod matchers;
+pub mod netns;
 pub mod process;
 pub mod require;
 pub mod streams;
@@ -53,6 +56,7 @@ pub use gateway::{Gateway, assert_all_closed, closed, config};
 pub use http::{HttpClient, HttpResponse, STREAM_START, json_head, json_response};
 pub use kernel::{connect_from, data_segments_received, tcp_queues};
 pub use matchers::{assert_like, metric, num};
+pub use netns::Netns;
 pub use process::{Process, tether_command};
 pub use require::{program, require};
 pub use streams::{frames, location_frame, locations, subscribe_many};
