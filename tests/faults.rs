@@ -20,7 +20,8 @@
 //!
 //! The tests need root, `ip` and `nft` (`scripts/test.sh` installs them);
 //! without them they skip by hand and fail under the test script. The last
-//! test, on the user timeout inherited by accepted sockets, needs nothing.
+//! two tests (the user timeout inherited by accepted sockets, and a stream
+//! that reads nothing dropped by it) need nothing.
 
 mod common;
 
@@ -659,4 +660,31 @@ fn accepted_sockets_carry_the_user_timeout_of_both_listeners() {
         collar.send(b"PING\n");
         collar.expect(b"PONG\n");
     }
+}
+
+#[test]
+fn an_event_stream_that_reads_nothing_is_dropped_by_the_user_timeout() {
+    // Alive, but its window shut: the kernel's zero-window probes are
+    // answered, and still the user timeout ends it, as it would a peer gone.
+    let mut config = config();
+    config.tcp_keepalive = TcpKeepalive::Off;
+    config.tcp_user_timeout = Some(ms(1000));
+    config.heartbeat_interval = Duration::ZERO;
+    let gw = Gateway::start(config);
+    let mut stuck = HttpClient::connect_with_recv_buffer(gw.http, 4096);
+    stuck.send(b"GET /events HTTP/1.1\r\nHost: tether\r\n\r\n");
+    let peer = stuck.stream.local_addr().unwrap();
+    let mut collar = gw.device(MAC);
+    // Far more frames than its receive buffer holds.
+    collar.send(common::locations(0, 500).as_bytes());
+    // The kernel checks the user timeout only when a window probe is due,
+    // and probes back off from the retransmission timeout: measured here,
+    // 2.2-3.3 s for a 1 s user timeout.
+    let bound = ms(1000) + Duration::from_secs(4);
+    wait_until("the stuck stream to be dropped", bound, || tcp_queues(gw.http, peer).is_none());
+    let metrics = gw.metrics();
+    assert_eq!(common::metric(&metrics, r#"tether_closed_total{kind="http",reason="tcp-timeout"}"#), 1.0);
+    assert_eq!(common::metric(&metrics, r#"tether_closed_total{kind="http",reason="slow-consumer"}"#), 0.0);
+    collar.send(b"PING\n");
+    collar.expect(b"PONG\n");
 }
