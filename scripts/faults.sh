@@ -16,8 +16,9 @@
 # asserts its bound, as in the test suite: a run that breaks one fails.
 #
 # `scripts/faults.sh control` measures instead what the user timeout
-# prevents, with the real binary: the heartbeat off, keepalive 1s,1s,2 and
-# `--tcp-user-timeout 0`, a collar's cable pulled and a command sent to it.
+# prevents, with the real binary: the heartbeat and idle timeout off,
+# keepalive 1s,1s,2 and `--tcp-user-timeout 0`, a collar's cable pulled
+# and a command sent to it.
 # Keepalive sends no probe while the command is unacknowledged, so the
 # collar stays online until the kernel's retransmissions give up
 # (`net.ipv4.tcp_retries2`, some 15 minutes).
@@ -40,7 +41,7 @@ table inet faults {
 }
 RULES
 target/debug/tether --device-listen 127.0.0.1:3001 --http-listen 127.0.0.1:3000 --stats-interval 0 \
-    --heartbeat-interval 0 --tcp-keepalive 1s,1s,2 --tcp-user-timeout 0 2>/dev/null &
+    --heartbeat-interval 0 --idle-timeout 0 --tcp-keepalive 1s,1s,2 --tcp-user-timeout 0 2>/dev/null &
 tether=$!
 trap 'kill $tether' EXIT
 until curl -sf localhost:3000/health >/dev/null; do sleep 0.1; done
@@ -53,30 +54,33 @@ nft add element inet faults cut "{ $port }"
 start=$(date +%s.%N)
 curl -sf -X POST --data REBOOT localhost:3000/devices/$mac/commands >/dev/null
 while curl -sf localhost:3000/devices/$mac >/dev/null; do sleep 0.5; done
-echo "cable pulled, a command pending, keepalive 1s,1s,2, --tcp-user-timeout 0:" \
+echo "cable pulled, a command pending, no heartbeat, no idle timeout, keepalive 1s,1s,2, --tcp-user-timeout 0:" \
     "offline after $(echo "$(date +%s.%N) - $start" | bc) s"
 EOF
 fi
 
-export TETHER_TEST_REQUIRE_ALL=1
-cargo test --test faults --no-run 2>/dev/null
-# The runs' whole output stays there, for a look at a failure.
+# The runs' whole output stays there, for a look at a failure;
+# `scripts/faults.sh table` prints the table of the last run again.
 out=target/faults
-mkdir -p "$out"
-pids=()
-for timings in short defaults; do
-    TETHER_FAULT_TIMINGS=$timings cargo test -q --test faults -- --nocapture --test-threads 64 \
-        >"$out/$timings.log" 2>&1 &
-    pids+=($!)
-done
-status=0
-for pid in "${pids[@]}"; do
-    wait "$pid" || status=$?
-done
-if ((status)); then
-    grep -h -B2 -A8 panicked "$out"/*.log >&2 || true
-    echo "scripts/faults.sh: a scenario failed (see above)" >&2
-    exit "$status"
+if [[ ${1:-} != table ]]; then
+    export TETHER_TEST_REQUIRE_ALL=1
+    cargo test --test faults --no-run 2>/dev/null
+    mkdir -p "$out"
+    pids=()
+    for timings in short defaults; do
+        TETHER_FAULT_TIMINGS=$timings cargo test -q --test faults -- --nocapture --test-threads 64 \
+            >"$out/$timings.log" 2>&1 &
+        pids+=($!)
+    done
+    status=0
+    for pid in "${pids[@]}"; do
+        wait "$pid" || status=$?
+    done
+    if ((status)); then
+        grep -h -B2 -A8 panicked "$out"/*.log >&2 || true
+        echo "scripts/faults.sh: a scenario failed (see above)" >&2
+        exit "$status"
+    fi
 fi
 
 # fault-detection: <timings> | <test> | <scenario> | <reason> | <N> ms | bound <M> ms
@@ -90,14 +94,20 @@ awk -F' [|] ' '
     }
     function secs(ms) { return sprintf("%.2f s", ms / 1000) }
     END {
+        # The four ways a peer disappears, in that order; a test not listed
+        # comes after them.
+        m = split("graceful_close process_crash_fin process_crash_rst host_crash_heartbeat " \
+            "host_crash_keepalive host_crash_user_timeout ping_user_timeout host_reboot_before_ping " \
+            "host_reboot_after_ping cable_never_back takeover_cable_out idle_cable_out sse_cable_out", listed, " ")
+        for (i = 1; i <= m; i++) if (listed[i] in scenario) { rows[++r] = listed[i]; done[listed[i]] = 1 }
+        for (i = 1; i <= n; i++) if (!(order[i] in done)) rows[++r] = order[i]
         print "| scenario | closed as | short timings (bound) | defaults (bound) |"
         print "|---|---|---|---|"
-        for (i = 1; i <= n; i++) {
-            k = order[i]
+        for (i = 1; i <= r; i++) {
+            k = rows[i]
             printf "| %s | `%s` | %s (%s) | %s (%s) |\n", scenario[k], reason[k],
                 secs(took[k, "short"]), secs(bound[k, "short"]),
                 secs(took[k, "defaults"]), secs(bound[k, "defaults"])
         }
     }
-' <(grep -ho 'fault-detection: .*' "$out/short.log" | sort -t'|' -k2,2) \
-  <(grep -ho 'fault-detection: .*' "$out/defaults.log")
+' <(grep -ho 'fault-detection: .*' "$out/short.log") <(grep -ho 'fault-detection: .*' "$out/defaults.log")

@@ -551,7 +551,7 @@ fn a_collar_idle_with_its_cable_out_is_reset_and_never_sees_its_bye() {
     let peer = local(&collar);
     let since = Instant::now();
     s.net.cut(peer.port());
-    s.expect_gone("idle, cable pulled", "idle", since, ms(300) + s.t.slack);
+    s.expect_gone("idle (300 ms in both), cable pulled", "idle", since, ms(300) + s.t.slack);
     s.expect_socket_freed(peer);
     s.net.restore(peer.port());
     collar.send(b"PING\n");
@@ -679,8 +679,10 @@ fn an_event_stream_that_reads_nothing_is_dropped_by_the_user_timeout() {
     collar.send(common::locations(0, 500).as_bytes());
     // The kernel checks the user timeout only when a window probe is due,
     // and probes back off from the retransmission timeout: measured here,
-    // 2.2-3.3 s for a 1 s user timeout.
-    let bound = ms(1000) + Duration::from_secs(4);
+    // 2.2-3.3 s for a 1 s user timeout on a quiet machine, over 5 s with
+    // 30 fault tests at once. The point is that it ends at all: without the
+    // user timeout it would be held as long as it answers the probes.
+    let bound = ms(1000) + Duration::from_secs(14);
     wait_until("the stuck stream to be dropped", bound, || tcp_queues(gw.http, peer).is_none());
     let metrics = gw.metrics();
     assert_eq!(common::metric(&metrics, r#"tether_closed_total{kind="http",reason="tcp-timeout"}"#), 1.0);
