@@ -55,7 +55,8 @@ start=$(date +%s.%N)
 curl -sf -X POST --data REBOOT localhost:3000/devices/$mac/commands >/dev/null
 while curl -sf localhost:3000/devices/$mac >/dev/null; do sleep 0.5; done
 echo "cable pulled, a command pending, no heartbeat, no idle timeout, keepalive 1s,1s,2, --tcp-user-timeout 0:" \
-    "offline after $(echo "$(date +%s.%N) - $start" | bc) s"
+    "offline after $(echo "$(date +%s.%N) - $start" | bc) s," \
+    "closed as $(curl -sf localhost:3000/metrics | awk -F'"' '/^tether_closed_total\{kind="device"/ && !/ 0$/ { print $4 }')"
 EOF
 fi
 
