@@ -52,10 +52,14 @@ pub enum CloseReason {
     AuthFailed,
     /// The collar's MAC is quarantined for flapping (`--flap-limit`).
     Flapping,
+    /// The kernel gave up on the peer (`ETIMEDOUT`): keepalive probes went
+    /// unanswered, or written data stayed unacknowledged for
+    /// `--tcp-user-timeout`.
+    TcpTimeout,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 20] = [
+    pub const ALL: [CloseReason; 21] = [
         CloseReason::PeerClosed,
         CloseReason::IoError,
         CloseReason::Replaced,
@@ -76,6 +80,7 @@ impl CloseReason {
         CloseReason::ProtocolError,
         CloseReason::AuthFailed,
         CloseReason::Flapping,
+        CloseReason::TcpTimeout,
     ];
 
     /// The reason's name in logs, stats and `BYE` lines.
@@ -101,6 +106,7 @@ impl CloseReason {
             CloseReason::ProtocolError => "protocol-error",
             CloseReason::AuthFailed => "auth-failed",
             CloseReason::Flapping => "flapping",
+            CloseReason::TcpTimeout => "tcp-timeout",
         }
     }
 
@@ -111,12 +117,18 @@ impl CloseReason {
     pub fn lingers(self) -> bool {
         !matches!(
             self,
-            CloseReason::PeerClosed
-                | CloseReason::IoError
-                | CloseReason::HeartbeatTimeout
-                | CloseReason::Evicted
-                | CloseReason::LinkTimeout
-        )
+            CloseReason::PeerClosed | CloseReason::IoError | CloseReason::Evicted | CloseReason::LinkTimeout
+        ) && !self.aborts()
+    }
+
+    /// Whether the peer is presumed dead, so the connection is closed
+    /// abortively (`SO_LINGER` 0: a reset, the socket freed at once, and
+    /// whatever the kernel still held for the peer discarded rather than
+    /// delivered should it come back). Last words (`BYE idle`) get one
+    /// flush first. Every close on purpose that tells the peer why and
+    /// expects it alive stays graceful.
+    pub fn aborts(self) -> bool {
+        matches!(self, CloseReason::HeartbeatTimeout | CloseReason::Idle | CloseReason::TcpTimeout)
     }
 
     /// The line sent to a device just before the gateway closes it on
@@ -127,6 +139,7 @@ impl CloseReason {
             CloseReason::PeerClosed
             | CloseReason::IoError
             | CloseReason::HeartbeatTimeout
+            | CloseReason::TcpTimeout
             | CloseReason::Completed
             | CloseReason::HttpIdle
             | CloseReason::RequestTimeout
@@ -162,6 +175,14 @@ mod tests {
         for (i, reason) in CloseReason::ALL.iter().enumerate() {
             assert_eq!(reason.index(), i);
         }
+    }
+
+    #[test]
+    fn a_presumed_dead_peer_is_reset_not_lingered_for() {
+        let aborted: Vec<_> = CloseReason::ALL.into_iter().filter(|r| r.aborts()).collect();
+        assert_eq!(aborted, [CloseReason::Idle, CloseReason::HeartbeatTimeout, CloseReason::TcpTimeout]);
+        assert!(aborted.iter().all(|r| !r.lingers()));
+        assert!(CloseReason::Replaced.lingers() && CloseReason::Shutdown.lingers());
     }
 
     #[test]

@@ -55,6 +55,14 @@ pub struct Config {
     #[arg(long, default_value = "60s,10s,3", value_name = "IDLE,INTERVAL,PROBES", value_parser = parse_keepalive)]
     pub tcp_keepalive: TcpKeepalive,
 
+    /// Longest time written data may stay unacknowledged before the kernel
+    /// drops the connection (TCP_USER_TIMEOUT), so that a peer gone while
+    /// output is pending is found as soon as an idle one. Default: the
+    /// keepalive's IDLE + INTERVAL x PROBES (none with keepalive off); 0
+    /// disables.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub tcp_user_timeout: Option<Duration>,
+
     /// Most collar connections held at once; more are told `BYE
     /// server-full`. Default: the file-descriptor limit minus --fd-reserve
     /// minus --max-http-connections. Capped there.
@@ -309,6 +317,17 @@ impl Config {
         }
     }
 
+    /// `TCP_USER_TIMEOUT` for accepted sockets: `--tcp-user-timeout`, by
+    /// default the time keepalive takes to give up on an idle peer; `None`
+    /// when off.
+    pub fn tcp_user_timeout(&self) -> Option<Duration> {
+        match (self.tcp_user_timeout, self.tcp_keepalive) {
+            (Some(timeout), _) => (!timeout.is_zero()).then_some(timeout),
+            (None, TcpKeepalive::Off) => None,
+            (None, TcpKeepalive::On { idle, interval, probes }) => Some(idle + interval * probes),
+        }
+    }
+
     /// The HTTP deadlines.
     pub fn http_timeouts(&self) -> HttpTimeouts {
         HttpTimeouts {
@@ -534,6 +553,7 @@ mod tests {
             c.tcp_keepalive,
             TcpKeepalive::On { idle: Duration::from_secs(60), interval: Duration::from_secs(10), probes: 3 }
         );
+        assert_eq!(c.tcp_user_timeout(), Some(Duration::from_secs(90)), "60 s + 3 x 10 s");
         assert_eq!(c.max_connections, None);
         assert_eq!(c.max_output, 64 * 1024);
         assert_eq!(c.drain_timeout, Duration::from_secs(5));
@@ -635,6 +655,17 @@ mod tests {
             assert!(parse_workers(bad).is_err(), "{bad:?}");
         }
         assert!(Config::try_parse_from(["tether", "--worker-restart-delay", "0"]).is_err(), "a crash loop would spin");
+    }
+
+    #[test]
+    fn the_user_timeout_follows_keepalive_unless_given() {
+        let parse = |args: &[&str]| Config::try_parse_from([&["tether"], args].concat()).unwrap().tcp_user_timeout();
+        assert_eq!(parse(&["--tcp-keepalive", "1s,1s,2"]), Some(Duration::from_secs(3)));
+        assert_eq!(parse(&["--tcp-keepalive", "off"]), None);
+        assert_eq!(parse(&["--tcp-keepalive", "off", "--tcp-user-timeout", "750ms"]), Some(Duration::from_millis(750)));
+        assert_eq!(parse(&["--tcp-user-timeout", "20s"]), Some(Duration::from_secs(20)));
+        assert_eq!(parse(&["--tcp-user-timeout", "0"]), None);
+        assert!(Config::try_parse_from(["tether", "--tcp-user-timeout", "soon"]).is_err());
     }
 
     #[test]

@@ -39,6 +39,7 @@ impl Gateway {
         let options = ListenOptions {
             backlog: config.backlog,
             keepalive: config.tcp_keepalive,
+            user_timeout: config.tcp_user_timeout(),
             send_buffer: None,
             // A worker shares both ports with the others (see `supervisor`).
             reuse_port: config.worker_index.is_some(),

@@ -2,9 +2,13 @@
 //! file-descriptor limit.
 //!
 //! Options that every accepted connection needs (`TCP_NODELAY`, keepalive
-//! and its timings) are set once on the listening socket: Linux copies them
-//! into each socket that `accept` returns, which saves five `setsockopt`
-//! calls per connection. A test below checks that the kernel still does so.
+//! and its timings, `TCP_USER_TIMEOUT`) are set once on the listening
+//! socket: Linux copies them into each socket that `accept` returns, which
+//! saves six `setsockopt` calls per connection. A test below checks that
+//! the kernel still does so.
+//!
+//! [`reset_on_close`] is the one option set on a connection later: a peer
+//! presumed dead is closed abortively.
 //!
 //! Workers (`--workers N`) each bind both ports with `SO_REUSEPORT`: the
 //! kernel then keeps one accept queue per worker and hands each new
@@ -15,6 +19,7 @@
 use std::fs;
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use log::warn;
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive as Ka, Type};
@@ -26,6 +31,10 @@ use crate::config::TcpKeepalive;
 pub struct ListenOptions {
     pub backlog: u32,
     pub keepalive: TcpKeepalive,
+    /// `TCP_USER_TIMEOUT`: how long written data may stay unacknowledged
+    /// before the kernel drops the connection (`None`: the kernel's own
+    /// retransmission limit, `tcp_retries2`, some 15 minutes).
+    pub user_timeout: Option<Duration>,
     /// `SO_SNDBUF` for accepted sockets (`None`: the kernel's autotuning).
     pub send_buffer: Option<usize>,
     /// `SO_REUSEPORT`: share the port with the other workers.
@@ -34,7 +43,8 @@ pub struct ListenOptions {
 
 /// Binds a non-blocking listener with `SO_REUSEADDR` (so a restart does not
 /// wait for old connections in TIME_WAIT), `TCP_NODELAY`, the keepalive
-/// settings and the send buffer, all inherited by accepted sockets.
+/// settings, the user timeout and the send buffer, all inherited by
+/// accepted sockets.
 pub fn listen(addr: SocketAddr, options: ListenOptions) -> io::Result<mio::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
@@ -44,6 +54,9 @@ pub fn listen(addr: SocketAddr, options: ListenOptions) -> io::Result<mio::net::
         socket.set_reuse_port(true)?;
     }
     set_keepalive(&socket, options.keepalive)?;
+    // Keepalive sends no probe while data is unacknowledged, so without this
+    // a peer gone with output pending is retransmitted to for minutes.
+    socket.set_tcp_user_timeout(options.user_timeout)?;
     if let Some(bytes) = options.send_buffer {
         // Fixing it also turns off the kernel's autotuning, which would
         // otherwise grow a stuck client's buffer to tcp_wmem's maximum.
@@ -148,10 +161,17 @@ pub fn shutdown_write(stream: &mio::net::TcpStream) -> io::Result<()> {
     SockRef::from(stream).shutdown(std::net::Shutdown::Write)
 }
 
+/// Makes the coming `close` of the socket abortive (`SO_LINGER` 0): the
+/// kernel discards what is unsent, sends a reset instead of a FIN, and
+/// frees the socket at once, so nothing queued for a peer presumed dead
+/// reaches it later, and no FIN-WAIT socket outlives the connection.
+pub fn reset_on_close(stream: &mio::net::TcpStream) -> io::Result<()> {
+    SockRef::from(stream).set_linger(Some(Duration::ZERO))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     /// A listener with `options`, one client connected to it, and the
     /// accepted end of that connection.
@@ -173,7 +193,9 @@ mod tests {
     fn accepted_sockets_inherit_the_listener_options() {
         let keepalive =
             TcpKeepalive::On { idle: Duration::from_secs(61), interval: Duration::from_secs(11), probes: 4 };
-        let options = ListenOptions { backlog: 16, keepalive, send_buffer: Some(64 * 1024), reuse_port: false };
+        let user_timeout = Some(Duration::from_millis(91_500));
+        let options =
+            ListenOptions { backlog: 16, keepalive, user_timeout, send_buffer: Some(64 * 1024), reuse_port: false };
         let (accepted, _client) = accept_one(options);
         let sock = SockRef::from(&accepted);
         // Linux reports twice the value set (its bookkeeping overhead).
@@ -183,6 +205,7 @@ mod tests {
         assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(61));
         assert_eq!(sock.tcp_keepalive_interval().unwrap(), Duration::from_secs(11));
         assert_eq!(sock.tcp_keepalive_retries().unwrap(), 4);
+        assert_eq!(sock.tcp_user_timeout().unwrap(), user_timeout);
     }
 
     #[test]
@@ -190,15 +213,17 @@ mod tests {
         let (accepted, _client) = accept_one(ListenOptions {
             backlog: 16,
             keepalive: TcpKeepalive::Off,
+            user_timeout: None,
             send_buffer: None,
             reuse_port: false,
         });
         assert!(!SockRef::from(&accepted).keepalive().unwrap());
+        assert_eq!(SockRef::from(&accepted).tcp_user_timeout().unwrap(), None);
     }
 
     fn options(reuse_port: bool) -> ListenOptions {
         // Room in each queue for all the test's clients before any accept.
-        ListenOptions { backlog: 128, keepalive: TcpKeepalive::Off, send_buffer: None, reuse_port }
+        ListenOptions { backlog: 128, keepalive: TcpKeepalive::Off, user_timeout: None, send_buffer: None, reuse_port }
     }
 
     #[test]

@@ -20,8 +20,11 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 /// the peer) and receive queue (`rx_queue`: bytes received and not yet
 /// read) of the IPv4 TCP socket whose local address is `local` and remote
 /// address `remote`; `None` if there is no such socket.
+///
+/// The table is that of the calling thread's network namespace
+/// (`/proc/thread-self`): a fault test runs in a namespace of its own.
 pub fn tcp_queues(local: SocketAddr, remote: SocketAddr) -> Option<(u64, u64)> {
-    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    let table = std::fs::read_to_string("/proc/thread-self/net/tcp").expect("read /proc/thread-self/net/tcp");
     let (local, remote) = (proc_address(local), proc_address(remote));
     // `sl local_address rem_address st tx_queue:rx_queue ...`, in hex.
     table.lines().skip(1).find_map(|line| {

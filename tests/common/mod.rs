@@ -17,6 +17,8 @@
 //! - [`kernel`]: what the kernel knows of a socket that the gateway does
 //!   not say (`/proc/net/tcp`), and connecting from another loopback
 //!   address;
+//! - [`netns`]: a private network namespace per test thread, and packet
+//!   loss in it with nftables (pulled cables, hosts that lost power);
 //! - [`streams`]: many event streams at once, bursts of locations from one
 //!   collar, and the frames they become;
 //! - [`redis`]: a real `redis-server` on a free port, for the scale-out
@@ -49,6 +51,7 @@ pub mod gateway;
 pub mod http;
 pub mod kernel;
 pub mod matchers;
+pub mod netns;
 pub mod process;
 pub mod redis;
 pub mod require;
@@ -64,6 +67,7 @@ pub use gateway::{Gateway, assert_all_closed, closed, config};
 pub use http::{HttpClient, HttpResponse, STREAM_START, json_head, json_response};
 pub use kernel::{connect_from, data_segments_received, socket_inodes, socket_inodes_at, tcp_queues};
 pub use matchers::{assert_like, metric, num};
+pub use netns::Netns;
 pub use process::{Process, tether_command};
 pub use redis::RedisServer;
 pub use require::{program, require};
