@@ -15,8 +15,8 @@
 //!   `--event-history` whatever the fleet's size); and the size of each key
 //!   kind (`MEMORY USAGE … SAMPLES 0`): a sample of `tether:dev:<MAC>`
 //!   hashes (without and with a last fix), and the sorted set
-//!   `tether:devices`, A's set `tether:gw:<id>:devs` and the hash
-//!   `tether:epochs` divided by N.
+//!   `tether:devices`, A's set `tether:gw:<id>:devs` divided by N, and the
+//!   fleet-wide epoch counter `tether:epoch` (one key, whatever N).
 //! - **Commands.** Calls per command (`INFO commandstats`) over three
 //!   windows: the N connects, K `LOCATION:` lines (default 10,000, spread
 //!   over the collars and paced at `SCALEOUT_EVENT_RATE` a second: each is
@@ -246,7 +246,7 @@ fn run(p: &Params, redis: &RedisProcess) -> Result<(), String> {
     mem.dev_hash = dev_hash_mean(&mut probe, sample)?;
     mem.devices_zset = probe.memory_usage(DEVICES)?.unwrap_or(0);
     mem.gateway_set = probe.memory_usage(&format!("tether:gw:{}:devs", a.id))?.unwrap_or(0);
-    mem.epochs = probe.memory_usage("tether:epochs")?.unwrap_or(0);
+    mem.epochs = probe.memory_usage("tether:epoch")?.unwrap_or(0);
 
     println!("{} LOCATION lines ...", p.events);
     let added = probe.stream_added(EVENTS)?;
@@ -287,7 +287,7 @@ fn run(p: &Params, redis: &RedisProcess) -> Result<(), String> {
         wait_for(probe, p, "the directory to be empty", |probe| Ok(probe.int(&["ZCARD", DEVICES])? == 0))
     })?;
     mem.after_leaving = probe.used_memory()?;
-    mem.epochs_after_leaving = probe.memory_usage("tether:epochs")?.unwrap_or(0);
+    mem.epochs_after_leaving = probe.memory_usage("tether:epoch")?.unwrap_or(0);
     mem.stream_after_leaving = probe.memory_usage(EVENTS)?.unwrap_or(0);
     mem.keys_after_leaving = probe.int(&["DBSIZE"])?;
 
@@ -482,7 +482,7 @@ fn print_memory(m: &Memory, p: &Params) {
     }
     println!("| `{DEVICES}` sorted set | {} | {:.0} |", thousands(m.devices_zset), m.devices_zset as f64 / n);
     println!("| `tether:gw:<A>:devs` set | {} | {:.0} |", thousands(m.gateway_set), m.gateway_set as f64 / n);
-    println!("| `tether:epochs` hash | {} | {:.0} |", thousands(m.epochs), m.epochs as f64 / n);
+    println!("| `tether:epoch` counter (one key) | {} | {:.2} |", thousands(m.epochs), m.epochs as f64 / n);
     println!(
         "| `used_memory` after {} events (stream {} bytes) | {} | {:.0} |",
         p.events,
@@ -502,7 +502,7 @@ fn print_memory(m: &Memory, p: &Params) {
         m.stream_after_leaving as f64 / n
     );
     println!(
-        "| of which `tether:epochs` (an entry per MAC ever claimed, kept for fencing) | {} | {:.0} |",
+        "| of which the `tether:epoch` counter | {} | {:.2} |",
         thousands(m.epochs_after_leaving),
         m.epochs_after_leaving as f64 / n
     );
@@ -632,8 +632,8 @@ fn memory_json(m: &Memory, p: &Params) -> Vec<String> {
             "dev_hash_with_fix_mean": m.dev_hash_with_fix,
             "devices_zset": m.devices_zset,
             "gateway_set": m.gateway_set,
-            "epochs_hash": m.epochs,
-            "epochs_hash_after_leaving": m.epochs_after_leaving,
+            "epoch_counter": m.epochs,
+            "epoch_counter_after_leaving": m.epochs_after_leaving,
             "stream_after_leaving": m.stream_after_leaving,
             "keys_after_leaving": m.keys_after_leaving,
             "left_behind_per_collar": (m.after_leaving as f64 - m.base as f64) / n,
