@@ -197,7 +197,7 @@ pub struct Config {
 
     /// Longest wait for a Redis reply (then the link is closed and
     /// redialed) and for another gateway's answer to a command (then 504).
-    #[arg(long, default_value = "2s", value_name = "DURATION", value_parser = parse_duration, help_heading = "Scale-out (Redis)")]
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration, help_heading = "Scale-out (Redis)")]
     pub redis_timeout: Duration,
 
     /// Longest wait between attempts to reconnect to Redis (the wait starts

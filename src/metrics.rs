@@ -224,6 +224,12 @@ fn redis_metrics(m: &mut Writer<'_>, redis: &RedisLevels, stats: &Stats) {
         "Directory entries of dead gateways removed by this gateway's sweeps.",
         s.swept,
     );
+    m.single(
+        "tether_redis_liveness_expired_total",
+        "counter",
+        "Times this gateway found its liveness key expired, and claimed its collars again.",
+        s.expired,
+    );
     m.family("tether_redis_requests_total", "counter", "Requests carried between gateways, by side and result.");
     m.sample("tether_redis_requests_total", &[("side", "sent")], s.rpc_sent);
     m.sample("tether_redis_requests_total", &[("side", "timed-out")], s.rpc_timeouts);

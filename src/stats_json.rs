@@ -121,6 +121,7 @@ struct RedisView {
     claims: u64,
     lost_to_remote: u64,
     swept: u64,
+    liveness_expired: u64,
     requests: Keyed<&'static str, u64>,
     /// Only the reasons that happened, as in `/metrics`.
     link_closed: Keyed<&'static str, u64>,
@@ -192,6 +193,7 @@ pub fn render(stats: &Stats, levels: &Levels, hub: &HubLevels) -> Vec<u8> {
                 claims: s.claims,
                 lost_to_remote: s.lost_to_remote,
                 swept: s.swept,
+                liveness_expired: s.expired,
                 requests: Keyed(vec![("sent", s.rpc_sent), ("timed-out", s.rpc_timeouts), ("served", s.rpc_served)]),
                 link_closed: Keyed(
                     CloseReason::ALL
@@ -364,6 +366,7 @@ mod tests {
             rpc_sent: 5,
             rpc_timeouts: 1,
             rpc_served: 6,
+            expired: 1,
         };
         hub.redis = Some(metrics::RedisLevels { up: true, pending: 4, stats: cluster });
         hub.worker = Some(metrics::WorkerLevels { index: 2, restarts: 1 });
@@ -371,7 +374,7 @@ mod tests {
         assert!(
             body.ends_with(concat!(
                 ",\"redis\":{\"up\":1,\"pending\":4,\"commands\":40,\"reconnects\":1,\"claims\":7,",
-                "\"lost_to_remote\":2,\"swept\":3,\"requests\":{\"sent\":5,\"timed-out\":1,\"served\":6},",
+                "\"lost_to_remote\":2,\"swept\":3,\"liveness_expired\":1,\"requests\":{\"sent\":5,\"timed-out\":1,\"served\":6},",
                 "\"link_closed\":{\"link-timeout\":1}},\"worker\":{\"index\":2,\"restarts\":1}}"
             )),
             "{body}"

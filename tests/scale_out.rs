@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::{Gateway, Process, RedisServer, assert_like, config, mac};
 use tether::Config;
+use tether::redis::codec::Frame as _;
 
 /// A gateway on `redis`, with short Redis timings.
 fn gateway(redis: &RedisServer) -> Gateway {
@@ -438,9 +439,9 @@ fn a_stream_trimmed_past_what_a_gateway_saw_while_cut_off_makes_its_event_client
 
 #[test]
 fn a_collar_claimed_elsewhere_while_its_gateway_was_cut_off_stays_with_the_newer_claim() {
-    let Some(redis) = RedisServer::start(
-        "a_collar_claimed_elsewhere_while_its_gateway_was_cut_off_stays_with_the_newer_claim",
-    ) else {
+    let Some(redis) =
+        RedisServer::start("a_collar_claimed_elsewhere_while_its_gateway_was_cut_off_stays_with_the_newer_claim")
+    else {
         return;
     };
     let (a, id_a) = gateway_and_id(&redis, config());
@@ -471,4 +472,25 @@ fn a_collar_claimed_elsewhere_while_its_gateway_was_cut_off_stays_with_the_newer
     assert_ne!(owner(&moved), id_a);
     assert_eq!(owner(&stays), id_a);
     assert!(a.metrics().contains("tether_redis_lost_to_remote_total 1\n"));
+}
+
+#[test]
+fn a_gateway_whose_liveness_key_expired_claims_its_collars_again() {
+    let Some(redis) = RedisServer::start("a_gateway_whose_liveness_key_expired_claims_its_collars_again") else {
+        return;
+    };
+    let (a, id_a) = gateway_and_id(&redis, config());
+    let _collar = online(&a, &mac(91));
+    // As if A had been too slow to refresh its key for a while: the key is
+    // gone, and a sweep takes A's collar off the directory (at once, in one
+    // transaction, before A refreshes its key).
+    let key = format!("tether:gw:{id_a}:alive");
+    let swept = redis.transaction(&[&["DEL", &key], &["FCALL", "tether_sweep", "0"]]);
+    assert_eq!(swept.items()[1].items().len(), 1, "{swept:?}");
+    // A's next refresh finds its key gone, and A claims its collars again.
+    a.expect_log("liveness key had expired: claiming every local collar again");
+    a.expect_log(&format!("{}: claimed with epoch", upper(&mac(91))));
+    assert_eq!(redis.int(&["ZCARD", "tether:devices"]), 1);
+    assert_eq!(redis.text(&["HGET", &format!("tether:dev:{}", upper(&mac(91))), "gw"]).as_deref(), Some(id_a.as_str()));
+    assert!(a.metrics().contains("tether_redis_liveness_expired_total 1\n"));
 }

@@ -1,15 +1,14 @@
 //! The hub's Redis side: the fleet-wide directory and the bus between
 //! gateways, when `--redis` is given.
 //!
-//! Each gateway process has a unique id and three links to Redis, all
+//! Each gateway process has a unique id and four links to Redis, all
 //! dialed by the reactor and spoken through [`RedisSession`]:
 //! - the **command** link carries pipelined calls of the function library
 //!   (`src/redis/tether.lua`): claim a MAC on `IDENTIFY`, release it on
 //!   close (compare-and-delete on the epoch), append an event to the
 //!   stream (a location also recorded as the collar's last fix, in the same
-//!   call), refresh this gateway's liveness key, sweep the devices of
-//!   gateways whose key expired, page the directory for `GET /devices`, and
-//!   `PUBLISH` to other gateways. Redis answers in order, so each reply pops the oldest
+//!   call), page the directory for `GET /devices`, and `PUBLISH` to other
+//!   gateways. Redis answers in order, so each reply pops the oldest
 //!   [`Pending`] entry, which says what it answers;
 //! - the **bus** link is subscribed to this gateway's channel,
 //!   `tether:gw:<id>`: another gateway's claim of one of our MACs
@@ -22,7 +21,12 @@
 //!   of to its own log, so every log holds the whole fleet's events in one
 //!   order, with the stream's ids, and SSE and long polls stay local
 //!   cursors. A gateway that starts loads the stream's recent history
-//!   first, so `Last-Event-ID` replays across gateways and restarts.
+//!   first, so `Last-Event-ID` replays across gateways and restarts;
+//! - the **control** link refreshes this gateway's liveness key and sweeps
+//!   the directory: on a connection of its own, so that no pipeline of
+//!   claims holds the refresh back past `--redis-ttl`. A refresh that finds
+//!   the key expired (the gateway was too slow, or cut off, and may have
+//!   been swept) makes it claim its collars again.
 //!
 //! Claims are fenced by epochs: a claim takes the next epoch of a
 //! fleet-wide counter, so a MAC's epochs only grow; an owner is
@@ -78,12 +82,24 @@ pub struct ClusterSettings {
     pub reconnect_max: Duration,
 }
 
-/// The three links.
+/// The four links.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
     Command,
     Bus,
     Tail,
+    Control,
+}
+
+/// What the control link's replies answer, in the order sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ControlRequest {
+    /// `SELECT`, `CLIENT SETNAME`.
+    Setup,
+    /// `tether_alive`: 1 if the liveness key was still there.
+    Alive,
+    /// `tether_sweep`: the MACs taken off the directory.
+    Sweep,
 }
 
 /// Key of the fleet's event stream.
@@ -128,7 +144,6 @@ enum Pending {
     /// Fire and forget (liveness, release, fix, a bus answer): an error is
     /// logged.
     Quiet(&'static str),
-    Sweep,
     Claim {
         mac: Mac,
         token: Token,
@@ -202,6 +217,9 @@ pub struct ClusterStats {
     pub lost_to_remote: u64,
     /// Directory entries of dead gateways removed by our sweeps.
     pub swept: u64,
+    /// Times this gateway found its own liveness key expired (and claimed
+    /// its collars again).
+    pub expired: u64,
     pub rpc_sent: u64,
     pub rpc_timeouts: u64,
     pub rpc_served: u64,
@@ -214,6 +232,18 @@ pub struct Cluster {
     command: Link,
     bus: Link,
     tail: Link,
+    /// The control link: the liveness refresh and the sweep, on a
+    /// connection of their own so that no pipeline of claims (a reconnect
+    /// storm) can hold them back past `--redis-ttl`: Redis serves its
+    /// clients in turn, so a short queue is answered however long another
+    /// is.
+    control: Link,
+    /// What the control link's replies answer, with when each was asked.
+    control_pending: VecDeque<(Millis, ControlRequest)>,
+    /// The liveness key has been refreshed since the links came up: a
+    /// refresh that finds it gone means it expired (this gateway was too
+    /// slow, or cut off), and its collars may have been swept.
+    alive_confirmed: bool,
     /// What the tail link's replies answer, with when each was asked.
     tail_pending: VecDeque<(Millis, TailRequest)>,
     /// The newest stream id the tail has seen, packed (`None`: none yet,
@@ -258,6 +288,9 @@ impl Cluster {
             command: Link::default(),
             bus: Link::default(),
             tail: Link::default(),
+            control: Link::default(),
+            control_pending: VecDeque::new(),
+            alive_confirmed: false,
             tail_pending: VecDeque::new(),
             tail_from: None,
             history: history.max(1),
@@ -281,7 +314,7 @@ impl Cluster {
 
     /// Every link is set up: the directory, the bus and the stream work.
     pub fn up(&self) -> bool {
-        self.command.ready && self.bus.ready && self.tail.ready
+        self.command.ready && self.bus.ready && self.tail.ready && self.control.ready
     }
 
     pub fn gateway_id(&self) -> &str {
@@ -297,8 +330,9 @@ impl Cluster {
     pub fn deadline(&self) -> Option<Millis> {
         let overdue = self.overdue_at();
         let tail = self.tail_pending.front().map(|&(sent, request)| self.tail_due(sent, request));
+        let control = self.control_pending.front().map(|&(sent, _)| sent + millis(self.settings.timeout));
         let rpc = self.rpc_deadlines.first().map(|&(at, _)| at);
-        [self.retry_at, self.refresh_at, self.sweep_at, overdue, tail, rpc].into_iter().flatten().min()
+        [self.retry_at, self.refresh_at, self.sweep_at, overdue, tail, control, rpc].into_iter().flatten().min()
     }
 
     /// When the command link is overdue, if it owes replies.
@@ -320,6 +354,8 @@ impl Cluster {
             Some(Role::Bus)
         } else if self.tail.token == Some(token) {
             Some(Role::Tail)
+        } else if self.control.token == Some(token) {
+            Some(Role::Control)
         } else {
             None
         }
@@ -385,12 +421,13 @@ impl Hub {
         let db = cluster.settings.url.db.to_string();
         let name = format!("tether:{}", cluster.settings.gateway_id);
         let channel = Cluster::channel(&cluster.settings.gateway_id);
-        for role in [Role::Command, Role::Bus, Role::Tail] {
+        for role in [Role::Command, Role::Bus, Role::Tail, Role::Control] {
             match ops.dial(addr, Proto::Redis(Box::new(RedisSession::new()))) {
                 Ok(token) => match role {
                     Role::Command => self.cluster_mut().command = Link { token: Some(token), ready: false },
                     Role::Bus => self.cluster_mut().bus = Link { token: Some(token), ready: false },
                     Role::Tail => self.cluster_mut().tail = Link { token: Some(token), ready: false },
+                    Role::Control => self.cluster_mut().control = Link { token: Some(token), ready: false },
                 },
                 Err(e) => {
                     warn!("redis: cannot connect to {addr}: {e}");
@@ -418,6 +455,73 @@ impl Hub {
         }
         self.tail_request(&[b"CLIENT", b"SETNAME", tail_name.as_bytes()], TailRequest::Setup, ops);
         self.tail_resume(ops);
+        let control_name = format!("{name}:control");
+        if db != "0" {
+            self.control_request(&[b"SELECT", db.as_bytes()], ControlRequest::Setup, ops);
+        }
+        self.control_request(&[b"CLIENT", b"SETNAME", control_name.as_bytes()], ControlRequest::Setup, ops);
+    }
+
+    /// Writes one command on the control link.
+    fn control_request(&mut self, args: &[&[u8]], request: ControlRequest, ops: &mut Ops<'_, Proto>) {
+        let cluster = self.cluster_mut();
+        let Some(token) = cluster.control.token else { return };
+        cluster.buf.clear();
+        codec::command(&mut cluster.buf, args);
+        if ops.send(token, &cluster.buf).is_ok() {
+            cluster.stats.commands += 1;
+            cluster.control_pending.push_back((ops.now(), request));
+        }
+    }
+
+    /// A reply on the control link.
+    fn control_reply(&mut self, frame: OwnedFrame, ops: &mut Ops<'_, Proto>) {
+        let cluster = self.cluster_mut();
+        let Some((_, request)) = cluster.control_pending.pop_front() else { return };
+        if let Some(error) = frame.error() {
+            warn!("redis: {request:?} failed: {error}");
+            if let Some(token) = cluster.control.token.filter(|_| request == ControlRequest::Setup) {
+                ops.close(token, CloseReason::ProtocolError);
+            }
+            return;
+        }
+        match request {
+            ControlRequest::Setup => {
+                if cluster.control_pending.iter().all(|&(_, r)| r != ControlRequest::Setup) && !cluster.control.ready {
+                    cluster.control.ready = true;
+                    if cluster.up() {
+                        self.links_up(ops);
+                    }
+                }
+            }
+            ControlRequest::Alive => {
+                let expired = frame.int() == Some(0) && cluster.alive_confirmed;
+                cluster.alive_confirmed = true;
+                if expired {
+                    // Other gateways may have swept our collars off the
+                    // directory meanwhile: claim them again (each is kept
+                    // if still ours, claimed afresh if gone).
+                    warn!("redis: this gateway's liveness key had expired: claiming every local collar again");
+                    cluster.stats.expired += 1;
+                    self.claim_all(ops);
+                }
+            }
+            ControlRequest::Sweep => {
+                let swept = frame.items().len();
+                if swept > 0 {
+                    info!("redis: swept {swept} devices of gateways that stopped refreshing their liveness key");
+                    self.cluster_mut().stats.swept += swept as u64;
+                }
+            }
+        }
+    }
+
+    /// Claims every local collar again (see `claim`).
+    fn claim_all(&mut self, ops: &mut Ops<'_, Proto>) {
+        let local: Vec<(Mac, Token)> = self.registry.iter().map(|(&mac, &token)| (mac, token)).collect();
+        for (mac, token) in local {
+            self.claim(mac, token, ops);
+        }
     }
 
     /// Writes one command on the tail link.
@@ -609,11 +713,9 @@ impl Hub {
         );
         cluster.refresh_at = Some(now);
         cluster.sweep_at = Some(now + millis(cluster.settings.ttl));
+        cluster.alive_confirmed = false;
         self.refresh(ops);
-        let local: Vec<(Mac, Token)> = self.registry.iter().map(|(&mac, &token)| (mac, token)).collect();
-        for (mac, token) in local {
-            self.claim(mac, token, ops);
-        }
+        self.claim_all(ops);
     }
 
     /// Refreshes this gateway's liveness key.
@@ -622,7 +724,8 @@ impl Hub {
         let id = cluster.settings.gateway_id.clone();
         let ttl = millis(cluster.settings.ttl).to_string();
         cluster.refresh_at = Some(ops.now() + millis(cluster.settings.ttl) / 3);
-        self.fcall("tether_alive", &[id.as_bytes(), ttl.as_bytes()], Pending::Quiet("alive"), ops);
+        let args: [&[u8]; 5] = [b"FCALL", b"tether_alive", b"0", id.as_bytes(), ttl.as_bytes()];
+        self.control_request(&args, ControlRequest::Alive, ops);
     }
 
     /// A link closed: fail what waited on it, close the other, and dial
@@ -631,13 +734,14 @@ impl Hub {
         let now = ops.now();
         let cluster = self.cluster_mut();
         let was_up = cluster.up();
-        for link in [&mut cluster.command, &mut cluster.bus, &mut cluster.tail] {
+        for link in [&mut cluster.command, &mut cluster.bus, &mut cluster.tail, &mut cluster.control] {
             if let Some(token) = link.token.take() {
                 ops.close(token, CloseReason::Shutdown);
             }
             link.ready = false;
         }
         cluster.tail_pending.clear();
+        cluster.control_pending.clear();
         cluster.refresh_at = None;
         cluster.sweep_at = None;
         let failed: Vec<Pending> = cluster.pending.drain(..).map(|(_, p)| p).collect();
@@ -723,6 +827,15 @@ impl Hub {
             }
             return self.link_down(ops);
         }
+        if let Some(&(sent, _)) = cluster.control_pending.front()
+            && sent + millis(cluster.settings.timeout) <= now
+        {
+            warn!("redis: no reply to the liveness refresh within {:?}: closing the links", cluster.settings.timeout);
+            if let Some(token) = cluster.control.token {
+                ops.close(token, CloseReason::LinkTimeout);
+            }
+            return self.link_down(ops);
+        }
         while let Some(&(at, rpc)) = cluster.rpc_deadlines.first() {
             if at > now {
                 break;
@@ -741,7 +854,7 @@ impl Hub {
         let cluster = self.cluster_mut();
         if cluster.sweep_at.is_some_and(|at| at <= now) {
             cluster.sweep_at = Some(now + millis(cluster.settings.ttl));
-            self.fcall("tether_sweep", &[], Pending::Sweep, ops);
+            self.control_request(&[b"FCALL", b"tether_sweep", b"0"], ControlRequest::Sweep, ops);
         }
     }
 
@@ -753,6 +866,7 @@ impl Hub {
                 Role::Command => self.command_reply(frame, ops),
                 Role::Bus => self.bus_frame(frame, ops),
                 Role::Tail => self.tail_reply(frame, ops),
+                Role::Control => self.control_reply(frame, ops),
             },
             LinkEvent::Closed(reason) => {
                 debug!("redis: {role:?} link closed: {}", reason.as_str());
@@ -761,6 +875,7 @@ impl Hub {
                     Role::Command => cluster.command.token = None,
                     Role::Bus => cluster.bus.token = None,
                     Role::Tail => cluster.tail.token = None,
+                    Role::Control => cluster.control.token = None,
                 }
                 if cluster.draining {
                     return;
@@ -813,13 +928,6 @@ impl Hub {
                 cluster.command.ready = true;
                 if cluster.up() {
                     self.links_up(ops);
-                }
-            }
-            Pending::Sweep => {
-                let swept = frame.items().len();
-                if swept > 0 {
-                    info!("redis: swept {swept} devices of gateways that stopped refreshing their liveness key");
-                    self.cluster_mut().stats.swept += swept as u64;
                 }
             }
             Pending::Claim { mac, token } => self.claimed(mac, token, &frame, ops),
@@ -1200,7 +1308,7 @@ mod tests {
         cluster.retry_at = None;
         assert_eq!(cluster.deadline(), None);
         cluster.refresh_at = Some(1000);
-        cluster.pending.push_back((100, Pending::Sweep));
+        cluster.pending.push_back((100, Pending::Setup));
         assert_eq!(cluster.deadline(), Some(600));
         // Redis answered something at 300: the oldest reply is owed by 800
         // (progress, not the age of a long pipeline's last command).

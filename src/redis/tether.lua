@@ -110,12 +110,16 @@ local function event(keys, args)
   return id
 end
 
--- Gateway <id> is alive for `ttl_ms` more.
+-- Gateway <id> is alive for `ttl_ms` more. Returns 1 if its key was still
+-- there, 0 if it had expired (or never existed): then its collars may have
+-- been swept, and the gateway claims them again.
 local function alive(keys, args)
   local gw, ttl = args[1], args[2]
-  redis.call('SET', P .. 'gw:' .. gw .. ':alive', '1', 'PX', ttl)
+  local key = P .. 'gw:' .. gw .. ':alive'
+  local was = redis.call('EXISTS', key)
+  redis.call('SET', key, '1', 'PX', ttl)
   redis.call('SADD', P .. 'gateways', gw)
-  return 1
+  return was
 end
 
 -- Takes the devices of every gateway whose liveness key expired off the

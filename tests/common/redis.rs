@@ -90,6 +90,39 @@ impl RedisServer {
         }
     }
 
+    /// Runs `commands` in one MULTI/EXEC transaction (atomically: no other
+    /// client's command runs in between); returns EXEC's reply.
+    pub fn transaction(&self, commands: &[&[&str]]) -> OwnedFrame {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut out = Vec::new();
+        codec::command(&mut out, &[b"MULTI"]);
+        for args in commands {
+            let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+            codec::command(&mut out, &args);
+        }
+        codec::command(&mut out, &[b"EXEC"]);
+        stream.write_all(&out).unwrap();
+        // +OK, one +QUEUED per command, then EXEC's array.
+        let mut buf = Vec::new();
+        let mut replies = Vec::new();
+        while replies.len() < commands.len() + 2 {
+            match codec::decode(&buf).unwrap() {
+                Some((frame, used)) => {
+                    buf.drain(..used);
+                    replies.push(frame);
+                }
+                None => {
+                    let mut chunk = [0u8; 4096];
+                    let n = stream.read(&mut chunk).expect("redis reply");
+                    assert!(n > 0, "redis closed the connection");
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+            }
+        }
+        replies.pop().unwrap()
+    }
+
     /// A command whose reply is an integer.
     pub fn int(&self, args: &[&str]) -> i64 {
         let reply = self.cmd(args);
