@@ -173,6 +173,32 @@ pub struct Config {
     /// (the rest wait, first in line, for the next turn).
     #[arg(long, default_value = "2ms", value_name = "DURATION", value_parser = parse_turn_time, help_heading = "Loop budgets (per turn)")]
     pub budget_turn_time: Duration,
+
+    /// Shape of the log lines on stderr: `text`, or `json` (one object a
+    /// line: time, level, target, message) for a log shipper.
+    #[arg(long, value_enum, default_value = "text", value_name = "FORMAT")]
+    pub log_format: crate::logfmt::LogFormat,
+
+    /// A command other than running the gateway (none: run it).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What the binary does instead of running the gateway.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// Read this host's limits (fd limits, fs.nr_open, fs.file-max,
+    /// somaxconn, the port range, conntrack, memory, TCP memory) and say
+    /// which would stop N collar connections and how to fix each; exits 1
+    /// if one would. Changes nothing. The gateway's flags before it
+    /// (--max-http-connections, --fd-reserve, --backlog, the listen
+    /// addresses) are taken into account.
+    CheckHost {
+        /// Collar connections to check for (default: --max-connections if
+        /// given, else 100000).
+        #[arg(long, value_name = "N")]
+        connections: Option<u64>,
+    },
 }
 
 impl Default for Config {
@@ -446,5 +472,16 @@ mod tests {
         assert_eq!(c.max_connections, Some(10));
         assert_eq!(c.idle_timeout, Duration::ZERO);
         assert!(Config::try_parse_from(["tether", "--max-line", "big"]).is_err());
+    }
+
+    #[test]
+    fn subcommands_and_the_log_format() {
+        let c = Config::default();
+        assert_eq!((c.command, c.log_format), (None, crate::logfmt::LogFormat::Text));
+        let c = Config::try_parse_from(["tether", "--log-format", "json", "--fd-reserve", "8", "check-host"]).unwrap();
+        assert_eq!((c.command, c.fd_reserve), (Some(Command::CheckHost { connections: None }), 8));
+        assert_eq!(c.log_format, crate::logfmt::LogFormat::Json);
+        let c = Config::try_parse_from(["tether", "check-host", "--connections", "5"]).unwrap();
+        assert_eq!(c.command, Some(Command::CheckHost { connections: Some(5) }));
     }
 }

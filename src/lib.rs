@@ -31,8 +31,12 @@
 //! - [`stats`], [`metrics`]: every counter, the periodic report line, and
 //!   `/metrics` in Prometheus text format.
 //! - [`config`]: every setting, which is also the command line.
+//! - [`checkhost`]: `tether check-host`: the host's limits against N
+//!   connections (sans-IO checks, and reading them from `/proc`).
 //! - [`time`]: the reactor's millisecond clock.
+//! - [`logfmt`]: the binary's log lines, as text or one JSON object a line.
 
+pub mod checkhost;
 pub mod close;
 pub mod config;
 pub mod device;
@@ -41,6 +45,7 @@ pub mod events;
 pub mod gateway;
 pub mod http;
 pub mod hub;
+pub mod logfmt;
 pub mod metrics;
 pub mod net;
 pub mod proto;

@@ -1,5 +1,6 @@
 //! The `tether` binary: parse the command line, raise the fd limit, run
-//! the gateway until SIGINT/SIGTERM has drained it.
+//! the gateway until SIGINT/SIGTERM has drained it; or, with a
+//! subcommand, `check-host`.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -8,7 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::Parser;
 use log::{error, info, warn};
 
-use tether::{Config, Exit, Gateway, net};
+use tether::checkhost::{self, Readings, Want};
+use tether::config::Command;
+use tether::{Config, Exit, Gateway, logfmt, net};
 
 /// Where the binary (never the library) looks for the API token, so that
 /// it stays out of the process list.
@@ -16,7 +19,10 @@ const TOKEN_VARIABLE: &str = "TETHER_API_TOKEN";
 
 fn main() -> ExitCode {
     let mut config = Config::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    if let Some(Command::CheckHost { connections }) = config.command {
+        return check_host(&config, connections);
+    }
+    logfmt::init(config.log_format);
     if config.api_token.is_none() {
         config.api_token = std::env::var(TOKEN_VARIABLE).ok().filter(|token| !token.is_empty());
     }
@@ -54,6 +60,16 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `tether check-host`: this host's limits against `connections` collars
+/// of a gateway started with `config`, on stdout; status 1 if a limit
+/// would stop them. It reads and changes nothing else.
+fn check_host(config: &Config, connections: Option<u64>) -> ExitCode {
+    let want = Want::new(config, connections);
+    let findings = checkhost::check(&Readings::read(), &want);
+    print!("{}", checkhost::render(&findings, &want));
+    if checkhost::stops(&findings) { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }
 
 /// The first SIGINT/SIGTERM starts a graceful drain (the gateway watches

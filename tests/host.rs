@@ -1,0 +1,179 @@
+//! The binary's commands for the host and its operator, run for real:
+//! `tether check-host` reads this host's limits and exits 1 when one would
+//! stop the connections asked for (the fd limit is set for the child, so
+//! the verdict does not depend on the machine), and `--log-format json`
+//! writes each log line as one JSON object with the text log's fields.
+
+mod common;
+
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::process::Output;
+
+use common::{Process, mac, tether_command};
+use serde_json::Value;
+
+/// `tether <args>` with RLIMIT_NOFILE set to `limit` (soft and hard).
+fn run_with_fd_limit(args: &[&str], limit: u64) -> Output {
+    let mut command = tether_command();
+    command.args(args);
+    // SAFETY: setrlimit is async-signal-safe; the closure touches nothing
+    // else between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            let rl = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command.output().expect("run tether")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).expect("UTF-8 report")
+}
+
+/// The report's line for `name`, and the fix line under it if any.
+fn finding<'a>(report: &'a str, name: &str) -> (&'a str, Option<&'a str>) {
+    let mut lines = report.lines().skip_while(|line| line.get(6..).is_none_or(|rest| !rest.starts_with(name)));
+    let line = lines.next().unwrap_or_else(|| panic!("no line for {name} in:\n{report}"));
+    let fix = lines.next().filter(|next| next.trim_start().starts_with("fix: "));
+    (line, fix)
+}
+
+#[test]
+fn check_host_passes_when_the_limits_hold_the_connections() {
+    let output = run_with_fd_limit(&["check-host", "--connections", "100"], 2000);
+    let report = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{report}");
+    assert!(output.stderr.is_empty(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        report.lines().next(),
+        Some(
+            "tether check-host: can this host hold 100 collar connections? (1156 descriptors with 1024 HTTP \
+             (--max-http-connections) and 32 reserved (--fd-reserve); nothing is changed)"
+        )
+    );
+    let (line, fix) = finding(&report, "RLIMIT_NOFILE");
+    assert!(line.starts_with("ok    RLIMIT_NOFILE "), "{line}");
+    assert!(line.ends_with("soft 2000, hard 2000 (this shell's; a systemd unit sets its own): 1156 descriptors needed (100 collars + 1024 HTTP + 32 reserved)"), "{line}");
+    assert_eq!(fix, None);
+    // Every limit the issue names is read and judged.
+    for name in [
+        "fs.nr_open",
+        "fs.file-max",
+        "net.core.somaxconn",
+        "net.ipv4.ip_local_port_range",
+        "net.netfilter.nf_conntrack_max",
+        "MemAvailable",
+        "net.ipv4.tcp_mem",
+        "net.ipv4.tcp_rmem/tcp_wmem",
+    ] {
+        let (line, _) = finding(&report, name);
+        assert!(!line.starts_with("STOP") && !line.contains("cannot be read"), "{line}");
+    }
+    assert!(
+        report.contains("\nAt most 944 collar connections fit here; RLIMIT_NOFILE is the first limit.\n"),
+        "{report}"
+    );
+    assert!(report.contains("\nNothing here stops 100 connections;"), "{report}");
+}
+
+#[test]
+fn check_host_fails_and_says_how_to_fix_a_limit_that_stops_the_connections() {
+    let output = run_with_fd_limit(&["check-host", "--connections", "5000"], 2000);
+    let report = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{report}");
+    let (line, fix) = finding(&report, "RLIMIT_NOFILE");
+    assert!(line.starts_with("STOP  RLIMIT_NOFILE "), "{line}");
+    let fix = fix.expect("a fix under the STOP line");
+    assert!(
+        fix.contains("fix: raise the hard limit where tether starts: LimitNOFILE=6056 in its systemd unit"),
+        "{fix}"
+    );
+    assert!(
+        report.contains("\nAt most 944 collar connections fit here; RLIMIT_NOFILE is the first limit.\n"),
+        "{report}"
+    );
+    assert!(report.contains("limit(s) stop 5000 connections (STOP above)"), "{report}");
+}
+
+#[test]
+fn check_host_counts_the_gateways_own_flags() {
+    // A smaller HTTP share leaves more descriptors to collars; without
+    // --connections, --max-connections is what is checked.
+    let output = run_with_fd_limit(&["--max-http-connections", "16", "--max-connections", "1900", "check-host"], 2000);
+    let report = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{report}");
+    assert!(
+        report.starts_with(
+            "tether check-host: can this host hold 1900 collar connections? (1948 descriptors with 16 HTTP"
+        ),
+        "{report}"
+    );
+    assert!(report.contains("\nAt most 1952 collar connections fit here;"), "{report}");
+
+    let bad = tether_command().args(["check-host", "--connections", "many"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("invalid value 'many' for '--connections <N>'"), "{stderr}");
+}
+
+/// The fields of a JSON log line, in the order the line has them (a
+/// `serde_json::Value` would sort them), with their values.
+fn fields(line: &str) -> Vec<(String, String)> {
+    let value: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    let object = value.as_object().unwrap_or_else(|| panic!("not an object: {line}"));
+    let mut f: Vec<(usize, String, String)> = object
+        .iter()
+        .map(|(k, v)| {
+            let at = line.find(&format!("\"{k}\":")).unwrap_or_else(|| panic!("{k} in {line}"));
+            (at, k.clone(), v.as_str().unwrap_or_else(|| panic!("{k} not a string: {line}")).to_owned())
+        })
+        .collect();
+    f.sort();
+    f.into_iter().map(|(_, k, v)| (k, v)).collect()
+}
+
+#[test]
+fn json_logs_are_one_object_a_line_with_the_text_logs_fields() {
+    let text = Process::start(&[], None);
+    let mut json = Process::start(&["--log-format", "json"], None);
+    let text_banner = text.banner.split_once("] ").expect("[time LEVEL target] message").1;
+
+    for line in json.preamble.iter().chain([&json.banner]) {
+        let f = fields(line);
+        let names: Vec<&str> = f.iter().map(|(k, _)| k.as_str()).collect();
+        // The text log's order.
+        assert_eq!(names, ["time", "level", "target", "message"], "{line}");
+        let time = &f[0].1;
+        assert_eq!(time.len(), "2026-11-29T06:43:10.123Z".len(), "{time}");
+        assert!(time.ends_with('Z') && time.as_bytes()[10] == b'T' && time.as_bytes()[19] == b'.', "{time}");
+        assert_eq!(f[1].1, "INFO", "{line}");
+    }
+    let banner = fields(&json.banner);
+    assert_eq!(banner[2].1, "tether::gateway");
+    // The same message as the text log, but for the port, which differs.
+    let port =
+        |s: &str| s.replace(&json.addr.port().to_string(), "PORT").replace(&text.addr.port().to_string(), "PORT");
+    assert_eq!(port(&banner[3].1), port(text_banner));
+
+    // A line from the loop, while it runs: a stop signal, then the drain.
+    let dev = json.device(&mac(1));
+    json.signal(libc::SIGTERM);
+    let stop = fields(&json.expect_log("received a stop signal"));
+    assert_eq!((stop[1].1.as_str(), stop[3].1.as_str()), ("INFO", "received a stop signal"));
+    drop(dev);
+    assert_eq!(json.wait().code(), Some(0));
+}
+
+#[test]
+fn a_log_format_that_does_not_exist_is_refused() {
+    let output = tether_command().args(["--log-format", "xml"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("invalid value 'xml' for '--log-format <FORMAT>'"), "{stderr}");
+    assert!(stderr.contains("[possible values: text, json]"), "{stderr}");
+}
