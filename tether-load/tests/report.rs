@@ -5,7 +5,8 @@
 //! The run is small and short: 300 collars against an in-process gateway
 //! that holds 250 (so 50 are told `BYE server-full` and the failure bars
 //! have something to show), heartbeats every 200 ms, and 10 collars in a
-//! closed PING loop for the round-trip charts.
+//! closed PING loop for the round-trip charts. A run with no round trips
+//! at all draws the rest, and says so where the round trips would be.
 
 mod common;
 
@@ -99,6 +100,16 @@ fn series(figure: &str) -> Vec<(String, usize)> {
         .collect()
 }
 
+/// Runs `tether-load --html` against `gateway` with `args`; the page.
+fn report(gateway: &Gateway, dir: &Path, args: &[&str]) -> PathBuf {
+    let page = dir.join("report.html");
+    let mut load = Command::new(env!("CARGO_BIN_EXE_tether-load"));
+    load.args(["--target", &gateway.addr.to_string()]).args(args).arg("--html").arg(&page);
+    let output = run(load);
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    page
+}
+
 #[test]
 fn the_report_of_a_run_draws_every_chart_in_a_browser() {
     if !require("the_report_of_a_run_draws_every_chart_in_a_browser", program("chromium")) {
@@ -111,13 +122,7 @@ fn the_report_of_a_run_draws_every_chart_in_a_browser() {
         ..common::config()
     });
     let dir = scratch("report");
-    let page = dir.join("report.html");
-    let mut load = Command::new(env!("CARGO_BIN_EXE_tether-load"));
-    load.args(["--target", &gateway.addr.to_string(), "-n", "300", "--duration", "3s", "--rtt", "--active", "10"])
-        .arg("--html")
-        .arg(&page);
-    let output = run(load);
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let page = report(&gateway, &dir, &["-n", "300", "--duration", "3s", "--rtt", "--active", "10"]);
     drop(gateway);
 
     let html = std::fs::read_to_string(&page).expect("the report was written");
@@ -161,4 +166,25 @@ fn the_report_of_a_run_draws_every_chart_in_a_browser() {
     // The tables were filled from the same data.
     assert!(dom.contains("<td>300 against 127.0.0.1:"), "{dom}");
     assert!(dom.contains("<th>RTT loop</th><td>10 collars</td>"), "{dom}");
+}
+
+#[test]
+fn a_run_without_round_trips_draws_the_other_charts() {
+    if !require("a_run_without_round_trips_draws_the_other_charts", program("chromium")) {
+        return;
+    }
+    let gateway = Gateway::start(common::config());
+    let dir = scratch("report-quiet");
+    let page = report(&gateway, &dir, &["-n", "20", "--duration", "1s"]);
+    drop(gateway);
+    let dom = rendered_dom(&page, &dir.join("profile"));
+    assert!(!dom.contains("id=\"report-error\""), "the script failed: {dom}");
+    assert!(dom.contains("data-drawn=\"5\""), "{dom}");
+    let rtt = figure(&dom, "rtt-time");
+    assert_eq!(series(rtt), []);
+    assert!(rtt.contains(">no samples in this run</text>"), "{rtt}");
+    // The distribution still has the connects and handshakes.
+    let dist = series(figure(&dom, "rtt-dist"));
+    let names: Vec<&str> = dist.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["connect (20)", "IDENTIFY to OK (20)"]);
 }

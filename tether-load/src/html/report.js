@@ -40,6 +40,8 @@
     return ticks;
   }
   function logTicks(min, max) {
+    // No values (a run without round trips): an empty decade.
+    if (!Number.isFinite(min) || !Number.isFinite(max)) return [1, 10];
     const lo = Math.floor(Math.log10(Math.max(min, 1))), hi = Math.max(Math.ceil(Math.log10(Math.max(max, 1))), lo + 1);
     const ticks = [];
     for (let e = lo; e <= hi; e++) ticks.push(Math.pow(10, e));
@@ -58,7 +60,7 @@
     // The x axis ends where the data does (a tick past it is dropped).
     const xTop = opts.x.max !== undefined ? opts.x.max : Math.max(1, ...xs);
     const xTicks = (opts.x.ticks || linearTicks(xTop)).filter((t) => t <= xTop * 1.0001);
-    const yTicks = opts.y.log ? logTicks(Math.min(...ys, Infinity), Math.max(...ys, 1)) : linearTicks(Math.max(...ys, 0));
+    const yTicks = opts.y.log ? logTicks(Math.min(...ys), Math.max(...ys)) : linearTicks(Math.max(...ys, 0));
     const y0 = yTicks[0], y1 = yTicks[yTicks.length - 1];
     const sx = (x) => M.left + (x / xTop) * pw;
     const sy = opts.y.log
