@@ -113,7 +113,7 @@ for n in "${sizes[@]}"; do
         sleep 2
         if ! kill -0 "$server" 2>/dev/null || ! kill -0 "$fleet" 2>/dev/null; then
             echo "model $model at $n: the server or the idle fleet stopped while connecting" >&2
-            tail -5 "$work/server.log" "$work/fleet.log" >&2
+            tail -n 5 "$work/server.log" "$work/fleet.log" >&2
             exit 1
         fi
         held_rss=$(rss_kib "$server")
@@ -122,7 +122,7 @@ for n in "${sizes[@]}"; do
             --duration "${rtt_secs}s" --json --mac-base 02:4D:00:00:00:00 \
             --html "$reports/$model-$n-rtt.html" >"$work/rtt.json" 2>"$work/rtt.log" || {
             echo "model $model at $n: the RTT fleet failed" >&2
-            tail -5 "$work/server.log" "$work/rtt.log" >&2
+            tail -n 5 "$work/server.log" "$work/rtt.log" >&2
             exit 1
         }
         cpu1=$(cpu_ticks "$server")

@@ -155,6 +155,13 @@ fn the_report_of_a_run_draws_every_chart_in_a_browser() {
     assert_eq!(&dist[1].0, "connect (300)");
     assert_eq!(&dist[2].0, "IDENTIFY to OK (250)");
     assert!(dist.iter().all(|&(_, n)| n >= 2 && n % 2 == 0), "{dist:?}");
+    // Its x axis counts nines, up to as many as the samples allow, never
+    // rounding the last to 100%.
+    let ticks = figure(&dom, "rtt-dist");
+    for label in [">0%<", ">90%<", ">99%<", ">99.9%<"] {
+        assert!(ticks.contains(label), "{label} in {ticks}");
+    }
+    assert!(!ticks.contains(">100%<"), "{ticks}");
     let traffic = series(figure(&dom, "traffic"));
     assert_eq!(traffic[0].0, "heartbeat PINGs per second");
     // The 50 collars turned away, as a bar of their own.

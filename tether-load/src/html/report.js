@@ -25,6 +25,7 @@
     return (us / 1e6).toFixed(2) + " s";
   }
   function seconds(s) {
+    if (s > 0 && s < 1) return Math.round(s * 1000) + " ms";
     if (s < 120) return (Math.round(s * 10) / 10) + " s";
     return Math.floor(s / 60) + " min " + Math.round(s % 60) + " s";
   }
@@ -182,10 +183,12 @@
     }
     return points;
   }
+  // 0 -> "0%", 1 -> "90%", 2 -> "99%", 5 -> "99.999%"; between ticks, as
+  // many decimals as the nines need.
   const percentileLabel = (x) => {
     if (x === 0) return "0%";
-    const p = 100 * (1 - Math.pow(10, -x));
-    return (Math.round(p * 10000) / 10000) + "%";
+    if (Number.isInteger(x)) return x === 1 ? "90%" : "99" + (x > 2 ? "." + "9".repeat(x - 2) : "") + "%";
+    return (100 * (1 - Math.pow(10, -x))).toFixed(Math.max(1, Math.ceil(x) - 1)) + "%";
   };
 
   // Horizontal bars, one per [label, value]; zeros drawn as empty bars.
@@ -261,10 +264,11 @@
       series: ["p50", "p90", "p99", "max"].map((q) => ({ name: q, points: rtt.map((p) => [p.t_s, p["rtt_" + q]]) })),
     }) > 0;
     const dists = [["PING round trip", s.rtt_us], ["connect", s.connect_latency_us], ["IDENTIFY to OK", s.handshake_latency_us]];
-    const top = Math.max(2, ...dists.map(([, l]) => Math.ceil(Math.log10(Math.max(l.count, 1)))));
+    // The axis ends at the most nines the samples resolve (1 in count).
+    const top = Math.max(2, ...dists.map(([, l]) => Math.log10(Math.max(l.count, 1))));
     charts += lineChart(fig("rtt-dist"), {
       label: "Latency distribution (HDR percentiles, log scale)",
-      x: { label: "percentile", format: (x) => percentileLabel(x), ticks: Array.from({ length: top + 1 }, (_, i) => i), max: top },
+      x: { label: "percentile", format: (x) => percentileLabel(x), ticks: Array.from({ length: Math.floor(top) + 1 }, (_, i) => i), max: top },
       y: { format: micros, log: true },
       series: dists.map(([name, l]) => ({ name: `${name} (${count(l.count)})`, points: distribution(l) })),
     }) > 0;
