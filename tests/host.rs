@@ -3,6 +3,8 @@
 //! stop the connections asked for (the fd limit is set for the child, so
 //! the verdict does not depend on the machine), and `--log-format json`
 //! writes each log line as one JSON object with the text log's fields.
+//! And the files a host needs: the systemd unit passes `systemd-analyze
+//! verify`, and the sysctl file names settings the kernel has.
 
 mod common;
 
@@ -176,4 +178,49 @@ fn a_log_format_that_does_not_exist_is_refused() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("invalid value 'xml' for '--log-format <FORMAT>'"), "{stderr}");
     assert!(stderr.contains("[possible values: text, json]"), "{stderr}");
+}
+
+/// The repository's root (where `contrib/` is).
+fn root() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn the_systemd_unit_passes_systemd_analyze_verify() {
+    if !common::require("the_systemd_unit_passes_systemd_analyze_verify", common::program("systemd-analyze")) {
+        return;
+    }
+    let unit = std::fs::read_to_string(root().join("contrib/systemd/tether.service")).unwrap();
+    assert!(unit.contains("\nExecStart=/usr/local/bin/tether "), "{unit}");
+    // verify checks that ExecStart is executable: this build's binary
+    // stands in for the installed one.
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("unit");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tether.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/tether", env!("CARGO_BIN_EXE_tether"))).unwrap();
+    let output = std::process::Command::new("systemd-analyze").arg("verify").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success() && stderr.trim().is_empty(), "systemd-analyze verify: {}\n{stderr}", output.status);
+}
+
+#[test]
+fn the_sysctl_file_names_settings_this_kernel_has() {
+    let conf = std::fs::read_to_string(root().join("contrib/sysctl.d/90-tether.conf")).unwrap();
+    let mut keys = 0;
+    for line in conf.lines().map(str::trim).filter(|line| !line.is_empty() && !line.starts_with('#')) {
+        let (key, value) = line.split_once('=').unwrap_or_else(|| panic!("not key = value: {line}"));
+        // A leading "-": systemd-sysctl skips a key this kernel lacks.
+        let (optional, key) = match key.trim().strip_prefix('-') {
+            Some(key) => (true, key),
+            None => (false, key.trim()),
+        };
+        assert!(!value.trim().is_empty(), "{line}");
+        let exists = std::path::Path::new("/proc/sys").join(key.replace('.', "/")).exists();
+        assert!(exists || optional, "{key} is not a setting of this kernel (a typo?), and not marked optional");
+        keys += 1;
+    }
+    assert_eq!(keys, 8, "{conf}");
+    // What tune-host.sh --apply applies is this file, read at run time.
+    let script = std::fs::read_to_string(root().join("scripts/tune-host.sh")).unwrap();
+    assert!(script.contains("contrib/sysctl.d/90-tether.conf\"") && script.contains("done <\"$conf\""), "{script}");
 }
