@@ -251,8 +251,9 @@
       x: time,
       y: { format: (v, long) => (long ? rate(v) : count(v)) },
       series: [
-        { name: "established per second", points: per("established") },
+        // Drawn after the attempts, so it shows where the two agree.
         { name: "attempted per second", points: per("attempted") },
+        { name: "established per second", points: per("established") },
         { name: "failed per second", points: per("failed") },
       ],
     }) > 0;
