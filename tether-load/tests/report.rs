@@ -163,7 +163,7 @@ fn the_report_of_a_run_draws_every_chart_in_a_browser() {
     }
     assert!(!ticks.contains(">100%<"), "{ticks}");
     let traffic = series(figure(&dom, "traffic"));
-    assert_eq!(traffic[0].0, "heartbeat PINGs per second");
+    assert_eq!(traffic[2].0, "heartbeat PINGs per second");
     // The 50 collars turned away, as a bar of their own.
     let ends = figure(&dom, "ends");
     let bar = &ends[ends.find(">BYE server-full</text>").expect("a bar for BYE server-full")..];

@@ -278,9 +278,10 @@
       x: time,
       y: { format: (v, long) => (long ? rate(v) : count(v)) },
       series: [
-        { name: "heartbeat PINGs per second", points: per("heartbeats") },
         { name: "lines in per second", points: per("lines_in") },
         { name: "lines out per second", points: per("lines_out") },
+        // Last, on top: in an idle fleet every line in is a heartbeat.
+        { name: "heartbeat PINGs per second", points: per("heartbeats") },
       ],
     }) > 0;
     const f = s.failed, closed = s.closed_by_server;
