@@ -107,13 +107,15 @@ fn serve(mut stream: TcpStream, id: u64, online: &Online, timeouts: &Timeouts) {
                 last_rx = now();
                 replies.clear();
                 let framed = framer.feed(&buf[..n], MAX_LINE, |line| {
-                    match session.on_command(protocol::parse(line), last_rx) {
+                    match session.on_command(protocol::parse(line), last_rx, None) {
                         Step::Reply(reply) => replies.extend_from_slice(reply.bytes()),
                         Step::Identified(mac) => {
                             take_over(online, mac, id, &stream, &replaced);
                             replies.extend_from_slice(Line::Ok.bytes());
                         }
                         Step::Located | Step::Silent => {}
+                        // Without device keys there is no challenge to answer.
+                        Step::Challenge(_) | Step::AuthFailed(_) => {}
                     }
                     ControlFlow::Continue(())
                 });

@@ -79,13 +79,15 @@ async fn serve(mut stream: TcpStream, id: u64, online: Online, timeouts: Timeout
                     replies.clear();
                     let mut identified = None;
                     let framed = framer.feed(&buf[..n], MAX_LINE, |line| {
-                        match session.on_command(protocol::parse(line), last_rx) {
+                        match session.on_command(protocol::parse(line), last_rx, None) {
                             Step::Reply(reply) => replies.extend_from_slice(reply.bytes()),
                             Step::Identified(mac) => {
                                 identified = Some(mac);
                                 replies.extend_from_slice(Line::Ok.bytes());
                             }
                             Step::Located | Step::Silent => {}
+                            // Without device keys there is no challenge to answer.
+                            Step::Challenge(_) | Step::AuthFailed(_) => {}
                         }
                         ControlFlow::Continue(())
                     });

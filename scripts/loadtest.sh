@@ -18,7 +18,9 @@
 # heartbeats) and REPORTS/loadtest-N-rtt.html (the round-trip phase).
 #
 # Environment: HOLD (s, default 35), RTT_SECS (default 10), ACTIVE
-# (default 100), HEARTBEAT (default 30s), REPORTS (default
+# (default 100), HEARTBEAT (default 30s), AUTH (1: the gateway requires
+# device keys, --device-key-file with a fresh random master key, and every
+# collar answers its CHALLENGE; default 0), REPORTS (default
 # target/loadtest). Traffic stays on 127.0.0.0/8.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +30,7 @@ hold=${HOLD:-35}
 rtt_secs=${RTT_SECS:-10}
 active=${ACTIVE:-100}
 heartbeat=${HEARTBEAT:-30s}
+auth=${AUTH:-0}
 reports=${REPORTS:-target/loadtest}
 mkdir -p "$reports"
 
@@ -71,6 +74,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Device authentication: one random master key, for the gateway and the
+# fleet alike.
+auth_args=()
+if [[ "$auth" == 1 ]]; then
+    od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$work/device.keys"
+    echo >>"$work/device.keys"
+    auth_args=(--device-key-file "$work/device.keys")
+fi
+
 echo "building release binaries..."
 cargo build --release --quiet --workspace --bins
 
@@ -81,7 +93,7 @@ http_get() { python3 -c 'import sys, urllib.request; print(urllib.request.urlope
 # --- The gateway ---------------------------------------------------------
 RUST_LOG=info target/release/tether --device-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
     --max-http-connections "$http_share" --heartbeat-interval "$heartbeat" --stats-interval 10s \
-    2>"$work/gateway.log" &
+    "${auth_args[@]}" 2>"$work/gateway.log" &
 gateway=$!
 for _ in $(seq 100); do
     grep -q "http: listening on" "$work/gateway.log" && break
@@ -96,8 +108,9 @@ echo "gateway pid $gateway on $device_addr (http $http_addr), RSS $base_rss KiB"
 echo "fleet: $idle idle collars in $procs process(es) from $sources, then $active in an RTT loop"
 
 # --- Phase 1: connect and hold -------------------------------------------
+cpu_connect0=$(cpu_ticks "$gateway")
 target/release/tether-load --target "$device_addr" -n "$idle" --processes "$procs" \
-    --source-ips "$sources" --duration 900s --json --fail-on-loss \
+    --source-ips "$sources" --duration 900s --json --fail-on-loss "${auth_args[@]}" \
     --mac-base 02:4C:00:00:00:00 --html "$reports/loadtest-$n-fleet.html" >"$work/fleet.json" 2>"$work/fleet.log" &
 fleet=$!
 online=0
@@ -112,6 +125,7 @@ if (( online < idle )); then
     tail -5 "$work/fleet.log" >&2
     exit 1
 fi
+cpu_connect1=$(cpu_ticks "$gateway")
 sleep 2
 held_rss=$(rss_kib "$gateway")
 echo "all $idle collars online; holding them ${hold}s (heartbeat every $heartbeat)..."
@@ -121,7 +135,7 @@ sleep "$hold"
 cpu_before=$(cpu_ticks "$gateway")
 rtt_status=0
 target/release/tether-load --target "$device_addr" -n "$active" --rtt --active "$active" \
-    --duration "${rtt_secs}s" --json --fail-on-loss --mac-base 02:4D:00:00:00:00 \
+    --duration "${rtt_secs}s" --json --fail-on-loss --mac-base 02:4D:00:00:00:00 "${auth_args[@]}" \
     --html "$reports/loadtest-$n-rtt.html" >"$work/rtt.json" 2>"$work/rtt.log" || rtt_status=$?
 cpu_after=$(cpu_ticks "$gateway")
 still_online=$(http_get /health | python3 -c 'import json,sys; print(json.load(sys.stdin)["devices_online"])')
@@ -139,11 +153,14 @@ gateway=""
 # --- Report --------------------------------------------------------------
 hz=$(getconf CLK_TCK)
 python3 - "$work" "$n" "$idle" "$active" "$base_rss" "$held_rss" "$rss_end" "$cpu_before" "$cpu_after" \
-    "$hz" "$still_online" "$fleet_status" "$rtt_status" "$reports" <<'EOF'
+    "$hz" "$still_online" "$fleet_status" "$rtt_status" "$auth" "$cpu_connect0" "$cpu_connect1" "$reports" <<'EOF'
 import json, sys
-work, n, idle, active, base, held, end, cpu0, cpu1, hz, still, fs, rs, reports = sys.argv[1:]
+work, n, idle, active, base, held, end, cpu0, cpu1, hz, still, fs, rs, auth, cc0, cc1, reports = sys.argv[1:]
 n, idle, active, base, held, end = map(int, (n, idle, active, base, held, end))
 cpu_s = (int(cpu1) - int(cpu0)) / int(hz)
+# Gateway CPU while the fleet connected (polled every 0.5 s, so it includes
+# up to half a second of idle time, which costs next to nothing).
+connect_cpu_s = (int(cc1) - int(cc0)) / int(hz)
 fleet = json.load(open(f"{work}/fleet.json"))
 rtt = json.load(open(f"{work}/rtt.json"))
 closes = {}
@@ -156,12 +173,14 @@ for line in open(f"{work}/metrics.txt"):
 trips = rtt["rtt_us"]["count"]
 lost = sum(s["connections"]["failed"] + s["connections"]["closed_by_server"] for s in (fleet, rtt))
 rows = [
+    ("device authentication", "on (CHALLENGE/AUTH)" if auth == "1" else "off"),
     ("connections held", f"{idle + active} ({idle} idle + {active} in the RTT loop)"),
     ("gateway RSS", f"{base} KiB at start, {held} KiB holding {idle}, {end} KiB at the end"),
     ("server bytes per connection", f"{(held - base) * 1024 / idle:.0f}"),
     ("connect rate", f"{fleet['connects_per_s']:.0f} connections/s ({fleet['connect_phase_s']:.2f} s for {idle})"),
+    ("server CPU per connect", f"{connect_cpu_s * 1e6 / idle:.1f} us ({connect_cpu_s:.2f} s CPU for {idle})"),
     ("connect latency p50 / p99", f"{fleet['connect_latency_us']['p50']} / {fleet['connect_latency_us']['p99']} us"),
-    ("handshake (IDENTIFY->OK) p50 / p99", f"{fleet['handshake_latency_us']['p50']} / {fleet['handshake_latency_us']['p99']} us"),
+    ("handshake (IDENTIFY->OK) p50 / p99" if auth != "1" else "handshake (IDENTIFY->AUTH->OK) p50 / p99", f"{fleet['handshake_latency_us']['p50']} / {fleet['handshake_latency_us']['p99']} us"),
     ("heartbeats received / answered", f"{fleet['heartbeats']['received']} / {fleet['heartbeats']['answered']}"),
     ("round trips", f"{trips} in {rtt['rtt']['phase_s']:.1f} s = {rtt['rtt']['per_s']:.0f}/s"),
     ("RTT p50 / p99 / p99.9", f"{rtt['rtt_us']['p50']} / {rtt['rtt_us']['p99']} / {rtt['rtt_us']['p999']} us"),

@@ -42,6 +42,11 @@ read -r port_lo port_hi < /proc/sys/net/ipv4/ip_local_port_range
 ports=$((port_hi - port_lo + 1))
 conntrack_max=$(sysctl_get net.netfilter.nf_conntrack_max)
 pid_max=$(sysctl_get kernel.pid_max)
+# With `tether --workers N`, each worker has its own accept queue on the
+# shared port (SO_REUSEPORT). When a worker dies or is restarted, 1 moves
+# the connections still waiting in its queue (and its half-open ones) to
+# another worker; 0, the default, resets them. Linux 5.14 and later.
+migrate_req=$(sysctl_get net.ipv4.tcp_migrate_req)
 
 # One gateway process holds every connection; the load generator's side of
 # each connection is another socket (spread over processes if need be).
@@ -56,6 +61,7 @@ printf '%-34s %-22s %s\n' "net.core.somaxconn" "$somaxconn" ">= 4096 (tether's -
 printf '%-34s %-22s %s\n' "net.ipv4.tcp_max_syn_backlog" "$syn_backlog" ">= 4096"
 printf '%-34s %-22s %s\n' "net.ipv4.ip_local_port_range" "$port_lo-$port_hi ($ports)" "$need_ips source IP(s) toward one server port at this range"
 printf '%-34s %-22s %s\n' "net.netfilter.nf_conntrack_max" "$conntrack_max" "n/a = no conntrack; else >= $((2 * target))"
+printf '%-34s %-22s %s\n' "net.ipv4.tcp_migrate_req" "$migrate_req" "1, so a worker's restart resets no queued connection (tether --workers)"
 printf '%-34s %-22s %s\n' "kernel.pid_max (threads)" "$pid_max" "only for the thread-per-connection model in models.sh"
 echo
 
@@ -67,7 +73,8 @@ if (( hard < need_fds )); then
     else
         echo "* The hard fd limit ($hard) is below $need_fds, and this process lacks CAP_SYS_RESOURCE,"
         echo "  so it cannot be raised from here (not even as root). One gateway process holds at most"
-        echo "  about $((hard - 64)) connections on this host. Instead: run the gateway where the limit"
+        echo "  about $((hard - 64)) connections on this host. Instead: run several workers"
+        echo "  (tether --workers auto --max-connections $target), or run the gateway where the limit"
         echo "  can be set (systemd LimitNOFILE=$need_fds, limits.conf nofile, a container's --ulimit),"
         echo "  and spread the load generator over processes (tether-load --processes)."
     fi
@@ -85,6 +92,9 @@ if (( need_ips > 1 )); then
     echo "* One source IP gives $ports ports toward one server port: use $need_ips or more source addresses"
     echo "  (tether-load --source-ips 127.0.0.2-127.0.0.$((1 + need_ips)); all of 127.0.0.0/8 reaches loopback),"
     echo "  or widen the range: sysctl -w net.ipv4.ip_local_port_range=\"1024 65535\""
+fi
+if [[ "$migrate_req" == 0 ]]; then
+    problems=1; echo "* net.ipv4.tcp_migrate_req is 0: when a worker of tether --workers restarts, connections in its accept queue are reset"
 fi
 if [[ "$conntrack_max" != n/a ]] && (( conntrack_max < 2 * target )); then
     problems=1; echo "* conntrack tracks every connection and drops new ones when full: sysctl -w net.netfilter.nf_conntrack_max=$((2 * target))"

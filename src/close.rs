@@ -44,10 +44,22 @@ pub enum CloseReason {
     /// Turned away: its address already held `--http-max-per-ip`
     /// connections.
     PeerLimit,
+    /// A link (Redis): a reply overdue by `--redis-timeout`.
+    LinkTimeout,
+    /// A link (Redis): the peer sent what its protocol does not allow.
+    ProtocolError,
+    /// The collar's `AUTH` did not prove its key (`--device-key-file`).
+    AuthFailed,
+    /// The collar's MAC is quarantined for flapping (`--flap-limit`).
+    Flapping,
+    /// The kernel gave up on the peer (`ETIMEDOUT`): keepalive probes went
+    /// unanswered, or written data stayed unacknowledged for
+    /// `--tcp-user-timeout`.
+    TcpTimeout,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 16] = [
+    pub const ALL: [CloseReason; 21] = [
         CloseReason::PeerClosed,
         CloseReason::IoError,
         CloseReason::Replaced,
@@ -64,6 +76,11 @@ impl CloseReason {
         CloseReason::BadRequest,
         CloseReason::Evicted,
         CloseReason::PeerLimit,
+        CloseReason::LinkTimeout,
+        CloseReason::ProtocolError,
+        CloseReason::AuthFailed,
+        CloseReason::Flapping,
+        CloseReason::TcpTimeout,
     ];
 
     /// The reason's name in logs, stats and `BYE` lines.
@@ -85,6 +102,11 @@ impl CloseReason {
             CloseReason::BadRequest => "bad-request",
             CloseReason::Evicted => "evicted",
             CloseReason::PeerLimit => "per-ip-limit",
+            CloseReason::LinkTimeout => "link-timeout",
+            CloseReason::ProtocolError => "protocol-error",
+            CloseReason::AuthFailed => "auth-failed",
+            CloseReason::Flapping => "flapping",
+            CloseReason::TcpTimeout => "tcp-timeout",
         }
     }
 
@@ -95,8 +117,18 @@ impl CloseReason {
     pub fn lingers(self) -> bool {
         !matches!(
             self,
-            CloseReason::PeerClosed | CloseReason::IoError | CloseReason::HeartbeatTimeout | CloseReason::Evicted
-        )
+            CloseReason::PeerClosed | CloseReason::IoError | CloseReason::Evicted | CloseReason::LinkTimeout
+        ) && !self.aborts()
+    }
+
+    /// Whether the peer is presumed dead, so the connection is closed
+    /// abortively (`SO_LINGER` 0: a reset, the socket freed at once, and
+    /// whatever the kernel still held for the peer discarded rather than
+    /// delivered should it come back). Last words (`BYE idle`) get one
+    /// flush first. Every close on purpose that tells the peer why and
+    /// expects it alive stays graceful.
+    pub fn aborts(self) -> bool {
+        matches!(self, CloseReason::HeartbeatTimeout | CloseReason::Idle | CloseReason::TcpTimeout)
     }
 
     /// The line sent to a device just before the gateway closes it on
@@ -107,11 +139,14 @@ impl CloseReason {
             CloseReason::PeerClosed
             | CloseReason::IoError
             | CloseReason::HeartbeatTimeout
+            | CloseReason::TcpTimeout
             | CloseReason::Completed
             | CloseReason::HttpIdle
             | CloseReason::RequestTimeout
             | CloseReason::BadRequest
-            | CloseReason::Evicted => return None,
+            | CloseReason::Evicted
+            | CloseReason::LinkTimeout
+            | CloseReason::ProtocolError => return None,
             CloseReason::Replaced => b"BYE replaced\n",
             CloseReason::Idle => b"BYE idle\n",
             CloseReason::HandshakeTimeout => b"BYE handshake-timeout\n",
@@ -120,6 +155,8 @@ impl CloseReason {
             CloseReason::Shutdown => b"BYE shutdown\n",
             CloseReason::SlowConsumer => b"BYE slow-consumer\n",
             CloseReason::PeerLimit => b"BYE per-ip-limit\n",
+            CloseReason::AuthFailed => b"BYE auth-failed\n",
+            CloseReason::Flapping => b"BYE flapping\n",
         })
     }
 
@@ -138,6 +175,14 @@ mod tests {
         for (i, reason) in CloseReason::ALL.iter().enumerate() {
             assert_eq!(reason.index(), i);
         }
+    }
+
+    #[test]
+    fn a_presumed_dead_peer_is_reset_not_lingered_for() {
+        let aborted: Vec<_> = CloseReason::ALL.into_iter().filter(|r| r.aborts()).collect();
+        assert_eq!(aborted, [CloseReason::Idle, CloseReason::HeartbeatTimeout, CloseReason::TcpTimeout]);
+        assert!(aborted.iter().all(|r| !r.lingers()));
+        assert!(CloseReason::Replaced.lingers() && CloseReason::Shutdown.lingers());
     }
 
     #[test]

@@ -9,12 +9,14 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
-use crate::device::{DeviceSettings, Timeouts};
+use crate::device::{DeviceKeys, DeviceSettings, Mac, Timeouts};
 use crate::http::{HttpSettings, HttpTimeouts, Limits};
+use crate::hub::flap::FlapSettings;
 use crate::proto::Settings;
 use crate::reactor::Budgets;
+use crate::redis::{RedisSettings, RedisUrl};
 
 /// tether: a single-threaded TCP gateway for connected pet collars.
 #[derive(Debug, Clone, Parser)]
@@ -52,6 +54,14 @@ pub struct Config {
     /// TCP keepalive for accepted sockets as IDLE,INTERVAL,PROBES (0 disables).
     #[arg(long, default_value = "60s,10s,3", value_name = "IDLE,INTERVAL,PROBES", value_parser = parse_keepalive)]
     pub tcp_keepalive: TcpKeepalive,
+
+    /// Longest time written data may stay unacknowledged before the kernel
+    /// drops the connection (TCP_USER_TIMEOUT), so that a peer gone while
+    /// output is pending is found as soon as an idle one. Default: the
+    /// keepalive's IDLE + INTERVAL x PROBES (none with keepalive off); 0
+    /// disables.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub tcp_user_timeout: Option<Duration>,
 
     /// Most collar connections held at once; more are told `BYE
     /// server-full`. Default: the file-descriptor limit minus --fd-reserve
@@ -174,6 +184,102 @@ pub struct Config {
     #[arg(long, default_value = "2ms", value_name = "DURATION", value_parser = parse_turn_time, help_heading = "Loop budgets (per turn)")]
     pub budget_turn_time: Duration,
 
+    /// Redis for the fleet's directory and the bus between gateways, as
+    /// redis://HOST:PORT[/DB] (see README "Scaling out"). Without it the
+    /// gateway stands alone.
+    #[arg(long, value_name = "URL", help_heading = "Scale-out (Redis)")]
+    pub redis: Option<RedisUrl>,
+
+    /// Lifetime of this gateway's liveness key in Redis (refreshed every
+    /// third of it): a gateway that dies leaves the directory within it.
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration, help_heading = "Scale-out (Redis)")]
+    pub redis_ttl: Duration,
+
+    /// Longest wait for a Redis reply (then the link is closed and
+    /// redialed) and for another gateway's answer to a command (then 504).
+    #[arg(long, default_value = "2s", value_name = "DURATION", value_parser = parse_duration, help_heading = "Scale-out (Redis)")]
+    pub redis_timeout: Duration,
+
+    /// Longest wait between attempts to reconnect to Redis (the wait starts
+    /// at 100 ms and doubles).
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration, help_heading = "Scale-out (Redis)")]
+    pub redis_reconnect_max: Duration,
+
+    /// Longest Redis reply accepted; a longer one closes the link.
+    #[arg(long, default_value = "64MiB", value_name = "BYTES", value_parser = parse_size, help_heading = "Scale-out (Redis)")]
+    pub redis_max_reply: usize,
+
+    /// Most unsent commands held for Redis; past it, requests that need
+    /// Redis get 503.
+    #[arg(long, default_value = "64MiB", value_name = "BYTES", value_parser = parse_size, help_heading = "Scale-out (Redis)")]
+    pub redis_max_output: usize,
+
+    /// Worker processes sharing the two ports (SO_REUSEPORT), each a loop of
+    /// its own under a small supervisor; `auto`: enough to hold
+    /// --max-connections under the fd limit. 1: one process, no supervisor.
+    /// With more, --max-connections, --max-http-connections and
+    /// --http-max-per-ip are totals, shared out between the workers (see
+    /// --worker-headroom).
+    #[arg(long, default_value = "1", value_name = "N|auto", value_parser = parse_workers, help_heading = "Workers")]
+    pub workers: Workers,
+
+    /// Room each worker gets above its even share of --max-connections,
+    /// --max-http-connections and --http-max-per-ip, in percent of that
+    /// share (the kernel spreads connections between workers by a hash, not
+    /// exactly evenly).
+    #[arg(long, default_value = "10", value_name = "PERCENT", help_heading = "Workers")]
+    pub worker_headroom: usize,
+
+    /// Delay before a worker that died is started again; doubled at each
+    /// further death, up to --worker-restart-max-delay.
+    #[arg(long, default_value = "100ms", value_name = "DURATION", value_parser = parse_turn_time, help_heading = "Workers")]
+    pub worker_restart_delay: Duration,
+
+    /// The longest delay before a worker is started again.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_turn_time, help_heading = "Workers")]
+    pub worker_restart_max_delay: Duration,
+
+    /// A worker that stayed up this long is restarted after
+    /// --worker-restart-delay again when it dies (its back-off starts over).
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration, help_heading = "Workers")]
+    pub worker_stable_after: Duration,
+
+    /// Set by the supervisor on each worker it starts: its index, from 0.
+    /// Makes this process a worker: SO_REUSEPORT on both listeners, and
+    /// log lines that say `worker I:`.
+    #[arg(long, hide = true, value_name = "I")]
+    pub worker_index: Option<usize>,
+
+    /// Set by the supervisor: how many times this worker was restarted.
+    #[arg(long, hide = true, default_value = "0", value_name = "N")]
+    pub worker_restarts: u64,
+
+    /// Require collars to prove their key: IDENTIFY is answered with a
+    /// CHALLENGE that the collar must answer with AUTH. FILE lists master
+    /// keys, 64 hex digits a line (`#` comments and blank lines allowed);
+    /// the first one keys new collars (`tether device-key`), any one is
+    /// accepted. Without it, any client can claim any MAC.
+    #[arg(long, value_name = "FILE", value_parser = DeviceKeys::load, help_heading = "Device security")]
+    pub device_key_file: Option<DeviceKeys>,
+
+    /// Takeovers of one MAC within --flap-window above which it is
+    /// quarantined (0 disables the guard).
+    #[arg(long, default_value = "10", value_name = "N", help_heading = "Device security")]
+    pub flap_limit: u32,
+
+    /// The sliding window over which takeovers are counted.
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = parse_nonzero_duration, help_heading = "Device security")]
+    pub flap_window: Duration,
+
+    /// How long a flapping MAC's IDENTIFYs are refused (`ERR flapping`).
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = parse_nonzero_duration, help_heading = "Device security")]
+    pub flap_quarantine: Duration,
+
+    /// Most MACs whose takeovers are tracked at once (about 200 bytes
+    /// each); past it the least recently taken over is forgotten.
+    #[arg(long, default_value = "10000", value_name = "N", value_parser = parse_count, help_heading = "Device security")]
+    pub flap_max_tracked: usize,
+
     /// Shape of the log lines on stderr: `text`, or `json` (one object a
     /// line: time, level, target, message) for a log shipper.
     #[arg(long, value_enum, default_value = "text", value_name = "FORMAT")]
@@ -184,9 +290,20 @@ pub struct Config {
     pub command: Option<Command>,
 }
 
-/// What the binary does instead of running the gateway.
-#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+/// What the binary does instead of serving.
+#[derive(Debug, Clone, Subcommand)]
 pub enum Command {
+    /// Print the key to provision on the collar with this MAC (64 hex
+    /// digits): HMAC-SHA256 of the MAC, written upper-case with `:`, under
+    /// the first master key of the file.
+    DeviceKey {
+        /// The gateway's key file.
+        #[arg(long, value_name = "FILE", value_parser = DeviceKeys::load)]
+        device_key_file: DeviceKeys,
+        /// The collar's MAC (`CE:96:C2:78:27:FC` or `ce-96-c2-78-27-fc`).
+        #[arg(value_parser = parse_mac)]
+        mac: Mac,
+    },
     /// Read this host's limits (fd limits, fs.nr_open, fs.file-max,
     /// somaxconn, the port range, conntrack, memory, TCP memory) and say
     /// which would stop N collar connections and how to fix each; exits 1
@@ -215,6 +332,17 @@ impl Config {
             heartbeat_interval: self.heartbeat_interval,
             heartbeat_timeout: self.heartbeat_timeout,
             idle: self.idle_timeout,
+        }
+    }
+
+    /// `TCP_USER_TIMEOUT` for accepted sockets: `--tcp-user-timeout`, by
+    /// default the time keepalive takes to give up on an idle peer; `None`
+    /// when off.
+    pub fn tcp_user_timeout(&self) -> Option<Duration> {
+        match (self.tcp_user_timeout, self.tcp_keepalive) {
+            (Some(timeout), _) => (!timeout.is_zero()).then_some(timeout),
+            (None, TcpKeepalive::Off) => None,
+            (None, TcpKeepalive::On { idle, interval, probes }) => Some(idle + interval * probes),
         }
     }
 
@@ -248,7 +376,12 @@ impl Config {
     /// What the protocols read.
     pub fn settings(&self) -> Settings {
         Settings {
-            device: DeviceSettings { max_line: self.max_line, max_output: self.max_output, timeouts: self.timeouts() },
+            device: DeviceSettings {
+                max_line: self.max_line,
+                max_output: self.max_output,
+                timeouts: self.timeouts(),
+                keys: self.device_key_file.clone(),
+            },
             http: HttpSettings {
                 limits: self.http_limits(),
                 timeouts: self.http_timeouts(),
@@ -258,6 +391,17 @@ impl Config {
                 max_command: self.max_line.saturating_sub(1),
                 pause_above: self.budget_write,
             },
+            redis: RedisSettings { max_reply: self.redis_max_reply, max_output: self.redis_max_output },
+        }
+    }
+
+    /// The flapping guard's settings.
+    pub fn flap(&self) -> FlapSettings {
+        FlapSettings {
+            limit: self.flap_limit,
+            window: self.flap_window,
+            quarantine: self.flap_quarantine,
+            max_tracked: self.flap_max_tracked,
         }
     }
 
@@ -273,6 +417,29 @@ impl Config {
 /// The smallest `SO_SNDBUF` set on HTTP sockets (the kernel's own floor is
 /// about 4.5 KiB).
 const MIN_SEND_BUFFER: usize = 8 * 1024;
+
+/// How many worker processes `--workers` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workers {
+    /// This many (at least 1, at most [`MAX_WORKERS`]).
+    Count(usize),
+    /// Enough for `--max-connections` under the fd limit.
+    Auto,
+}
+
+/// The most workers `--workers` (or `auto`) may start.
+pub const MAX_WORKERS: usize = 256;
+
+/// Parses `auto` or a count from 1 to [`MAX_WORKERS`].
+pub fn parse_workers(text: &str) -> Result<Workers, String> {
+    if text == "auto" {
+        return Ok(Workers::Auto);
+    }
+    match text.parse::<usize>() {
+        Ok(n @ 1..=MAX_WORKERS) => Ok(Workers::Count(n)),
+        _ => Err(format!("{text:?} is not `auto` or a number of workers from 1 to {MAX_WORKERS}")),
+    }
+}
 
 /// Kernel keepalive probes for accepted sockets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -345,6 +512,19 @@ pub fn parse_turn_time(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// Parses a duration that is not zero.
+pub fn parse_nonzero_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err(format!("{text:?}: must be more than 0")),
+        d => Ok(d),
+    }
+}
+
+/// Parses a MAC as collars write it.
+pub fn parse_mac(text: &str) -> Result<Mac, String> {
+    Mac::parse(text.as_bytes()).map_err(|_| format!("{text:?} is not a MAC like CE:96:C2:78:27:FC"))
+}
+
 /// Parses a count of at least 1.
 pub fn parse_count(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
@@ -391,6 +571,7 @@ mod tests {
             c.tcp_keepalive,
             TcpKeepalive::On { idle: Duration::from_secs(60), interval: Duration::from_secs(10), probes: 3 }
         );
+        assert_eq!(c.tcp_user_timeout(), Some(Duration::from_secs(90)), "60 s + 3 x 10 s");
         assert_eq!(c.max_connections, None);
         assert_eq!(c.max_output, 64 * 1024);
         assert_eq!(c.drain_timeout, Duration::from_secs(5));
@@ -407,6 +588,31 @@ mod tests {
         assert_eq!(c.http_max_per_ip, 64);
         assert_eq!(c.budgets(), Budgets::default());
         assert_eq!(c.http_send_buffer(), (1024 - 64) * 1024 / 2);
+        assert!(c.device_key_file.is_none() && c.command.is_none());
+        assert_eq!(c.flap(), FlapSettings::default());
+    }
+
+    #[test]
+    fn device_security_flags() {
+        let dir = std::env::temp_dir().join(format!("tether-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("keys");
+        std::fs::write(&file, format!("# current\n{}\n", "0f".repeat(32))).unwrap();
+        let path = file.to_str().unwrap();
+        let c = Config::try_parse_from(["tether", "--device-key-file", path, "--flap-limit", "3"]).unwrap();
+        assert_eq!(c.device_key_file.as_ref().map(DeviceKeys::len), Some(1));
+        assert_eq!(c.flap().limit, 3);
+        let c =
+            Config::try_parse_from(["tether", "device-key", "--device-key-file", path, "ce-96-c2-78-27-fc"]).unwrap();
+        let Some(Command::DeviceKey { mac, .. }) = c.command else { panic!("{:?}", c.command) };
+        assert_eq!(mac, Mac([0xCE, 0x96, 0xC2, 0x78, 0x27, 0xFC]));
+        std::fs::write(&file, "not a key\n").unwrap();
+        let e = Config::try_parse_from(["tether", "--device-key-file", path]).unwrap_err().to_string();
+        assert!(e.contains(&format!("{path}: line 1: expected a key of 64 hex digits")), "{e}");
+        assert!(!e.contains("not a key"), "the line is not echoed: {e}");
+        assert!(Config::try_parse_from(["tether", "device-key", "--device-key-file", path, "CE:96"]).is_err());
+        assert!(Config::try_parse_from(["tether", "--flap-quarantine", "0"]).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -457,6 +663,30 @@ mod tests {
     }
 
     #[test]
+    fn workers() {
+        assert_eq!(Config::default().workers, Workers::Count(1));
+        assert_eq!(Config::default().worker_index, None);
+        assert_eq!(parse_workers("auto"), Ok(Workers::Auto));
+        assert_eq!(parse_workers("4"), Ok(Workers::Count(4)));
+        assert_eq!(parse_workers("256"), Ok(Workers::Count(MAX_WORKERS)));
+        for bad in ["0", "257", "-1", "", "Auto", "2.5"] {
+            assert!(parse_workers(bad).is_err(), "{bad:?}");
+        }
+        assert!(Config::try_parse_from(["tether", "--worker-restart-delay", "0"]).is_err(), "a crash loop would spin");
+    }
+
+    #[test]
+    fn the_user_timeout_follows_keepalive_unless_given() {
+        let parse = |args: &[&str]| Config::try_parse_from([&["tether"], args].concat()).unwrap().tcp_user_timeout();
+        assert_eq!(parse(&["--tcp-keepalive", "1s,1s,2"]), Some(Duration::from_secs(3)));
+        assert_eq!(parse(&["--tcp-keepalive", "off"]), None);
+        assert_eq!(parse(&["--tcp-keepalive", "off", "--tcp-user-timeout", "750ms"]), Some(Duration::from_millis(750)));
+        assert_eq!(parse(&["--tcp-user-timeout", "20s"]), Some(Duration::from_secs(20)));
+        assert_eq!(parse(&["--tcp-user-timeout", "0"]), None);
+        assert!(Config::try_parse_from(["tether", "--tcp-user-timeout", "soon"]).is_err());
+    }
+
+    #[test]
     fn command_line_overrides() {
         let c = Config::try_parse_from([
             "tether",
@@ -477,11 +707,12 @@ mod tests {
     #[test]
     fn subcommands_and_the_log_format() {
         let c = Config::default();
-        assert_eq!((c.command, c.log_format), (None, crate::logfmt::LogFormat::Text));
+        assert!(c.command.is_none());
+        assert_eq!(c.log_format, crate::logfmt::LogFormat::Text);
         let c = Config::try_parse_from(["tether", "--log-format", "json", "--fd-reserve", "8", "check-host"]).unwrap();
-        assert_eq!((c.command, c.fd_reserve), (Some(Command::CheckHost { connections: None }), 8));
-        assert_eq!(c.log_format, crate::logfmt::LogFormat::Json);
+        assert!(matches!(c.command, Some(Command::CheckHost { connections: None })), "{:?}", c.command);
+        assert_eq!((c.fd_reserve, c.log_format), (8, crate::logfmt::LogFormat::Json));
         let c = Config::try_parse_from(["tether", "check-host", "--connections", "5"]).unwrap();
-        assert_eq!(c.command, Some(Command::CheckHost { connections: Some(5) }));
+        assert!(matches!(c.command, Some(Command::CheckHost { connections: Some(5) })), "{:?}", c.command);
     }
 }

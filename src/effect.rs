@@ -10,12 +10,15 @@
 
 use crate::close::CloseReason;
 use crate::device::{Fix, Mac};
+use crate::events::EventRef;
+use crate::redis::codec::OwnedFrame;
 
 /// Work for the hub, from the session on one connection (its origin).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     /// The collar identified as `mac`: it goes online, replacing an older
-    /// connection with that MAC.
+    /// connection with that MAC, unless the MAC is quarantined. Answered
+    /// with [`Reply::Admitted`] or [`Reply::Refused`].
     Identified { mac: Mac },
     /// The collar reported a fix.
     Located { mac: Mac, fix: Fix },
@@ -26,6 +29,19 @@ pub enum Effect {
     /// The origin's wait or event stream ends (it was answered, timed out,
     /// or its connection is closing): forget it.
     Withdraw,
+    /// News from a link the hub dialed (Redis).
+    Link(LinkEvent),
+}
+
+/// What a link's session reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LinkEvent {
+    /// A whole reply or message, in the order received.
+    Frame(OwnedFrame),
+    /// Every other connection has closed (shutdown): finish.
+    Drain,
+    /// The link is closing for this reason.
+    Closed(CloseReason),
 }
 
 /// A request that needs the shared state.
@@ -35,6 +51,8 @@ pub enum Query {
     Health,
     /// `GET /metrics`.
     Metrics,
+    /// `GET /stats`: the figures of `/metrics` as JSON.
+    Stats,
     /// `GET /devices`.
     Devices { after: Option<Mac>, offset: usize, limit: usize },
     /// `GET /devices/{mac}`.
@@ -45,10 +63,10 @@ pub enum Query {
     /// `GET /devices/{mac}/location`: ask the collar and wait for its fix.
     Location(Mac),
     /// `GET /events`: turn the connection into an event stream.
-    Stream { filter: Option<Mac>, last_event_id: Option<u64> },
+    Stream { filter: Option<Mac>, last_event_id: Option<EventRef> },
     /// `GET /events/poll`: the events after `since` (`None`: from now), or
     /// wait for the first; `wait: false` answers at once either way.
-    Poll { since: Option<u64>, filter: Option<Mac>, wait: bool },
+    Poll { since: Option<EventRef>, filter: Option<Mac>, wait: bool },
     /// The origin's wait timed out: its final answer (504 for a location,
     /// an empty list for a poll).
     Expired,
@@ -62,6 +80,11 @@ pub enum Reply {
     /// The connection is an event stream from now on; the hub produces its
     /// events.
     Stream,
+    /// To a collar that identified: it is online (answer `OK`).
+    Admitted,
+    /// To a collar that identified: it may not go online, and is closed
+    /// for this reason (`flapping`).
+    Refused(CloseReason),
 }
 
 /// A response's status and body.

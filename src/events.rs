@@ -2,13 +2,22 @@
 //! pushes (sans-IO).
 //!
 //! Every change the app may want pushed (a device connected, disconnected,
-//! reported a location) becomes an [`Event`] with an id one higher than the
+//! reported a location, was quarantined for flapping) becomes an [`Event`] with an id one higher than the
 //! last. The most recent `--event-history` events stay in a ring, so a
 //! client that reconnects with `Last-Event-ID` (Server-Sent Events) or
 //! `since=` (long polling) gets what it missed. Ids are contiguous, so
 //! finding where a client left off is an index computation, not a search.
 //!
-//! Events are stored as typed fields, 56 bytes each with no heap
+//! Those local ids are positions. What a client sees is the event's
+//! [`EventId`]: the local id itself on a gateway that stands alone; with
+//! `--redis`, where every event goes through one Redis stream shared by
+//! the fleet, the stream's id (`1764398400000-3`), which means the same on
+//! every gateway and after a restart; and `L<id>` for an event published
+//! while Redis was unreachable (known to this gateway only). A client's
+//! `Last-Event-ID` or `since=` is mapped back to a position by
+//! [`EventLog::resolve`].
+//!
+//! Events are stored as typed fields, 64 bytes each with no heap
 //! allocation, and rendered (JSON through `serde_json`) when they are sent:
 //! 10,000 of them cost about half a megabyte, which matters next to collars
 //! that cost about 200 bytes each. While event streams are open the hub
@@ -29,9 +38,22 @@ use crate::time::rfc3339;
 /// What happened, with its details.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventKind {
-    Connected { peer: Peer },
-    Disconnected { reason: CloseReason },
-    Location { lat: f64, lon: f64 },
+    Connected {
+        peer: Peer,
+    },
+    Disconnected {
+        reason: CloseReason,
+    },
+    Location {
+        lat: f64,
+        lon: f64,
+    },
+    /// The MAC was taken over more than `--flap-limit` times within a
+    /// minute: its `IDENTIFY`s are refused until `until_unix_ms`.
+    Flapping {
+        takeovers: u32,
+        until_unix_ms: u64,
+    },
 }
 
 impl EventKind {
@@ -41,6 +63,7 @@ impl EventKind {
             EventKind::Connected { .. } => "connected",
             EventKind::Disconnected { .. } => "disconnected",
             EventKind::Location { .. } => "location",
+            EventKind::Flapping { .. } => "flapping",
         }
     }
 }
@@ -50,10 +73,80 @@ impl EventKind {
 pub struct Event {
     /// 1 for the first event; each next one is one higher.
     pub id: u64,
+    /// How clients know it: [`PLAIN`], [`LOCAL_ONLY`] or a stream id packed
+    /// by [`pack_stream_id`].
+    pub ext: u64,
     /// When it happened, as Unix time in milliseconds.
     pub at_unix_ms: u64,
     pub mac: Mac,
     pub kind: EventKind,
+}
+
+/// [`Event::ext`] of an event known by its local id (no `--redis`).
+pub const PLAIN: u64 = 0;
+/// [`Event::ext`] of an event published while Redis was unreachable: shown
+/// as `L<id>`.
+pub const LOCAL_ONLY: u64 = u64::MAX;
+/// Bits of a packed stream id given to the sequence number within one
+/// millisecond (Redis counts from 0 for each millisecond; a million
+/// events in one millisecond is far beyond what one stream takes).
+const SEQ_BITS: u32 = 20;
+
+/// A Redis stream id `MS-SEQ` as one ordered `u64`; `None` when it does
+/// not fit (then it cannot be ours).
+pub fn pack_stream_id(ms: u64, seq: u64) -> Option<u64> {
+    let packed = (ms.checked_shl(SEQ_BITS)?) | seq;
+    (seq < 1 << SEQ_BITS && ms < 1 << (64 - SEQ_BITS) && packed != PLAIN && packed != LOCAL_ONLY).then_some(packed)
+}
+
+/// How a client names an event (`Last-Event-ID`, `since=`): what
+/// [`EventId`] printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventRef {
+    /// `42` or `L42`: a local id.
+    Local(u64),
+    /// `1764398400000-3`, packed ([`pack_stream_id`]).
+    Stream(u64),
+}
+
+impl EventRef {
+    pub fn parse(text: &str) -> Option<EventRef> {
+        let text = text.trim();
+        if let Some((ms, seq)) = text.split_once('-') {
+            let (ms, seq) = (ms.parse().ok()?, seq.parse().ok()?);
+            // A well-formed id too large to be ours still names an event
+            // we do not have.
+            return Some(EventRef::Stream(pack_stream_id(ms, seq).unwrap_or(LOCAL_ONLY - 1)));
+        }
+        text.strip_prefix('L').unwrap_or(text).parse().ok().map(EventRef::Local)
+    }
+}
+
+/// An event's id as clients see it (see the module documentation):
+/// printed, and serialized as a JSON number (plain) or string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventId {
+    pub local: u64,
+    pub ext: u64,
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.ext {
+            PLAIN => write!(f, "{}", self.local),
+            LOCAL_ONLY => write!(f, "L{}", self.local),
+            packed => write!(f, "{}-{}", packed >> SEQ_BITS, packed & ((1 << SEQ_BITS) - 1)),
+        }
+    }
+}
+
+impl Serialize for EventId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.ext {
+            PLAIN => serializer.serialize_u64(self.local),
+            _ => serializer.collect_str(self),
+        }
+    }
 }
 
 /// A Unix time in milliseconds, serialized as an RFC 3339 string.
@@ -89,6 +182,10 @@ impl Serialize for Data<'_> {
                 s.serialize_field("lat", lat)?;
                 s.serialize_field("lon", lon)?;
             }
+            EventKind::Flapping { takeovers, until_unix_ms } => {
+                s.serialize_field("takeovers", takeovers)?;
+                s.serialize_field("until", &Rfc3339(*until_unix_ms))?;
+            }
         }
         s.serialize_field("at", &Rfc3339(event.at_unix_ms))?;
         s.end()
@@ -99,7 +196,7 @@ impl Serialize for Data<'_> {
 impl Serialize for Event {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut s = serializer.serialize_struct("Event", 3)?;
-        s.serialize_field("id", &self.id)?;
+        s.serialize_field("id", &self.event_id())?;
         s.serialize_field("event", self.kind.name())?;
         s.serialize_field("data", &Data(self))?;
         s.end()
@@ -107,10 +204,15 @@ impl Serialize for Event {
 }
 
 impl Event {
+    /// The id clients see.
+    pub fn event_id(&self) -> EventId {
+        EventId { local: self.id, ext: self.ext }
+    }
+
     /// Appends the event in Server-Sent Events framing.
     pub fn write_sse(&self, out: &mut Vec<u8>) {
         use std::io::Write as _;
-        let _ = write!(out, "id: {}\nevent: {}\ndata: ", self.id, self.kind.name());
+        let _ = write!(out, "id: {}\nevent: {}\ndata: ", self.event_id(), self.kind.name());
         // Serializing plain fields into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut *out, &Data(self));
         out.extend_from_slice(b"\n\n");
@@ -133,13 +235,65 @@ pub struct EventLog {
     capacity: usize,
     /// The id of the most recent event (0 before the first).
     last_id: u64,
+    /// What an id not held is shown as ([`PLAIN`], or [`LOCAL_ONLY`] when
+    /// events come from a Redis stream).
+    missing: u64,
 }
 
 impl EventLog {
     /// A log keeping the last `capacity` events (at least one, so a long
     /// poll woken by an event can find it).
     pub fn new(capacity: usize) -> EventLog {
-        EventLog { ring: VecDeque::new(), capacity: capacity.max(1), last_id: 0 }
+        EventLog { ring: VecDeque::new(), capacity: capacity.max(1), last_id: 0, missing: PLAIN }
+    }
+
+    /// A log whose events come from a Redis stream (`--redis`).
+    pub fn with_stream_ids(capacity: usize) -> EventLog {
+        EventLog { missing: LOCAL_ONLY, ..EventLog::new(capacity) }
+    }
+
+    /// How clients see the local id `id` (which may be 0, or gone).
+    pub fn external(&self, id: u64) -> EventId {
+        match self.get(id) {
+            Some(event) => event.event_id(),
+            None => EventId { local: id, ext: self.missing },
+        }
+    }
+
+    /// The local id of what a client names: the event itself, the last id
+    /// when it names one newer than any held (nothing missed), or
+    /// `u64::MAX` (an id never given out here: start over) when it names an
+    /// event no longer held or unknown.
+    pub fn resolve(&self, named: EventRef) -> u64 {
+        match named {
+            EventRef::Local(id) => id,
+            EventRef::Stream(packed) => {
+                let mut newest = None;
+                for event in self.ring.iter().rev() {
+                    if event.ext == packed {
+                        return event.id;
+                    }
+                    if event.ext != PLAIN && event.ext != LOCAL_ONLY {
+                        newest = newest.max(Some(event.ext));
+                        if event.ext < packed {
+                            break;
+                        }
+                    }
+                }
+                if newest.is_some_and(|newest| packed > newest) { self.last_id } else { u64::MAX }
+            }
+        }
+    }
+
+    /// Forgets every event held (ids go on from the last one): what was
+    /// held cannot be trusted to be followed by what comes next.
+    pub fn clear(&mut self) {
+        self.ring.clear();
+    }
+
+    /// The newest stream id held, packed.
+    pub fn last_stream_id(&self) -> Option<u64> {
+        self.ring.iter().rev().map(|e| e.ext).find(|&ext| ext != PLAIN && ext != LOCAL_ONLY)
     }
 
     /// The id of the most recent event, 0 if none was ever published.
@@ -174,11 +328,17 @@ impl EventLog {
 
     /// Appends an event, dropping the oldest if the ring is full.
     pub fn publish(&mut self, mac: Mac, kind: EventKind, at_unix_ms: u64) -> &Event {
+        let ext = self.missing;
+        self.publish_as(mac, kind, at_unix_ms, ext)
+    }
+
+    /// Appends an event that clients know as `ext` (see [`Event::ext`]).
+    pub fn publish_as(&mut self, mac: Mac, kind: EventKind, at_unix_ms: u64, ext: u64) -> &Event {
         self.last_id += 1;
         if self.ring.len() == self.capacity {
             self.ring.pop_front();
         }
-        self.ring.push_back(Event { id: self.last_id, at_unix_ms, mac, kind });
+        self.ring.push_back(Event { id: self.last_id, ext, at_unix_ms, mac, kind });
         self.ring.back().expect("just pushed")
     }
 
@@ -251,7 +411,7 @@ mod tests {
 
     #[test]
     fn an_event_is_small_and_owns_no_heap() {
-        assert!(std::mem::size_of::<Event>() <= 56, "Event is {} bytes", std::mem::size_of::<Event>());
+        assert!(std::mem::size_of::<Event>() <= 64, "Event is {} bytes", std::mem::size_of::<Event>());
     }
 
     #[test]
@@ -271,17 +431,26 @@ mod tests {
                 EventKind::Location { lat: 90.0, lon: -180.0 },
                 r#"{"mac":"01:02:03:04:05:06","lat":90.0,"lon":-180.0,"at":"1970-01-01T00:00:01.500Z"}"#,
             ),
+            (
+                EventKind::Flapping { takeovers: 11, until_unix_ms: 61_500 },
+                r#"{"mac":"01:02:03:04:05:06","takeovers":11,"until":"1970-01-01T00:01:01.500Z","at":"1970-01-01T00:00:01.500Z"}"#,
+            ),
         ];
         for (kind, data) in cases {
-            let event = Event { id: 7, at_unix_ms: 1500, mac: MAC, kind };
+            let event = Event { id: 7, ext: PLAIN, at_unix_ms: 1500, mac: MAC, kind };
             assert_eq!(serde_json::to_string(&Data(&event)).unwrap(), data);
         }
     }
 
     #[test]
     fn sse_and_json_framing() {
-        let event =
-            Event { id: 7, at_unix_ms: 0, mac: MAC, kind: EventKind::Disconnected { reason: CloseReason::Idle } };
+        let event = Event {
+            id: 7,
+            ext: PLAIN,
+            at_unix_ms: 0,
+            mac: MAC,
+            kind: EventKind::Disconnected { reason: CloseReason::Idle },
+        };
         let data = r#"{"mac":"01:02:03:04:05:06","reason":"idle","at":"1970-01-01T00:00:00.000Z"}"#;
         let mut sse = Vec::new();
         event.write_sse(&mut sse);

@@ -12,7 +12,9 @@ use std::net::SocketAddr;
 use log::{info, warn};
 
 use crate::config::Config;
+use crate::device::protocol::AUTH_LINE_MAX;
 use crate::hub::Hub;
+use crate::hub::cluster::ClusterSettings;
 use crate::net::{self, ListenOptions};
 use crate::reactor::{Exit, Handle, Kind, Reactor, Settings, Spec};
 use crate::stats::Stats;
@@ -28,9 +30,20 @@ impl Gateway {
     /// [`net::raise_fd_limit`] first: the connection caps are derived from
     /// the current limit.
     pub fn bind(config: Config) -> io::Result<Gateway> {
+        if config.device_key_file.is_some() && config.max_line < AUTH_LINE_MAX {
+            let why = format!("--max-line {} is too short for AUTH lines ({AUTH_LINE_MAX} bytes)", config.max_line);
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
+        }
         let fd_limit = net::fd_limit()?.soft;
         let (devices, http) = connection_caps(&config, fd_limit);
-        let options = ListenOptions { backlog: config.backlog, keepalive: config.tcp_keepalive, send_buffer: None };
+        let options = ListenOptions {
+            backlog: config.backlog,
+            keepalive: config.tcp_keepalive,
+            user_timeout: config.tcp_user_timeout(),
+            send_buffer: None,
+            // A worker shares both ports with the others (see `supervisor`).
+            reuse_port: config.worker_index.is_some(),
+        };
         let specs = vec![
             Spec {
                 kind: Kind::Device,
@@ -59,7 +72,15 @@ impl Gateway {
             fd_limit,
         };
         let reactor = Reactor::new(specs, config.settings(), settings)?;
-        let hub = Hub::new(reactor.clock(), config.event_history, config.cors_origin.clone());
+        let cluster = config.redis.clone().map(|url| ClusterSettings {
+            url,
+            gateway_id: gateway_id(reactor.clock().unix_ms(0)),
+            ttl: config.redis_ttl,
+            timeout: config.redis_timeout,
+            reconnect_max: config.redis_reconnect_max,
+        });
+        let hub = Hub::new(reactor.clock(), config.event_history, config.cors_origin.clone(), cluster)
+            .with_flap_guard(config.flap());
         Ok(Gateway { reactor, hub })
     }
 
@@ -110,6 +131,14 @@ impl Gateway {
     pub fn run(&mut self) -> io::Result<Exit> {
         // Logged here rather than in `bind`: once these lines are out, the
         // loop is serving and (if asked) watching for signals.
+        match &self.reactor.config().device.keys {
+            Some(keys) => info!(
+                "devices: collars must prove their key (AUTH) under {} master key{}",
+                keys.len(),
+                if keys.len() == 1 { "" } else { "s" }
+            ),
+            None => warn!("devices: no --device-key-file: any client can claim any MAC"),
+        }
         info!(
             "devices: listening on {} (backlog {}), at most {} connections",
             self.device_addr()?,
@@ -128,6 +157,22 @@ impl Gateway {
         }
         self.reactor.run(&mut self.hub)
     }
+}
+
+/// A gateway id unique to this process's life: host name, process id and
+/// start time, so that a restarted process never inherits the directory
+/// entries of its previous life (they are swept once its liveness key
+/// expires).
+fn gateway_id(started_unix_ms: u64) -> String {
+    let mut host = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at
+    // most that many bytes.
+    let ok = unsafe { libc::gethostname(host.as_mut_ptr().cast(), host.len()) } == 0;
+    let end = host.iter().position(|&b| b == 0).unwrap_or(host.len());
+    let host = if ok { String::from_utf8_lossy(&host[..end]).into_owned() } else { "host".into() };
+    let host: String =
+        host.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect();
+    format!("{host}-{}-{started_unix_ms:x}", std::process::id())
 }
 
 /// The collar and HTTP caps: `--max-http-connections` for HTTP, and what

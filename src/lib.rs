@@ -24,16 +24,22 @@
 //! - [`hub`]: the shared state (collars online, the event log and its
 //!   subscribers, waiting location queries) and what effects do to it.
 //! - [`events`]: the event log, and the JSON of an event.
+//! - [`redis`]: the Redis link (`--redis`), sans-IO: RESP through a codec
+//!   crate, the link's session, and the function library that keeps the
+//!   fleet's directory; the hub's side of it is `hub::cluster`.
 //! - [`gateway`]: the reactor serving the hub, set up from the [`Config`].
 //! - [`wheel`]: the hashed timing wheel behind every deadline.
 //! - [`net`]: listener setup with socket2, socket options, fd limits.
 //! - [`close`]: why a connection ended, and the `BYE` line that says so.
 //! - [`stats`], [`metrics`]: every counter, the periodic report line, and
-//!   `/metrics` in Prometheus text format.
+//!   `/metrics` in Prometheus text format; [`stats_json`]: the same figures
+//!   as JSON (`/stats`).
 //! - [`config`]: every setting, which is also the command line.
 //! - [`checkhost`]: `tether check-host`: the host's limits against N
 //!   connections (sans-IO checks, and reading them from `/proc`).
 //! - [`time`]: the reactor's millisecond clock.
+//! - [`supervisor`]: `--workers N`: worker processes sharing the ports,
+//!   restarted when they die, drained together.
 //! - [`logfmt`]: the binary's log lines, as text or one JSON object a line.
 
 pub mod checkhost;
@@ -42,6 +48,8 @@ pub mod config;
 pub mod device;
 pub mod effect;
 pub mod events;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod gateway;
 pub mod http;
 pub mod hub;
@@ -50,7 +58,10 @@ pub mod metrics;
 pub mod net;
 pub mod proto;
 pub mod reactor;
+pub mod redis;
 pub mod stats;
+pub mod stats_json;
+pub mod supervisor;
 pub mod time;
 pub mod wheel;
 

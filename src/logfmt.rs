@@ -40,14 +40,29 @@ pub fn json_line(time: &str, level: log::Level, target: &str, message: &fmt::Arg
 }
 
 /// Installs the logger: `RUST_LOG` picks the level (default `info`),
-/// `format` the shape of each line (on stderr).
-pub fn init(format: LogFormat) {
+/// `format` the shape of each line (on stderr). A worker's and the
+/// supervisor's lines say who wrote them (`prefix`: `worker 2: `,
+/// `supervisor: `) at the start of the message, as their lines share one
+/// stderr.
+pub fn init(format: LogFormat, prefix: Option<String>) {
     let mut builder = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
-    if format == LogFormat::Json {
-        builder.format(|buf, record| {
-            let time = buf.timestamp_millis().to_string();
-            writeln!(buf, "{}", json_line(&time, record.level(), record.target(), record.args()))
-        });
+    let prefix = prefix.unwrap_or_default();
+    match format {
+        LogFormat::Json => {
+            builder.format(move |buf, record| {
+                let time = buf.timestamp_millis().to_string();
+                let message = format_args!("{prefix}{}", record.args());
+                writeln!(buf, "{}", json_line(&time, record.level(), record.target(), &message))
+            });
+        }
+        LogFormat::Text if !prefix.is_empty() => {
+            builder.format(move |buf, record| {
+                let (level, target, args) = (record.level(), record.target(), record.args());
+                writeln!(buf, "[{} {level:<5} {target}] {prefix}{args}", buf.timestamp())
+            });
+        }
+        // env_logger's own format, which the prefixed one copies.
+        LogFormat::Text => {}
     }
     builder.init();
 }

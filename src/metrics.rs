@@ -23,6 +23,20 @@ pub struct HubLevels {
     /// Output accepted for sending that the kernel has not taken yet.
     pub unsent_bytes: usize,
     pub uptime_seconds: f64,
+    /// When the gateway started, as Unix time: tells one run from the next
+    /// (the dashboard reloads when it changes).
+    pub start_time_seconds: f64,
+    /// With `--redis`.
+    pub redis: Option<RedisLevels>,
+}
+
+/// The Redis side's figures.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RedisLevels {
+    pub up: bool,
+    /// Commands sent and not answered yet.
+    pub pending: usize,
+    pub stats: crate::hub::cluster::ClusterStats,
 }
 
 /// Appends the whole exposition to `out`.
@@ -76,6 +90,13 @@ pub fn render(out: &mut String, stats: &Stats, levels: &Levels, hub: &HubLevels)
     let timeouts = stats.closed(Kind::Device, CloseReason::HeartbeatTimeout);
     m.single("tether_heartbeat_timeouts_total", "counter", "Devices closed for not answering a heartbeat.", timeouts);
     m.single("tether_events_published_total", "counter", "Device events published.", stats.events_published);
+    m.family("tether_device_auth_total", "counter", "Device AUTH answers (--device-key-file), by result.");
+    m.sample("tether_device_auth_total", &[("result", "ok")], stats.device_auths);
+    m.sample("tether_device_auth_total", &[("result", "failed")], stats.device_auth_failures);
+    let quarantines = stats.flap_quarantines;
+    m.single("tether_flap_quarantines_total", "counter", "MACs quarantined for flapping.", quarantines);
+    let refusals = stats.flap_refusals;
+    m.single("tether_flap_refusals_total", "counter", "IDENTIFYs refused for a quarantined MAC.", refusals);
 
     m.family("tether_http_responses_total", "counter", "HTTP responses made, by status (queued for sending).");
     for (status, n) in &stats.http_responses {
@@ -144,10 +165,61 @@ pub fn render(out: &mut String, stats: &Stats, levels: &Levels, hub: &HubLevels)
         m.single("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", rss);
     }
     m.single_f("tether_uptime_seconds", "gauge", "Seconds since the gateway started.", hub.uptime_seconds);
+    m.single_f(
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since the Unix epoch, in seconds.",
+        hub.start_time_seconds,
+    );
+    if let Some(redis) = &hub.redis {
+        redis_metrics(&mut m, redis, stats);
+    }
 }
 
-/// The process's resident memory, from `/proc/self/statm`.
-fn resident_memory() -> Option<u64> {
+fn redis_metrics(m: &mut Writer<'_>, redis: &RedisLevels, stats: &Stats) {
+    let s = &redis.stats;
+    m.single("tether_redis_up", "gauge", "1 while both Redis links are up.", u64::from(redis.up));
+    m.single("tether_redis_pending", "gauge", "Redis commands sent and not answered yet.", redis.pending as u64);
+    m.single("tether_redis_commands_total", "counter", "Commands sent to Redis.", s.commands);
+    m.single(
+        "tether_redis_reconnects_total",
+        "counter",
+        "Times the Redis links came back after a failure.",
+        s.reconnects,
+    );
+    m.single(
+        "tether_redis_claims_total",
+        "counter",
+        "Directory claims made on IDENTIFY (and again after a reconnect).",
+        s.claims,
+    );
+    m.single(
+        "tether_redis_lost_to_remote_total",
+        "counter",
+        "Collars closed because another gateway claimed them with a newer epoch.",
+        s.lost_to_remote,
+    );
+    m.single(
+        "tether_redis_swept_total",
+        "counter",
+        "Directory entries of dead gateways removed by this gateway's sweeps.",
+        s.swept,
+    );
+    m.family("tether_redis_requests_total", "counter", "Requests carried between gateways, by side and result.");
+    m.sample("tether_redis_requests_total", &[("side", "sent")], s.rpc_sent);
+    m.sample("tether_redis_requests_total", &[("side", "timed-out")], s.rpc_timeouts);
+    m.sample("tether_redis_requests_total", &[("side", "served")], s.rpc_served);
+    m.family("tether_redis_link_closed_total", "counter", "Redis link closes, by reason.");
+    for reason in CloseReason::ALL {
+        let n = stats.closed(crate::reactor::Kind::Link, reason);
+        if n > 0 {
+            m.sample("tether_redis_link_closed_total", &[("reason", reason.as_str())], n);
+        }
+    }
+}
+
+/// The process's resident memory, from `/proc/self/statm` (also for `/stats`).
+pub fn resident_memory() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     // SAFETY: sysconf has no preconditions.

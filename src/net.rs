@@ -2,13 +2,24 @@
 //! file-descriptor limit.
 //!
 //! Options that every accepted connection needs (`TCP_NODELAY`, keepalive
-//! and its timings) are set once on the listening socket: Linux copies them
-//! into each socket that `accept` returns, which saves five `setsockopt`
-//! calls per connection. A test below checks that the kernel still does so.
+//! and its timings, `TCP_USER_TIMEOUT`) are set once on the listening
+//! socket: Linux copies them into each socket that `accept` returns, which
+//! saves six `setsockopt` calls per connection. A test below checks that
+//! the kernel still does so.
+//!
+//! [`reset_on_close`] is the one option set on a connection later: a peer
+//! presumed dead is closed abortively.
+//!
+//! Workers (`--workers N`) each bind both ports with `SO_REUSEPORT`: the
+//! kernel then keeps one accept queue per worker and hands each new
+//! connection to one of them by a hash of its addresses. Only sockets that
+//! all set the option, under the same user, may share a port, so a port
+//! held by any other program still fails to bind with `EADDRINUSE`.
 
 use std::fs;
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use log::warn;
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive as Ka, Type};
@@ -20,19 +31,32 @@ use crate::config::TcpKeepalive;
 pub struct ListenOptions {
     pub backlog: u32,
     pub keepalive: TcpKeepalive,
+    /// `TCP_USER_TIMEOUT`: how long written data may stay unacknowledged
+    /// before the kernel drops the connection (`None`: the kernel's own
+    /// retransmission limit, `tcp_retries2`, some 15 minutes).
+    pub user_timeout: Option<Duration>,
     /// `SO_SNDBUF` for accepted sockets (`None`: the kernel's autotuning).
     pub send_buffer: Option<usize>,
+    /// `SO_REUSEPORT`: share the port with the other workers.
+    pub reuse_port: bool,
 }
 
 /// Binds a non-blocking listener with `SO_REUSEADDR` (so a restart does not
 /// wait for old connections in TIME_WAIT), `TCP_NODELAY`, the keepalive
-/// settings and the send buffer, all inherited by accepted sockets.
+/// settings, the user timeout and the send buffer, all inherited by
+/// accepted sockets.
 pub fn listen(addr: SocketAddr, options: ListenOptions) -> io::Result<mio::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
     socket.set_tcp_nodelay(true)?;
+    if options.reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     set_keepalive(&socket, options.keepalive)?;
+    // Keepalive sends no probe while data is unacknowledged, so without this
+    // a peer gone with output pending is retransmitted to for minutes.
+    socket.set_tcp_user_timeout(options.user_timeout)?;
     if let Some(bytes) = options.send_buffer {
         // Fixing it also turns off the kernel's autotuning, which would
         // otherwise grow a stuck client's buffer to tcp_wmem's maximum.
@@ -63,6 +87,20 @@ fn set_keepalive(socket: &Socket, keepalive: TcpKeepalive) -> io::Result<()> {
     }
 }
 
+/// Holds `addr` for workers that will listen on it with `SO_REUSEPORT`: a
+/// socket bound with the same options but not listening, so it takes no
+/// connection. The supervisor keeps it for its whole life: it learns the
+/// port when `addr` asks for any (port 0), it fails at once when another
+/// program holds the port, and no other program can take the port while a
+/// worker restarts.
+pub fn reserve(addr: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
 /// `net.core.somaxconn`, the kernel's cap on any listen backlog.
 pub fn somaxconn() -> Option<u32> {
     fs::read_to_string("/proc/sys/net/core/somaxconn").ok()?.trim().parse().ok()
@@ -91,11 +129,7 @@ pub fn fd_limit() -> io::Result<FdLimit> {
 /// the operator's job (see the README).
 pub fn raise_fd_limit() -> io::Result<(FdLimit, FdLimit)> {
     let before = fd_limit()?;
-    // An "unlimited" hard limit still cannot exceed fs.nr_open on Linux.
-    let target = match before.hard {
-        libc::RLIM_INFINITY => nr_open().unwrap_or(1 << 20),
-        hard => hard,
-    };
+    let target = fd_ceiling(before);
     if before.soft >= target {
         return Ok((before, before));
     }
@@ -105,6 +139,16 @@ pub fn raise_fd_limit() -> io::Result<(FdLimit, FdLimit)> {
         return Err(io::Error::last_os_error());
     }
     Ok((before, FdLimit { soft: target, hard: before.hard }))
+}
+
+/// The most descriptors a process under `limit` may raise its soft limit
+/// to: the hard limit, or `fs.nr_open` when that is "unlimited" (Linux
+/// caps every limit there).
+pub fn fd_ceiling(limit: FdLimit) -> u64 {
+    match limit.hard {
+        libc::RLIM_INFINITY => nr_open().unwrap_or(1 << 20),
+        hard => hard,
+    }
 }
 
 fn nr_open() -> Option<u64> {
@@ -117,10 +161,17 @@ pub fn shutdown_write(stream: &mio::net::TcpStream) -> io::Result<()> {
     SockRef::from(stream).shutdown(std::net::Shutdown::Write)
 }
 
+/// Makes the coming `close` of the socket abortive (`SO_LINGER` 0): the
+/// kernel discards what is unsent, sends a reset instead of a FIN, and
+/// frees the socket at once, so nothing queued for a peer presumed dead
+/// reaches it later, and no FIN-WAIT socket outlives the connection.
+pub fn reset_on_close(stream: &mio::net::TcpStream) -> io::Result<()> {
+    SockRef::from(stream).set_linger(Some(Duration::ZERO))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     /// A listener with `options`, one client connected to it, and the
     /// accepted end of that connection.
@@ -142,7 +193,9 @@ mod tests {
     fn accepted_sockets_inherit_the_listener_options() {
         let keepalive =
             TcpKeepalive::On { idle: Duration::from_secs(61), interval: Duration::from_secs(11), probes: 4 };
-        let options = ListenOptions { backlog: 16, keepalive, send_buffer: Some(64 * 1024) };
+        let user_timeout = Some(Duration::from_millis(91_500));
+        let options =
+            ListenOptions { backlog: 16, keepalive, user_timeout, send_buffer: Some(64 * 1024), reuse_port: false };
         let (accepted, _client) = accept_one(options);
         let sock = SockRef::from(&accepted);
         // Linux reports twice the value set (its bookkeeping overhead).
@@ -152,13 +205,72 @@ mod tests {
         assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(61));
         assert_eq!(sock.tcp_keepalive_interval().unwrap(), Duration::from_secs(11));
         assert_eq!(sock.tcp_keepalive_retries().unwrap(), 4);
+        assert_eq!(sock.tcp_user_timeout().unwrap(), user_timeout);
     }
 
     #[test]
     fn keepalive_off_is_inherited_too() {
-        let (accepted, _client) =
-            accept_one(ListenOptions { backlog: 16, keepalive: TcpKeepalive::Off, send_buffer: None });
+        let (accepted, _client) = accept_one(ListenOptions {
+            backlog: 16,
+            keepalive: TcpKeepalive::Off,
+            user_timeout: None,
+            send_buffer: None,
+            reuse_port: false,
+        });
         assert!(!SockRef::from(&accepted).keepalive().unwrap());
+        assert_eq!(SockRef::from(&accepted).tcp_user_timeout().unwrap(), None);
+    }
+
+    fn options(reuse_port: bool) -> ListenOptions {
+        // Room in each queue for all the test's clients before any accept.
+        ListenOptions { backlog: 128, keepalive: TcpKeepalive::Off, user_timeout: None, send_buffer: None, reuse_port }
+    }
+
+    #[test]
+    fn workers_share_a_reserved_port_and_each_takes_connections() {
+        let reserved = reserve("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = reserved.local_addr().unwrap().as_socket().unwrap();
+        assert_ne!(addr.port(), 0);
+        let a = listen(addr, options(true)).unwrap();
+        let b = listen(addr, options(true)).unwrap();
+        // The kernel picks a listener by a hash of the client's address and
+        // port: with 64 clients, both get some (all on one would have a
+        // chance of 2^-63).
+        let clients: Vec<_> = (0..64).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+        let (mut on_a, mut on_b) = (0, 0);
+        while on_a + on_b < clients.len() {
+            let mut accepted = false;
+            for (listener, count) in [(&a, &mut on_a), (&b, &mut on_b)] {
+                match listener.accept() {
+                    Ok(_) => {
+                        *count += 1;
+                        accepted = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("accept: {e}"),
+                }
+            }
+            if !accepted {
+                std::thread::yield_now();
+            }
+        }
+        assert!(on_a > 0 && on_b > 0, "{on_a} and {on_b}");
+    }
+
+    #[test]
+    fn a_port_held_by_another_program_still_fails_to_bind() {
+        // A listener that did not set SO_REUSEPORT, as most programs.
+        let other = listen("127.0.0.1:0".parse().unwrap(), options(false)).unwrap();
+        let addr = other.local_addr().unwrap();
+        let err = listen(addr, options(true)).map(|_| ()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+        let err = reserve(addr).map(|_| ()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+        // And the other way round: a worker's port is not open to a program
+        // that does not ask to share it.
+        let shared = listen("127.0.0.1:0".parse().unwrap(), options(true)).unwrap();
+        let err = listen(shared.local_addr().unwrap(), options(false)).map(|_| ()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
     }
 
     #[test]

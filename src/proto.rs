@@ -4,14 +4,14 @@
 //! collar ([`DeviceSession`]) or an HTTP client ([`HttpSession`]), and
 //! hands each call to the one it is, with its own part of the
 //! [`Settings`]. Each protocol is a [`Session`] on its own; this file only
-//! dispatches. (A later protocol, such as the Redis link, is one more
-//! variant.)
+//! dispatches. The Redis link is a third variant: a connection the hub dialed.
 
 use crate::close::CloseReason;
 use crate::device::{DeviceSession, DeviceSettings};
 use crate::effect::{Effect, Reply};
 use crate::http::{HttpSession, HttpSettings};
 use crate::reactor::{CxOf, Next, OutputLimit, Session};
+use crate::redis::{RedisSession, RedisSettings};
 use crate::time::Millis;
 
 /// Every protocol's settings, as the reactor lends them to sessions.
@@ -19,6 +19,7 @@ use crate::time::Millis;
 pub struct Settings {
     pub device: DeviceSettings,
     pub http: HttpSettings,
+    pub redis: RedisSettings,
 }
 
 /// What speaks on a connection.
@@ -28,6 +29,8 @@ pub enum Proto {
     /// Boxed: HTTP connections are few next to collars, and their state is
     /// larger; the box keeps every slab entry small.
     Http(Box<HttpSession>),
+    /// A link to Redis (`--redis`): two per gateway.
+    Redis(Box<RedisSession>),
 }
 
 /// Calls `$call` on the protocol's session with the call context narrowed
@@ -41,6 +44,10 @@ macro_rules! dispatch {
             }
             Proto::Http($s) => {
                 let $c = &mut $cx.with_config(&$cx.config.http);
+                $call
+            }
+            Proto::Redis($s) => {
+                let $c = &mut $cx.with_config(&$cx.config.redis);
                 $call
             }
         }
@@ -80,6 +87,7 @@ impl Session for Proto {
         match self {
             Proto::Device(s) => s.deadline(&config.device, last_rx),
             Proto::Http(s) => s.deadline(&config.http, last_rx),
+            Proto::Redis(s) => s.deadline(&config.redis, last_rx),
         }
     }
 
@@ -87,6 +95,7 @@ impl Session for Proto {
         match self {
             Proto::Device(s) => s.wants_input(&config.device),
             Proto::Http(s) => s.wants_input(&config.http),
+            Proto::Redis(s) => s.wants_input(&config.redis),
         }
     }
 
@@ -94,6 +103,7 @@ impl Session for Proto {
         match self {
             Proto::Device(s) => s.has_work(),
             Proto::Http(s) => s.has_work(),
+            Proto::Redis(s) => s.has_work(),
         }
     }
 
@@ -101,6 +111,7 @@ impl Session for Proto {
         match self {
             Proto::Device(s) => s.idle_since(),
             Proto::Http(s) => s.idle_since(),
+            Proto::Redis(s) => s.idle_since(),
         }
     }
 
@@ -108,6 +119,7 @@ impl Session for Proto {
         match self {
             Proto::Device(s) => s.output_limit(&config.device),
             Proto::Http(s) => s.output_limit(&config.http),
+            Proto::Redis(s) => s.output_limit(&config.redis),
         }
     }
 }

@@ -32,11 +32,12 @@ pub enum LineKind {
     Pong,
     Location,
     Invalid,
+    Auth,
 }
 
 impl LineKind {
-    pub const ALL: [LineKind; 5] =
-        [LineKind::Identify, LineKind::Ping, LineKind::Pong, LineKind::Location, LineKind::Invalid];
+    pub const ALL: [LineKind; 6] =
+        [LineKind::Identify, LineKind::Ping, LineKind::Pong, LineKind::Location, LineKind::Invalid, LineKind::Auth];
 
     pub fn of(command: &Command) -> LineKind {
         match command {
@@ -45,6 +46,7 @@ impl LineKind {
             Command::Pong => LineKind::Pong,
             Command::Location { .. } => LineKind::Location,
             Command::Invalid(_) => LineKind::Invalid,
+            Command::Auth(_) => LineKind::Auth,
         }
     }
 
@@ -55,6 +57,7 @@ impl LineKind {
             LineKind::Pong => "pong",
             LineKind::Location => "location",
             LineKind::Invalid => "invalid",
+            LineKind::Auth => "auth",
         }
     }
 }
@@ -65,8 +68,9 @@ pub struct Stats {
     /// Sockets returned by `accept`, including those rejected as
     /// server-full, indexed by [`Kind`].
     pub accepted: [u64; 2],
-    /// Closed connections by [`Kind`], then by [`CloseReason::index`].
-    pub closed: [[u64; CloseReason::ALL.len()]; 2],
+    /// Closed connections by [`Kind`] (links included), then by
+    /// [`CloseReason::index`].
+    pub closed: [[u64; CloseReason::ALL.len()]; 3],
     /// `accept` failures for lack of file descriptors (EMFILE/ENFILE).
     pub accept_fd_exhausted: u64,
     /// Other `accept` failures (ECONNABORTED, ENOBUFS, ...).
@@ -107,6 +111,14 @@ pub struct Stats {
     pub http_responses: BTreeMap<u16, u64>,
     /// Device events published (connected, disconnected, location).
     pub events_published: u64,
+    /// Collars that proved their key (`--device-key-file`).
+    pub device_auths: u64,
+    /// `AUTH` lines that did not prove the key (the collar is closed).
+    pub device_auth_failures: u64,
+    /// MACs put in quarantine for flapping (`--flap-limit`).
+    pub flap_quarantines: u64,
+    /// Identifications refused because the MAC was quarantined.
+    pub flap_refusals: u64,
 }
 
 impl Stats {
@@ -181,6 +193,16 @@ impl Stats {
         if fd > 0 {
             let _ = write!(line, " accept_emfile={fd}");
         }
+        // Device authentication and the flapping guard, when they acted.
+        for (name, now, then) in [
+            ("auth_failures", self.device_auth_failures, prev.device_auth_failures),
+            ("flap_quarantines", self.flap_quarantines, prev.flap_quarantines),
+            ("flap_refusals", self.flap_refusals, prev.flap_refusals),
+        ] {
+            if now > then {
+                let _ = write!(line, " {name}={}", now - then);
+            }
+        }
         let mut spent = String::new();
         for budget in Budget::ALL {
             let n = self.budget_spent[budget as usize] - prev.budget_spent[budget as usize];
@@ -239,6 +261,15 @@ mod tests {
         now.budget_spent(Budget::Requests);
         now.loop_turn(Duration::from_millis(3));
         let line = now.report(&prev, Duration::from_secs(10), [42, 5]);
+        assert!(!line.contains("auth_failures") && !line.contains("flap_"), "{line}");
+        let mut guarded = now.clone();
+        guarded.device_auth_failures = 3;
+        guarded.flap_refusals = 2;
+        let guarded = guarded.report(&prev, Duration::from_secs(10), [42, 5]);
+        assert!(
+            guarded.contains("closes={replaced=1,idle=2} auth_failures=3 flap_refusals=2 budgets_spent="),
+            "{guarded}"
+        );
         assert!(line.starts_with("connections=47 http=5 accepts/s=5.0 lines_in/s=2.0 lines_out/s=2.0"), "{line}");
         assert!(line.contains("loop_busy=25.2%"), "{line}");
         assert!(line.contains("longest_turn=3ms"), "{line}");

@@ -1,7 +1,8 @@
 //! Connection deadlines, with durations of a few hundred milliseconds: the
 //! handshake timeout, the heartbeat PING and its timeout, the idle timeout,
 //! what counts as liveness (any byte, even of an unfinished line), a zero
-//! duration disabling a deadline, and the linger after a `BYE`.
+//! duration disabling a deadline, the linger after a `BYE`, and the reset
+//! that ends a connection presumed dead (heartbeat timeout, idle).
 //!
 //! Each test starts from [`quiet`] (every deadline off) and turns on only
 //! the ones it checks. Events are awaited with reads; "not yet" is asserted
@@ -134,8 +135,8 @@ fn an_unanswered_heartbeat_closes_without_bye() {
     let mut dev = gw.device(&mac(1));
     dev.expect(b"PING\n");
     dev.expect_silence(ms(100));
-    // Presumed dead: closed with no BYE, straight to end of file.
-    dev.expect_eof();
+    // Presumed dead: closed with no BYE, and abortively.
+    dev.expect_reset();
     drop(dev);
     let stats = gw.stop_drained();
     assert_eq!(closed(&stats, CloseReason::HeartbeatTimeout), 1);
@@ -164,14 +165,15 @@ fn a_partial_line_answers_the_heartbeat() {
 }
 
 #[test]
-fn silence_for_the_idle_timeout_is_told_bye_idle() {
+fn silence_for_the_idle_timeout_is_told_bye_idle_then_reset() {
     let mut config = quiet();
     config.idle_timeout = ms(250);
     let gw = Gateway::start(config);
     let mut dev = gw.device(&mac(1));
     dev.expect_silence(ms(100));
     dev.expect(b"BYE idle\n");
-    dev.expect_eof();
+    // Presumed dead: closed abortively once the BYE is out.
+    dev.expect_reset();
     drop(dev);
     let stats = gw.stop_drained();
     assert_eq!(closed(&stats, CloseReason::Idle), 1);
@@ -242,13 +244,13 @@ fn heartbeat_off_leaves_the_idle_timeout_in_force() {
 #[test]
 fn after_a_bye_the_gateway_lingers_for_the_linger_timeout_only() {
     let mut config = quiet();
-    config.idle_timeout = ms(100);
+    config.handshake_timeout = ms(100);
     config.linger_timeout = ms(200);
     config.drain_timeout = Duration::from_secs(5);
     let gw = Gateway::start(config);
-    let mut dev = gw.device(&mac(1));
-    dev.expect(b"BYE idle\n");
-    dev.expect_eof();
+    let mut dev = gw.connect();
+    dev.expect(b"BYE handshake-timeout\n");
+    dev.expect_fin();
     // Our side stays open. Input is still read (and ignored) while lingering.
     dev.send(b"PING\n");
     // The drain waits for the lingering connection; only its linger
@@ -256,20 +258,20 @@ fn after_a_bye_the_gateway_lingers_for_the_linger_timeout_only() {
     let (exit, stats) = gw.stop();
     assert_eq!(exit, Exit::Drained, "{stats:?}");
     common::assert_all_closed(&stats);
-    assert_eq!(closed(&stats, CloseReason::Idle), 1);
+    assert_eq!(closed(&stats, CloseReason::HandshakeTimeout), 1);
     drop(dev);
 }
 
 #[test]
 fn the_peer_closing_after_a_bye_ends_the_linger() {
     let mut config = quiet();
-    config.idle_timeout = ms(100);
+    config.handshake_timeout = ms(100);
     config.linger_timeout = Duration::from_secs(60);
     config.drain_timeout = Duration::from_secs(5);
     let gw = Gateway::start(config);
-    let mut dev = gw.device(&mac(1));
-    dev.expect(b"BYE idle\n");
-    dev.expect_eof();
+    let mut dev = gw.connect();
+    dev.expect(b"BYE handshake-timeout\n");
+    dev.expect_fin();
     drop(dev);
     // With a 60 s linger, only our close can have freed the connection
     // before the 5 s drain timeout.

@@ -123,6 +123,30 @@ fn check_host_counts_the_gateways_own_flags() {
     assert!(stderr.contains("invalid value 'many' for '--connections <N>'"), "{stderr}");
 }
 
+#[test]
+fn check_host_checks_one_workers_share_of_the_descriptors() {
+    // 5,000 collars in 4 workers: 1,375 each (their share and 10%), with
+    // 282 HTTP connections and the reserve, fit under 2,000 descriptors.
+    let output = run_with_fd_limit(&["--workers", "4", "check-host", "--connections", "5000"], 2000);
+    let report = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{report}");
+    assert!(report.starts_with("tether check-host: can this host hold 5000 collar connections in 4 workers? (each holds up to 1375 collars and 282 HTTP connections"), "{report}");
+    let (line, _) = finding(&report, "RLIMIT_NOFILE");
+    assert!(
+        line.ends_with("1689 descriptors needed in each of 4 workers (1375 collars + 282 HTTP + 32 reserved)"),
+        "{line}"
+    );
+    finding(&report, "net.ipv4.tcp_migrate_req");
+    // auto finds the same 4 (3 would need 2,211 descriptors each).
+    let output = run_with_fd_limit(&["--workers", "auto", "check-host", "--connections", "5000"], 2000);
+    assert!(stdout(&output).starts_with("tether check-host: can this host hold 5000 collar connections in 4 workers?"));
+    // And says so when no number of workers fits.
+    let output = run_with_fd_limit(&["--workers", "auto", "check-host", "--connections", "5000"], 40);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.starts_with("tether check-host: --workers auto"), "{stderr}");
+}
+
 /// The fields of a JSON log line, in the order the line has them (a
 /// `serde_json::Value` would sort them), with their values.
 fn fields(line: &str) -> Vec<(String, String)> {
@@ -143,24 +167,28 @@ fn fields(line: &str) -> Vec<(String, String)> {
 fn json_logs_are_one_object_a_line_with_the_text_logs_fields() {
     let text = Process::start(&[], None);
     let mut json = Process::start(&["--log-format", "json"], None);
-    let text_banner = text.banner.split_once("] ").expect("[time LEVEL target] message").1;
-
-    for line in json.preamble.iter().chain([&json.banner]) {
-        let f = fields(line);
+    // Every start-up line, the text one and the JSON one side by side:
+    // the same level, target and message (but for the ports, which differ).
+    let port =
+        |s: &str| s.replace(&json.addr.port().to_string(), "PORT").replace(&text.addr.port().to_string(), "PORT");
+    let texts: Vec<&String> = text.preamble.iter().chain([&text.banner]).collect();
+    let jsons: Vec<&String> = json.preamble.iter().chain([&json.banner]).collect();
+    assert_eq!(texts.len(), jsons.len(), "{texts:#?} {jsons:#?}");
+    for (text_line, json_line) in texts.into_iter().zip(jsons) {
+        let f = fields(json_line);
         let names: Vec<&str> = f.iter().map(|(k, _)| k.as_str()).collect();
         // The text log's order.
-        assert_eq!(names, ["time", "level", "target", "message"], "{line}");
+        assert_eq!(names, ["time", "level", "target", "message"], "{json_line}");
         let time = &f[0].1;
         assert_eq!(time.len(), "2026-11-29T06:43:10.123Z".len(), "{time}");
         assert!(time.ends_with('Z') && time.as_bytes()[10] == b'T' && time.as_bytes()[19] == b'.', "{time}");
-        assert_eq!(f[1].1, "INFO", "{line}");
+        // `[2026-11-29T06:43:10Z INFO  tether::gateway] message`
+        let (head, message) = text_line.split_once("] ").expect("[time LEVEL target] message");
+        let words: Vec<&str> = head.split_whitespace().collect();
+        assert_eq!((words[1], words[2]), (f[1].1.as_str(), f[2].1.as_str()), "{text_line} / {json_line}");
+        assert_eq!(port(message), port(&f[3].1));
     }
-    let banner = fields(&json.banner);
-    assert_eq!(banner[2].1, "tether::gateway");
-    // The same message as the text log, but for the port, which differs.
-    let port =
-        |s: &str| s.replace(&json.addr.port().to_string(), "PORT").replace(&text.addr.port().to_string(), "PORT");
-    assert_eq!(port(&banner[3].1), port(text_banner));
+    assert_eq!(fields(&json.banner)[2].1, "tether::gateway");
 
     // A line from the loop, while it runs: a stop signal, then the drain.
     let dev = json.device(&mac(1));
@@ -169,6 +197,21 @@ fn json_logs_are_one_object_a_line_with_the_text_logs_fields() {
     assert_eq!((stop[1].1.as_str(), stop[3].1.as_str()), ("INFO", "received a stop signal"));
     drop(dev);
     assert_eq!(json.wait().code(), Some(0));
+}
+
+#[test]
+fn json_logs_of_workers_say_who_wrote_each_line() {
+    let Some(redis) = common::RedisServer::start("json_logs_of_workers_say_who_wrote_each_line") else { return };
+    let mut tether = Process::start(&["--workers", "2", "--redis", &redis.url(), "--log-format", "json"], None);
+    let lines: Vec<&String> = tether.preamble.iter().chain([&tether.banner]).collect();
+    let messages: Vec<String> = lines.iter().map(|line| fields(line)[3].1.clone()).collect();
+    assert!(messages.iter().any(|m| m.starts_with("supervisor: ")), "{messages:#?}");
+    assert!(messages.iter().any(|m| m.starts_with("worker 0: ") || m.starts_with("worker 1: ")), "{messages:#?}");
+    assert!(tether.banner.contains(r#""message":"worker "#), "{}", tether.banner);
+    tether.signal(libc::SIGTERM);
+    let drained = fields(&tether.expect_log("every worker has exited"));
+    assert_eq!((drained[1].1.as_str(), drained[2].1.as_str()), ("INFO", "tether::supervisor::process"));
+    assert_eq!(tether.wait().code(), Some(0));
 }
 
 #[test]

@@ -45,9 +45,10 @@ fn a_target_in_absolute_form_names_the_same_resource_as_its_path() {
         let response = client.get(target);
         assert_eq!(response.raw(), json_response("200 OK", &empty_page(0, offset), &[], false), "{target}");
     }
-    // No path at all is the root, which has nothing.
+    // No path at all is the root: the dashboard's page.
     let response = client.get("http://x");
-    assert_eq!(response.raw(), json_response("404 Not Found", r#"{"error":"no such endpoint"}"#, &[], false));
+    assert_eq!(response.status, 200, "{}", response.raw());
+    assert_eq!(response.header("Content-Type"), Some("text/html; charset=utf-8"));
     let response = client.get("http://x/nope");
     assert_eq!(response.raw(), json_response("404 Not Found", r#"{"error":"no such endpoint"}"#, &[], false));
     // A POST in absolute form reaches the collar.

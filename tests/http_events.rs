@@ -487,8 +487,8 @@ fn a_poll_with_bad_parameters_is_400() {
     let gw = Gateway::start(config());
     let mut client = gw.http_client();
     for (query, error) in [
-        ("since=x", "since must be a non-negative integer"),
-        ("since=-1", "since must be a non-negative integer"),
+        ("since=x", "since must be an event id"),
+        ("since=-1", "since must be an event id"),
         ("mac=nope", "mac is not a MAC address"),
         ("timeout=5", r#"\"5\" is not a duration like 250ms, 10s, 5m or 1h"#),
         ("since=%zz", "badly encoded query"),

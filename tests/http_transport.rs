@@ -528,9 +528,10 @@ fn an_unknown_path_is_404() {
     let gw = Gateway::start(config());
     let mut client = gw.http_client();
     let not_found = json_response("404 Not Found", r#"{"error":"no such endpoint"}"#, &[], false);
+    // (`/` is the dashboard's page: tests/dashboard.rs.)
     for target in [
-        "/",
         "/nope",
+        "/dashboard/nope.js",
         "/health/more",
         "/devices/02:00:00:00:00:01/other",
         "/devices/02:00:00:00:00:01/location/more",

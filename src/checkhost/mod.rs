@@ -8,6 +8,11 @@
 //! prints. Reading the limits is [`read`]'s job, beside this file; nothing
 //! here changes any of them.
 //!
+//! With `--workers`, each worker is a process of its own: the descriptor
+//! limits are checked against one worker's share (as the supervisor gives
+//! it), the system-wide ones (file handles, conntrack, memory, TCP memory)
+//! against the whole gateway, and `tcp_migrate_req` is checked too.
+//!
 //! A finding is [`Level::Stop`] when the limit would keep N connections
 //! from being held at all (descriptors, conntrack entries, memory), and
 //! [`Level::Warn`] when N would be held but something around it degrades
@@ -20,6 +25,7 @@ pub mod read;
 use std::fmt::Write as _;
 
 use crate::Config;
+use crate::supervisor::Shares;
 
 /// What one idle collar connection costs in memory: about 3.9 KB of
 /// kernel slab per established loopback TCP socket (socket, inode, dentry,
@@ -48,6 +54,9 @@ pub struct Readings {
     pub syn_backlog: Option<u64>,
     /// `net.ipv4.tcp_syncookies` (1: cookies when the SYN queue is full).
     pub syncookies: Option<u64>,
+    /// `net.ipv4.tcp_migrate_req` (1: a closed listener's queued
+    /// connections move to another on the port).
+    pub migrate_req: Option<u64>,
     /// `net.ipv4.ip_local_port_range`, both ends included.
     pub port_range: Option<(u16, u16)>,
     /// `net.ipv4.ip_local_reserved_ports`, as ranges (both ends included).
@@ -69,40 +78,88 @@ pub struct Readings {
 /// What the gateway would ask of the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Want {
-    /// Collar connections to hold.
+    /// Collar connections to hold, over all workers.
     pub connections: u64,
-    /// `--fd-reserve`.
+    /// `--fd-reserve`, per process.
     pub fd_reserve: u64,
-    /// `--max-http-connections`, the HTTP share of the descriptors.
+    /// `--max-http-connections`, the HTTP share of the descriptors, over
+    /// all workers.
     pub http_connections: u64,
     /// `--backlog`.
     pub backlog: u64,
     /// The ports tether listens on.
     pub ports: Vec<u16>,
+    /// Processes holding the connections (`--workers`; 1 without it).
+    pub workers: u64,
+    /// Each worker's caps: its share of the collars and of the HTTP
+    /// connections, `--worker-headroom` included (the totals with one
+    /// process).
+    pub worker_connections: u64,
+    pub worker_http: u64,
+    /// `--worker-headroom`, in percent.
+    pub headroom: u64,
 }
 
 impl Want {
     /// `connections` collars for a gateway started with `config`; `None`
     /// takes `--max-connections` if set, else [`DEFAULT_CONNECTIONS`].
-    pub fn new(config: &Config, connections: Option<u64>) -> Want {
+    /// With `--workers`, each worker's share is the one the supervisor
+    /// would give it; `fd_ceiling` (what a process may raise its
+    /// descriptor limit to) sizes `--workers auto`, which fails when no
+    /// number of workers fits.
+    pub fn new(config: &Config, connections: Option<u64>, fd_ceiling: u64) -> Result<Want, String> {
         let from_config = config.max_connections.map(|n| n as u64);
-        Want {
-            connections: connections.or(from_config).unwrap_or(DEFAULT_CONNECTIONS),
+        let n = connections.or(from_config).unwrap_or(DEFAULT_CONNECTIONS);
+        let sized = Config { max_connections: Some(usize::try_from(n).unwrap_or(usize::MAX)), ..config.clone() };
+        let shares = Shares::of(&sized, fd_ceiling)?;
+        Ok(Want {
+            connections: n,
             fd_reserve: config.fd_reserve as u64,
             http_connections: config.max_http_connections as u64,
             backlog: u64::from(config.backlog),
             ports: vec![config.device_listen.port(), config.http_listen.port()],
-        }
+            workers: shares.workers as u64,
+            worker_connections: shares.devices.map_or(n, |d| d as u64),
+            worker_http: shares.http as u64,
+            headroom: config.worker_headroom as u64,
+        })
     }
 
-    /// Descriptors the gateway needs: one per collar, the HTTP share and
-    /// the reserve (the same sum that sets its connection caps).
+    /// Descriptors one process needs: its collars, its HTTP share and the
+    /// reserve (the same sum that sets its connection caps).
     pub fn descriptors(&self) -> u64 {
-        self.connections + self.overhead()
+        self.worker_connections + self.overhead()
     }
 
     fn overhead(&self) -> u64 {
-        self.http_connections + self.fd_reserve
+        self.worker_http + self.fd_reserve
+    }
+
+    /// The collars the gateway may hold when each process may hold `per`:
+    /// one process holds them all; a worker's cap is its even share plus
+    /// the headroom, so the total is `per` less the headroom, times the
+    /// workers (the inverse of [`crate::supervisor::share`]).
+    fn total_for(&self, per: u64) -> u64 {
+        if self.workers <= 1 {
+            return per;
+        }
+        let total = u128::from(per) * 100 / u128::from(100 + self.headroom) * u128::from(self.workers);
+        u64::try_from(total).unwrap_or(u64::MAX)
+    }
+
+    /// What the descriptors are for, in words.
+    fn needs(&self) -> String {
+        let d = self.descriptors();
+        if self.workers <= 1 {
+            return format!(
+                "{d} descriptors needed ({} collars + {} HTTP + {} reserved)",
+                self.connections, self.worker_http, self.fd_reserve
+            );
+        }
+        format!(
+            "{d} descriptors needed in each of {} workers ({} collars + {} HTTP + {} reserved)",
+            self.workers, self.worker_connections, self.worker_http, self.fd_reserve
+        )
     }
 }
 
@@ -176,8 +233,9 @@ fn round_up(n: u64) -> u64 {
 pub fn check(r: &Readings, want: &Want) -> Vec<Finding> {
     let mut out = Vec::new();
     let (n, d, overhead) = (want.connections, want.descriptors(), want.overhead());
-    let needs =
-        format!("{d} descriptors needed ({n} collars + {} HTTP + {} reserved)", want.http_connections, want.fd_reserve);
+    let needs = want.needs();
+    // Descriptors over all processes, for the system-wide limits.
+    let all = d * want.workers.max(1);
 
     out.push(match r.fd_limit {
         None => finding(Level::Warn, "RLIMIT_NOFILE", "cannot be read".into()),
@@ -193,12 +251,12 @@ pub fn check(r: &Readings, want: &Want) -> Vec<Finding> {
                          CAP_SYS_RESOURCE), or nofile in /etc/security/limits.conf; or lower \
                          --max-http-connections"
                     ))
-                    .allows(hard.saturating_sub(overhead))
+                    .allows(want.total_for(hard.saturating_sub(overhead)))
             } else if soft < d {
                 finding(Level::Ok, "RLIMIT_NOFILE", format!("{text}; tether raises its soft limit to the hard one"))
-                    .allows(hard.saturating_sub(overhead))
+                    .allows(want.total_for(hard.saturating_sub(overhead)))
             } else {
-                finding(Level::Ok, "RLIMIT_NOFILE", text).allows(hard.saturating_sub(overhead))
+                finding(Level::Ok, "RLIMIT_NOFILE", text).allows(want.total_for(hard.saturating_sub(overhead)))
             }
         }
     });
@@ -211,7 +269,7 @@ pub fn check(r: &Readings, want: &Want) -> Vec<Finding> {
                 "fs.nr_open",
                 format!("{nr_open}, the ceiling of any hard fd limit: {d} needed"),
             )
-            .allows(nr_open.saturating_sub(overhead));
+            .allows(want.total_for(nr_open.saturating_sub(overhead)));
             if nr_open < d { f.fix(format!("sysctl -w fs.nr_open={}{}", round_up(d), persist())) } else { f }
         }
     });
@@ -221,10 +279,15 @@ pub fn check(r: &Readings, want: &Want) -> Vec<Finding> {
         Some(max) => {
             let open = r.files_open.unwrap_or(0);
             let free = max.saturating_sub(open);
-            let text = format!("{max} file handles system-wide, {open} in use: {d} more needed");
-            let f = finding(if free < d { Level::Stop } else { Level::Ok }, "fs.file-max", text)
-                .allows(free.saturating_sub(overhead));
-            if free < d { f.fix(format!("sysctl -w fs.file-max={}{}", round_up(open + 2 * d), persist())) } else { f }
+            let text = format!("{max} file handles system-wide, {open} in use: {all} more needed");
+            let per = (free / want.workers.max(1)).saturating_sub(overhead);
+            let f = finding(if free < all { Level::Stop } else { Level::Ok }, "fs.file-max", text)
+                .allows(want.total_for(per));
+            if free < all {
+                f.fix(format!("sysctl -w fs.file-max={}{}", round_up(open + 2 * all), persist()))
+            } else {
+                f
+            }
         }
     });
 
@@ -274,6 +337,28 @@ pub fn check(r: &Readings, want: &Want) -> Vec<Finding> {
             persist()
         )),
     });
+
+    // A worker that restarts closes its listener: without tcp_migrate_req
+    // the connections waiting in its accept queue are reset.
+    if want.workers > 1 {
+        out.push(match r.migrate_req {
+            None => finding(Level::Warn, "net.ipv4.tcp_migrate_req", "cannot be read (before Linux 5.14)".into()),
+            Some(0) => finding(
+                Level::Warn,
+                "net.ipv4.tcp_migrate_req",
+                format!(
+                    "0: when one of the {} workers restarts, the connections in its accept queue are reset",
+                    want.workers
+                ),
+            )
+            .fix(format!("sysctl -w net.ipv4.tcp_migrate_req=1{}", persist())),
+            Some(v) => finding(
+                Level::Ok,
+                "net.ipv4.tcp_migrate_req",
+                format!("{v}: a restarting worker's queued connections move to another"),
+            ),
+        });
+    }
 
     match r.port_range {
         None => out.push(finding(Level::Warn, "net.ipv4.ip_local_port_range", "cannot be read".into())),
@@ -434,13 +519,28 @@ pub fn stops(findings: &[Finding]) -> bool {
 /// The report `tether check-host` prints.
 pub fn render(findings: &[Finding], want: &Want) -> String {
     let n = want.connections;
-    let mut out = format!(
-        "tether check-host: can this host hold {n} collar connections? ({} descriptors with {} HTTP \
-         (--max-http-connections) and {} reserved (--fd-reserve); nothing is changed)\n\n",
-        want.descriptors(),
-        want.http_connections,
-        want.fd_reserve
-    );
+    let mut out = if want.workers <= 1 {
+        format!(
+            "tether check-host: can this host hold {n} collar connections? ({} descriptors with {} HTTP \
+             (--max-http-connections) and {} reserved (--fd-reserve); nothing is changed)\n\n",
+            want.descriptors(),
+            want.http_connections,
+            want.fd_reserve
+        )
+    } else {
+        format!(
+            "tether check-host: can this host hold {n} collar connections in {} workers? (each holds up to {} \
+             collars and {} HTTP connections, --worker-headroom {}% included, and keeps {} descriptors in \
+             reserve: {} descriptors a process; nothing is changed)\n\n",
+            want.workers,
+            want.worker_connections,
+            want.worker_http,
+            want.headroom,
+            want.fd_reserve,
+            want.descriptors()
+        )
+    };
+
     let width = findings.iter().map(|f| f.name.len()).max().unwrap_or(0);
     for f in findings {
         let _ = writeln!(out, "{:<4}  {:<width$}  {}", f.level.label(), f.name, f.text);

@@ -39,6 +39,7 @@ impl Readings {
             somaxconn: number("net.core.somaxconn"),
             syn_backlog: number("net.ipv4.tcp_max_syn_backlog"),
             syncookies: number("net.ipv4.tcp_syncookies"),
+            migrate_req: number("net.ipv4.tcp_migrate_req"),
             port_range: sys("net.ipv4.ip_local_port_range").and_then(|s| {
                 let [lo, hi] = numbers::<2>(&s)?;
                 Some((u16::try_from(lo).ok()?, u16::try_from(hi).ok()?))
@@ -98,6 +99,7 @@ mod tests {
             ("sys/net/core/somaxconn", "4096\n"),
             ("sys/net/ipv4/tcp_max_syn_backlog", "not a number\n"),
             ("sys/net/ipv4/tcp_syncookies", "1\n"),
+            ("sys/net/ipv4/tcp_migrate_req", "0\n"),
             ("sys/net/ipv4/ip_local_port_range", "32768\t60999\n"),
             ("sys/net/ipv4/ip_local_reserved_ports", "3000-3001,8080\n"),
             ("sys/net/ipv4/tcp_mem", "287898\t383867\t575796\n"),
@@ -117,7 +119,7 @@ mod tests {
         assert_eq!(r.files_open, Some(1504));
         assert_eq!(r.somaxconn, Some(4096));
         assert_eq!(r.syn_backlog, None, "unreadable");
-        assert_eq!(r.syncookies, Some(1));
+        assert_eq!((r.syncookies, r.migrate_req), (Some(1), Some(0)));
         assert_eq!(r.port_range, Some((32768, 60999)));
         assert_eq!(r.reserved_ports, Some(vec![(3000, 3001), (8080, 8080)]));
         assert_eq!(r.conntrack, None, "no nf_conntrack_max: not loaded");

@@ -13,6 +13,7 @@ fn roomy() -> Readings {
         somaxconn: Some(65535),
         syn_backlog: Some(65535),
         syncookies: Some(1),
+        migrate_req: Some(0),
         port_range: Some((32768, 60999)),
         reserved_ports: Some(vec![]),
         conntrack: None,
@@ -24,8 +25,19 @@ fn roomy() -> Readings {
     }
 }
 
+/// One process, the gateway's defaults.
 fn want(connections: u64) -> Want {
-    Want { connections, fd_reserve: 32, http_connections: 1024, backlog: 4096, ports: vec![3001, 3000] }
+    Want {
+        connections,
+        fd_reserve: 32,
+        http_connections: 1024,
+        backlog: 4096,
+        ports: vec![3001, 3000],
+        workers: 1,
+        worker_connections: connections,
+        worker_http: 1024,
+        headroom: 10,
+    }
 }
 
 fn named<'a>(findings: &'a [Finding], name: &str) -> &'a Finding {
@@ -34,12 +46,12 @@ fn named<'a>(findings: &'a [Finding], name: &str) -> &'a Finding {
 
 #[test]
 fn the_defaults_of_the_gateway_are_what_is_asked_of_the_host() {
-    let w = Want::new(&Config::default(), None);
+    let w = Want::new(&Config::default(), None, 20_000).unwrap();
     assert_eq!(w, want(DEFAULT_CONNECTIONS));
     assert_eq!(w.descriptors(), 100_000 + 1024 + 32);
     let config = Config { max_connections: Some(5000), max_http_connections: 16, ..Config::default() };
-    assert_eq!(Want::new(&config, None).connections, 5000);
-    assert_eq!(Want::new(&config, Some(7)).descriptors(), 7 + 16 + 32);
+    assert_eq!(Want::new(&config, None, 20_000).unwrap().connections, 5000);
+    assert_eq!(Want::new(&config, Some(7), 20_000).unwrap().descriptors(), 7 + 16 + 32);
 }
 
 #[test]
@@ -254,4 +266,57 @@ fn the_report_lists_each_limit_its_fix_and_the_verdict() {
     ));
     let report = render(&check(&roomy(), &w), &w);
     assert!(report.ends_with("Nothing here stops 100000 connections; 0 warning(s).\n"), "{report}");
+}
+
+#[test]
+fn workers_need_their_share_of_descriptors_each_and_the_whole_of_the_rest() {
+    use crate::config::Workers;
+    let config = Config { workers: Workers::Count(4), ..Config::default() };
+    let w = Want::new(&config, Some(100_000), 20_000).unwrap();
+    // 25,000 and 256 each, plus the 10% headroom, as the supervisor shares.
+    assert_eq!((w.workers, w.worker_connections, w.worker_http), (4, 27_500, 282));
+    assert_eq!(w.descriptors(), 27_500 + 282 + 32);
+
+    let r = Readings { fd_limit: Some((20_000, 20_000)), ..roomy() };
+    let findings = check(&r, &w);
+    let f = named(&findings, "RLIMIT_NOFILE");
+    assert_eq!(f.level, Level::Stop);
+    assert!(
+        f.text.ends_with("27814 descriptors needed in each of 4 workers (27500 collars + 282 HTTP + 32 reserved)"),
+        "{}",
+        f.text
+    );
+    // Each worker may take 19,686 collars, its share plus 10%: 17,896 each.
+    assert_eq!(f.allows, Some(17_896 * 4));
+    // A restarting worker would reset its queued connections.
+    let migrate = named(&findings, "net.ipv4.tcp_migrate_req");
+    assert_eq!(migrate.level, Level::Warn);
+    assert!(migrate.fix.as_deref().unwrap().starts_with("sysctl -w net.ipv4.tcp_migrate_req=1;"));
+    assert_eq!(
+        named(&check(&Readings { migrate_req: Some(1), ..r.clone() }, &w), "net.ipv4.tcp_migrate_req").level,
+        Level::Ok
+    );
+    assert!(check(&r, &want(100)).iter().all(|f| f.name != "net.ipv4.tcp_migrate_req"), "one process: not asked");
+
+    // System-wide, every worker's descriptors count.
+    let tight = Readings { file_max: Some(100_000), files_open: Some(0), ..roomy() };
+    let f = named(&check(&tight, &w), "fs.file-max").clone();
+    assert_eq!(f.level, Level::Stop);
+    assert_eq!(f.text, "100000 file handles system-wide, 0 in use: 111256 more needed");
+
+    let report = render(&findings, &w);
+    assert!(report.starts_with("tether check-host: can this host hold 100000 collar connections in 4 workers? (each holds up to 27500 collars and 282 HTTP connections, --worker-headroom 10% included, and keeps 32 descriptors in reserve: 27814 descriptors a process; nothing is changed)\n"), "{report}");
+}
+
+#[test]
+fn workers_auto_takes_the_fewest_that_fit_or_says_none_does() {
+    use crate::config::Workers;
+    let config = Config { workers: Workers::Auto, ..Config::default() };
+    // The supervisor's own example: 6 workers of 18,334 collars and 189
+    // HTTP connections under 20,000 descriptors.
+    let w = Want::new(&config, Some(100_000), 20_000).unwrap();
+    assert_eq!((w.workers, w.worker_connections, w.worker_http), (6, 18_334, 189));
+    assert!(!stops(&check(&Readings { fd_limit: Some((20_000, 20_000)), ..roomy() }, &w)));
+    let e = Want::new(&config, Some(100_000), 100).unwrap_err();
+    assert!(e.contains("--workers auto"), "{e}");
 }

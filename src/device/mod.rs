@@ -5,12 +5,14 @@
 //! frames input into lines ([`line`]), parses them ([`protocol`]), applies
 //! the rules ([`rules`]), and answers on its own output.
 
+pub mod auth;
 pub mod line;
 pub mod mac;
 pub mod protocol;
 pub mod rules;
 pub mod session;
 
+pub use auth::{DeviceKeys, Nonce, Proof};
 pub use line::{LineFramer, LineTooLong};
 pub use mac::Mac;
 pub use protocol::{Command, ErrorCode, Line};

@@ -4,8 +4,10 @@
 //! [`parse`] turns one framed line into a [`Command`]; it knows nothing of
 //! connection state. [`Line`] holds every line the gateway sends (answers,
 //! the heartbeat probe, the location query), each a static byte string, so
-//! sending one costs no formatting and no allocation.
+//! sending one costs no formatting and no allocation; the one line that
+//! carries a value, `CHALLENGE <nonce>`, is built by [`challenge`].
 
+use super::auth::{self, NONCE_LEN, Nonce, Proof};
 use super::mac::Mac;
 
 /// One line from a device, parsed.
@@ -19,6 +21,9 @@ pub enum Command {
     Pong,
     /// `LOCATION:<lat>,<lon>` in range.
     Location { lat: f64, lon: f64 },
+    /// `AUTH:<64 hex digits>`: the answer to a `CHALLENGE` (with
+    /// `--device-key-file`).
+    Auth(Proof),
     /// A line that cannot be accepted as it stands.
     Invalid(ErrorCode),
 }
@@ -31,6 +36,10 @@ pub enum ErrorCode {
     UnknownCommand,
     NotIdentified,
     AlreadyIdentified,
+    /// An `AUTH:` line that is malformed or does not prove the key.
+    BadAuth,
+    /// The MAC is quarantined for flapping (`--flap-limit`).
+    Flapping,
 }
 
 /// Every line the gateway sends to a device, but `BYE` (see
@@ -59,8 +68,25 @@ impl Line {
             Line::Err(ErrorCode::UnknownCommand) => b"ERR unknown-command\n",
             Line::Err(ErrorCode::NotIdentified) => b"ERR not-identified\n",
             Line::Err(ErrorCode::AlreadyIdentified) => b"ERR already-identified\n",
+            Line::Err(ErrorCode::BadAuth) => b"ERR bad-auth\n",
+            Line::Err(ErrorCode::Flapping) => b"ERR flapping\n",
         }
     }
+}
+
+/// The longest `AUTH:` line, `\r\n` included: `--max-line` must allow it
+/// when collars authenticate.
+pub const AUTH_LINE_MAX: usize = b"AUTH:".len() + 64 + 2;
+
+/// Length of a `CHALLENGE` line, terminator included.
+pub const CHALLENGE_LEN: usize = b"CHALLENGE ".len() + 2 * NONCE_LEN + 1;
+
+/// `CHALLENGE <32 lower-case hex digits>\n`, built on the stack.
+pub fn challenge(nonce: &Nonce) -> [u8; CHALLENGE_LEN] {
+    let mut line = [b'\n'; CHALLENGE_LEN];
+    line[..10].copy_from_slice(b"CHALLENGE ");
+    auth::encode_hex(&nonce.0, &mut line[10..CHALLENGE_LEN - 1]);
+    line
 }
 
 /// Parses one line (terminator already removed). Commands are upper-case
@@ -72,12 +98,15 @@ pub fn parse(line: &[u8]) -> Command {
         b"PONG" => Command::Pong,
         b"IDENTIFY" => Command::Invalid(ErrorCode::BadMac),
         b"LOCATION" => Command::Invalid(ErrorCode::BadLocation),
+        b"AUTH" => Command::Invalid(ErrorCode::BadAuth),
         _ => {
             if let Some(mac) = line.strip_prefix(b"IDENTIFY:") {
                 match Mac::parse(mac) {
                     Ok(mac) => Command::Identify(mac),
                     Err(_) => Command::Invalid(ErrorCode::BadMac),
                 }
+            } else if let Some(proof) = line.strip_prefix(b"AUTH:") {
+                Proof::parse(proof).map_or(Command::Invalid(ErrorCode::BadAuth), Command::Auth)
             } else if let Some(position) = line.strip_prefix(b"LOCATION:") {
                 match parse_location(position) {
                     Some((lat, lon)) => Command::Location { lat, lon },
@@ -152,6 +181,25 @@ mod tests {
             (b"LOCATION:.,2", Command::Invalid(ErrorCode::BadLocation)),
             (b"LOCATION: 1,2", Command::Invalid(ErrorCode::BadLocation)),
             (b"LOCATION:1,", Command::Invalid(ErrorCode::BadLocation)),
+            (
+                b"AUTH:ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+                Command::Auth(Proof([0xFF; 32])),
+            ),
+            (
+                b"AUTH:FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF",
+                Command::Auth(Proof([0xFF; 32])),
+            ),
+            (
+                b"AUTH:fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+                Command::Invalid(ErrorCode::BadAuth),
+            ),
+            (
+                b"AUTH:ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffx",
+                Command::Invalid(ErrorCode::BadAuth),
+            ),
+            (b"AUTH:", Command::Invalid(ErrorCode::BadAuth)),
+            (b"AUTH", Command::Invalid(ErrorCode::BadAuth)),
+            (b"auth:ff", Command::Invalid(ErrorCode::UnknownCommand)),
             (b"ping", Command::Invalid(ErrorCode::UnknownCommand)),
             (b"PING ", Command::Invalid(ErrorCode::UnknownCommand)),
             (b"HELLO", Command::Invalid(ErrorCode::UnknownCommand)),
@@ -168,5 +216,10 @@ mod tests {
         assert_eq!(Line::LocationQuery.bytes(), b"location\n");
         assert_eq!(Line::Err(ErrorCode::NotIdentified).bytes(), b"ERR not-identified\n");
         assert_eq!(Line::Err(ErrorCode::AlreadyIdentified).bytes(), b"ERR already-identified\n");
+        assert_eq!(Line::Err(ErrorCode::BadAuth).bytes(), b"ERR bad-auth\n");
+        assert_eq!(Line::Err(ErrorCode::Flapping).bytes(), b"ERR flapping\n");
+        let line = challenge(&Nonce(std::array::from_fn(|i| (i * 17) as u8)));
+        assert_eq!(&line, b"CHALLENGE 00112233445566778899aabbccddeeff\n");
+        assert_eq!(line.len(), CHALLENGE_LEN);
     }
 }

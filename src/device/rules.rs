@@ -2,7 +2,11 @@
 //! heartbeat and idle deadlines.
 //!
 //! A collar starts in the handshake (no MAC yet) and becomes identified
-//! after a valid `IDENTIFY`. [`Collar::on_command`] applies one parsed line
+//! after a valid `IDENTIFY`, or, with device keys (`--device-key-file`),
+//! after `IDENTIFY` is answered with a `CHALLENGE` and the collar's `AUTH`
+//! proves its key (see [`super::auth`]); a failed proof ends the
+//! connection. Until then every line but `PING` is refused, and the
+//! handshake timeout runs. [`Collar::on_command`] applies one parsed line
 //! and says what must happen; [`Collar::on_deadline`] applies the
 //! handshake, heartbeat and idle rules at a given `now`. Neither touches a
 //! socket or a clock, so both are tested with plain values.
@@ -15,6 +19,7 @@
 use std::cmp::min;
 use std::time::Duration;
 
+use super::auth::{DeviceKeys, Nonce};
 use super::mac::Mac;
 use super::protocol::{Command, ErrorCode, Line};
 use crate::close::CloseReason;
@@ -45,16 +50,38 @@ pub struct Fix {
 /// One collar's state.
 #[derive(Debug)]
 pub struct Collar {
-    /// `None` during the handshake; set once by a valid IDENTIFY.
+    /// `None` during the handshake; set once by a valid IDENTIFY (with
+    /// keys: a valid AUTH), and cleared if the hub refuses the collar.
     pub mac: Option<Mac>,
+    /// The collar identified and the hub has not yet said whether it may
+    /// go online (see [`Collar::admitted`]). Sits in the padding beside
+    /// `mac`, so it costs no byte.
+    admitting: bool,
     pub connected_at: Millis,
     /// When the last heartbeat PING went out (0: never). A PING is
     /// outstanding exactly while this is later than the connection's
     /// `last_rx`, so receiving anything answers it without a store here.
     ping_sent_at: Millis,
-    /// Boxed: most of a collar's life is spent idle, and a box keeps the
-    /// slab entry of a device that never reported a fix small.
-    pub location: Option<Box<Fix>>,
+    /// The challenge awaiting `AUTH` during the handshake, the last fix
+    /// once identified: never both, so they share one boxed slot, and a
+    /// collar costs its slab entry one pointer for either (most of a
+    /// collar's life is spent idle, without a fix).
+    aside: Option<Box<Aside>>,
+}
+
+/// What a collar holds beside its fixed-size state.
+#[derive(Debug)]
+enum Aside {
+    Challenge(Challenge),
+    Fix(Fix),
+}
+
+/// An `IDENTIFY` answered with `CHALLENGE`: whom it claims to be, and the
+/// nonce it must prove its key on.
+#[derive(Debug)]
+struct Challenge {
+    mac: Mac,
+    nonce: Nonce,
 }
 
 /// What must happen after a command.
@@ -62,9 +89,16 @@ pub struct Collar {
 pub enum Step {
     /// Send this line back.
     Reply(Line),
-    /// The device just identified: resolve any takeover, then answer `OK`.
+    /// Send `CHALLENGE` with this nonce: the collar claimed a MAC and must
+    /// prove its key with `AUTH`.
+    Challenge(Nonce),
+    /// The device just identified (and, with keys, proved it): resolve any
+    /// takeover, then answer `OK`.
     Identified(Mac),
-    /// A new fix is stored in [`Collar::location`]; no answer.
+    /// The `AUTH` line did not prove the key of the MAC claimed: answer
+    /// `ERR bad-auth` and close (`auth-failed`).
+    AuthFailed(Mac),
+    /// A new fix is stored (see [`Collar::location`]); no answer.
     Located,
     /// Nothing to send.
     Silent,
@@ -83,32 +117,97 @@ pub enum Due {
 
 impl Collar {
     pub fn new(connected_at: Millis) -> Collar {
-        Collar { mac: None, connected_at, ping_sent_at: 0, location: None }
+        Collar { mac: None, admitting: false, connected_at, ping_sent_at: 0, aside: None }
     }
 
-    /// Applies one command received at `now`.
-    pub fn on_command(&mut self, command: Command, now: Millis) -> Step {
+    /// Applies one command received at `now`; `keys` are the device keys
+    /// when authentication is on.
+    pub fn on_command(&mut self, command: Command, now: Millis, keys: Option<&DeviceKeys>) -> Step {
         match (self.mac, command) {
             (_, Command::Ping) => Step::Reply(Line::Pong),
-            (None, Command::Identify(mac)) => {
-                self.mac = Some(mac);
-                Step::Identified(mac)
+            (None, Command::Identify(mac)) => match keys {
+                None => {
+                    self.mac = Some(mac);
+                    self.admitting = true;
+                    Step::Identified(mac)
+                }
+                // A second IDENTIFY before AUTH (a firmware retrying, say)
+                // gets a fresh challenge for the MAC it names now.
+                Some(_) => {
+                    let nonce = Nonce::fresh().expect("the kernel's CSPRNG does not fail once booted");
+                    self.aside = Some(Box::new(Aside::Challenge(Challenge { mac, nonce })));
+                    Step::Challenge(nonce)
+                }
+            },
+            (None, Command::Auth(proof)) if self.challenged().is_some() => {
+                let Some(keys) = keys else { return Step::Reply(Line::Err(ErrorCode::NotIdentified)) };
+                let Some(Aside::Challenge(Challenge { mac, nonce })) = self.aside.take().map(|a| *a) else {
+                    unreachable!("checked")
+                };
+                if keys.verify(mac, &nonce, &proof) {
+                    self.mac = Some(mac);
+                    self.admitting = true;
+                    Step::Identified(mac)
+                } else {
+                    Step::AuthFailed(mac)
+                }
+            }
+            (None, Command::Invalid(ErrorCode::BadAuth)) if self.challenged().is_some() => {
+                let mac = self.challenged().expect("checked");
+                self.aside = None;
+                Step::AuthFailed(mac)
             }
             (None, Command::Invalid(ErrorCode::BadMac)) => Step::Reply(Line::Err(ErrorCode::BadMac)),
             (None, _) => Step::Reply(Line::Err(ErrorCode::NotIdentified)),
             (Some(_), Command::Identify(_) | Command::Invalid(ErrorCode::BadMac)) => {
                 Step::Reply(Line::Err(ErrorCode::AlreadyIdentified))
             }
+            // Without keys there is no AUTH command, as before there was
+            // authentication at all.
+            (Some(_), Command::Auth(_) | Command::Invalid(ErrorCode::BadAuth)) => match keys {
+                Some(_) => Step::Reply(Line::Err(ErrorCode::AlreadyIdentified)),
+                None => Step::Reply(Line::Err(ErrorCode::UnknownCommand)),
+            },
             (Some(_), Command::Pong) => Step::Silent,
             (Some(_), Command::Location { lat, lon }) => {
                 let fix = Fix { lat, lon, at: now };
-                match &mut self.location {
-                    Some(stored) => **stored = fix,
-                    None => self.location = Some(Box::new(fix)),
+                match self.aside.as_deref_mut() {
+                    Some(stored) => *stored = Aside::Fix(fix),
+                    None => self.aside = Some(Box::new(Aside::Fix(fix))),
                 }
                 Step::Located
             }
             (Some(_), Command::Invalid(code)) => Step::Reply(Line::Err(code)),
+        }
+    }
+
+    /// The MAC a challenge awaiting `AUTH` was issued for.
+    pub fn challenged(&self) -> Option<Mac> {
+        match self.aside.as_deref() {
+            Some(Aside::Challenge(challenge)) => Some(challenge.mac),
+            _ => None,
+        }
+    }
+
+    /// The last fix reported.
+    pub fn location(&self) -> Option<&Fix> {
+        match self.aside.as_deref() {
+            Some(Aside::Fix(fix)) => Some(fix),
+            _ => None,
+        }
+    }
+
+    /// Whether the collar identified and awaits the hub's word.
+    pub fn admitting(&self) -> bool {
+        self.admitting
+    }
+
+    /// The hub's word on the collar that identified: online, or not (then
+    /// it is not identified any more, and its goodbye announces nothing).
+    pub fn admitted(&mut self, online: bool) {
+        self.admitting = false;
+        if !online {
+            self.mac = None;
         }
     }
 
@@ -169,6 +268,7 @@ fn earliest(a: Option<Millis>, b: Option<Millis>) -> Option<Millis> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::device::auth;
 
     const MAC: Mac = Mac([1, 2, 3, 4, 5, 6]);
 
@@ -183,30 +283,33 @@ mod tests {
 
     fn identified(at: Millis) -> Collar {
         let mut s = Collar::new(at);
-        assert_eq!(s.on_command(Command::Identify(MAC), at), Step::Identified(MAC));
+        assert_eq!(s.on_command(Command::Identify(MAC), at, None), Step::Identified(MAC));
         s
     }
 
     #[test]
     fn handshake_rules() {
         let mut s = Collar::new(0);
-        assert_eq!(s.on_command(Command::Ping, 1), Step::Reply(Line::Pong));
-        assert_eq!(s.on_command(Command::Pong, 1), Step::Reply(Line::Err(ErrorCode::NotIdentified)));
+        assert_eq!(s.on_command(Command::Ping, 1, None), Step::Reply(Line::Pong));
+        assert_eq!(s.on_command(Command::Pong, 1, None), Step::Reply(Line::Err(ErrorCode::NotIdentified)));
         assert_eq!(
-            s.on_command(Command::Location { lat: 1.0, lon: 2.0 }, 1),
+            s.on_command(Command::Location { lat: 1.0, lon: 2.0 }, 1, None),
             Step::Reply(Line::Err(ErrorCode::NotIdentified))
         );
         assert_eq!(
-            s.on_command(Command::Invalid(ErrorCode::BadLocation), 1),
+            s.on_command(Command::Invalid(ErrorCode::BadLocation), 1, None),
             Step::Reply(Line::Err(ErrorCode::NotIdentified))
         );
         assert_eq!(
-            s.on_command(Command::Invalid(ErrorCode::UnknownCommand), 1),
+            s.on_command(Command::Invalid(ErrorCode::UnknownCommand), 1, None),
             Step::Reply(Line::Err(ErrorCode::NotIdentified))
         );
-        assert_eq!(s.on_command(Command::Invalid(ErrorCode::BadMac), 1), Step::Reply(Line::Err(ErrorCode::BadMac)));
+        assert_eq!(
+            s.on_command(Command::Invalid(ErrorCode::BadMac), 1, None),
+            Step::Reply(Line::Err(ErrorCode::BadMac))
+        );
         assert_eq!(s.mac, None, "a bad MAC leaves the collar in the handshake");
-        assert_eq!(s.on_command(Command::Identify(MAC), 2), Step::Identified(MAC));
+        assert_eq!(s.on_command(Command::Identify(MAC), 2, None), Step::Identified(MAC));
         assert_eq!(s.mac, Some(MAC));
     }
 
@@ -214,23 +317,130 @@ mod tests {
     fn identified_rules() {
         let mut s = identified(0);
         let again = Step::Reply(Line::Err(ErrorCode::AlreadyIdentified));
-        assert_eq!(s.on_command(Command::Identify(Mac([9; 6])), 1), again);
-        assert_eq!(s.on_command(Command::Invalid(ErrorCode::BadMac), 1), again);
-        assert_eq!(s.on_command(Command::Pong, 1), Step::Silent);
-        assert_eq!(s.on_command(Command::Ping, 1), Step::Reply(Line::Pong));
+        assert_eq!(s.on_command(Command::Identify(Mac([9; 6])), 1, None), again);
+        assert_eq!(s.on_command(Command::Invalid(ErrorCode::BadMac), 1, None), again);
+        assert_eq!(s.on_command(Command::Pong, 1, None), Step::Silent);
+        assert_eq!(s.on_command(Command::Ping, 1, None), Step::Reply(Line::Pong));
         assert_eq!(
-            s.on_command(Command::Invalid(ErrorCode::UnknownCommand), 1),
+            s.on_command(Command::Invalid(ErrorCode::UnknownCommand), 1, None),
             Step::Reply(Line::Err(ErrorCode::UnknownCommand))
         );
         assert_eq!(
-            s.on_command(Command::Invalid(ErrorCode::BadLocation), 1),
+            s.on_command(Command::Invalid(ErrorCode::BadLocation), 1, None),
             Step::Reply(Line::Err(ErrorCode::BadLocation))
         );
-        assert_eq!(s.location, None);
-        assert_eq!(s.on_command(Command::Location { lat: 1.5, lon: -2.5 }, 7), Step::Located);
-        assert_eq!(s.location.as_deref(), Some(&Fix { lat: 1.5, lon: -2.5, at: 7 }));
-        assert_eq!(s.on_command(Command::Location { lat: 3.0, lon: 4.0 }, 9), Step::Located);
-        assert_eq!(s.location.as_deref(), Some(&Fix { lat: 3.0, lon: 4.0, at: 9 }));
+        assert_eq!(s.location(), None);
+        assert_eq!(s.on_command(Command::Location { lat: 1.5, lon: -2.5 }, 7, None), Step::Located);
+        assert_eq!(s.location(), Some(&Fix { lat: 1.5, lon: -2.5, at: 7 }));
+        assert_eq!(s.on_command(Command::Location { lat: 3.0, lon: 4.0 }, 9, None), Step::Located);
+        assert_eq!(s.location(), Some(&Fix { lat: 3.0, lon: 4.0, at: 9 }));
+    }
+
+    fn keys() -> DeviceKeys {
+        DeviceKeys::new(&[[0x42; 32]]).unwrap()
+    }
+
+    /// A collar that sent `IDENTIFY` with keys on, and the nonce it got.
+    fn challenged(keys: &DeviceKeys) -> (Collar, Nonce) {
+        let mut s = Collar::new(0);
+        let Step::Challenge(nonce) = s.on_command(Command::Identify(MAC), 1, Some(keys)) else {
+            panic!("no challenge")
+        };
+        (s, nonce)
+    }
+
+    #[test]
+    fn with_keys_identify_is_challenged_and_a_proof_identifies() {
+        let keys = keys();
+        let (mut s, nonce) = challenged(&keys);
+        assert_eq!(s.mac, None, "not identified before AUTH");
+        let refused = Step::Reply(Line::Err(ErrorCode::NotIdentified));
+        assert_eq!(s.on_command(Command::Pong, 2, Some(&keys)), refused);
+        assert_eq!(s.on_command(Command::Location { lat: 1.0, lon: 2.0 }, 2, Some(&keys)), refused);
+        assert_eq!(s.on_command(Command::Ping, 2, Some(&keys)), Step::Reply(Line::Pong));
+        let proof = auth::prove(&keys.device_key(MAC), &nonce);
+        assert_eq!(s.on_command(Command::Auth(proof), 3, Some(&keys)), Step::Identified(MAC));
+        assert_eq!(s.mac, Some(MAC));
+        let again = Step::Reply(Line::Err(ErrorCode::AlreadyIdentified));
+        assert_eq!(s.on_command(Command::Auth(proof), 4, Some(&keys)), again, "a proof counts once");
+        assert_eq!(s.on_command(Command::Invalid(ErrorCode::BadAuth), 4, Some(&keys)), again);
+        assert_eq!(s.on_command(Command::Identify(MAC), 4, Some(&keys)), again);
+    }
+
+    #[test]
+    fn a_wrong_or_malformed_proof_fails_and_auth_without_a_challenge_is_refused() {
+        let keys = keys();
+        let (mut s, nonce) = challenged(&keys);
+        let other = DeviceKeys::new(&[[0x43; 32]]).unwrap();
+        let wrong = auth::prove(&other.device_key(MAC), &nonce);
+        assert_eq!(s.on_command(Command::Auth(wrong), 2, Some(&keys)), Step::AuthFailed(MAC));
+        assert_eq!(s.mac, None);
+        let (mut s, _) = challenged(&keys);
+        assert_eq!(s.on_command(Command::Invalid(ErrorCode::BadAuth), 2, Some(&keys)), Step::AuthFailed(MAC));
+        let mut fresh = Collar::new(0);
+        let refused = Step::Reply(Line::Err(ErrorCode::NotIdentified));
+        assert_eq!(fresh.on_command(Command::Auth(wrong), 1, Some(&keys)), refused, "AUTH before IDENTIFY");
+        assert_eq!(fresh.on_command(Command::Invalid(ErrorCode::BadAuth), 1, Some(&keys)), refused);
+    }
+
+    #[test]
+    fn a_second_identify_gets_a_fresh_challenge_for_the_mac_it_names() {
+        let keys = keys();
+        let (mut s, first) = challenged(&keys);
+        let other = Mac([9; 6]);
+        let Step::Challenge(second) = s.on_command(Command::Identify(other), 2, Some(&keys)) else { panic!() };
+        assert_ne!(first, second);
+        let stale = auth::prove(&keys.device_key(other), &first);
+        assert_eq!(
+            s.on_command(Command::Auth(stale), 3, Some(&keys)),
+            Step::AuthFailed(other),
+            "the first nonce is void"
+        );
+        let (mut s, _) = challenged(&keys);
+        let Step::Challenge(nonce) = s.on_command(Command::Identify(other), 2, Some(&keys)) else { panic!() };
+        let proof = auth::prove(&keys.device_key(other), &nonce);
+        assert_eq!(s.on_command(Command::Auth(proof), 3, Some(&keys)), Step::Identified(other));
+    }
+
+    #[test]
+    fn without_keys_auth_lines_are_what_they_were_before_authentication() {
+        let mut s = Collar::new(0);
+        let proof = crate::device::Proof([0; 32]);
+        let refused = Step::Reply(Line::Err(ErrorCode::NotIdentified));
+        assert_eq!(s.on_command(Command::Auth(proof), 1, None), refused);
+        let mut s = identified(0);
+        let unknown = Step::Reply(Line::Err(ErrorCode::UnknownCommand));
+        assert_eq!(s.on_command(Command::Auth(proof), 1, None), unknown);
+        assert_eq!(s.on_command(Command::Invalid(ErrorCode::BadAuth), 1, None), unknown);
+    }
+
+    #[test]
+    fn the_handshake_timeout_covers_the_challenge() {
+        let t = timeouts();
+        let keys = keys();
+        let (mut s, _) = challenged(&keys);
+        assert_eq!(s.next_deadline(50, &t), Some(100));
+        assert_eq!(s.on_deadline(100, 50, &t), Due::Close(CloseReason::HandshakeTimeout));
+    }
+
+    #[test]
+    fn the_hub_admits_or_refuses_an_identified_collar() {
+        let mut s = Collar::new(0);
+        assert_eq!(s.on_command(Command::Identify(MAC), 1, None), Step::Identified(MAC));
+        assert!(s.admitting());
+        s.admitted(true);
+        assert_eq!((s.admitting(), s.mac), (false, Some(MAC)));
+        let mut s = Collar::new(0);
+        s.on_command(Command::Identify(MAC), 1, None);
+        s.admitted(false);
+        assert_eq!((s.admitting(), s.mac), (false, None), "refused: not identified");
+    }
+
+    #[test]
+    fn a_collar_costs_no_more_for_authentication() {
+        // The challenge shares the fix's boxed slot, and the admission flag
+        // the MAC's padding.
+        assert_eq!(std::mem::size_of::<Collar>(), 32);
     }
 
     #[test]

@@ -8,8 +8,18 @@
 //! collar identified, reported a fix, went away) is returned as an
 //! [`Effect`]. Deadlines come from the rules; the heartbeat `PING` is sent
 //! from here, and a close is announced with `BYE <reason>`.
+//!
+//! A collar that identified (and proved its key, with device keys) is not
+//! answered `OK` at once: the hub decides whether it may go online (a MAC
+//! quarantined for flapping may not), so the session returns
+//! [`Effect::Identified`] and holds the lines behind the `IDENTIFY` until
+//! the hub's [`Reply::Admitted`] or [`Reply::Refused`] arrives (in the same
+//! turn). The `OK` or the refusal thus comes before any answer to a later
+//! line, and no later line acts for a collar the hub turned away.
 
 use std::ops::ControlFlow;
+
+use log::debug;
 
 use crate::close::CloseReason;
 use crate::effect::{Effect, Reply};
@@ -17,8 +27,9 @@ use crate::reactor::{CxOf, Next, OutputLimit, Session};
 use crate::stats::LineKind;
 use crate::time::Millis;
 
+use super::auth::DeviceKeys;
 use super::line::LineFramer;
-use super::protocol::{self, Line};
+use super::protocol::{self, ErrorCode, Line};
 use super::rules::{Collar, Due, Step, Timeouts};
 
 /// The collar protocol's settings.
@@ -29,18 +40,59 @@ pub struct DeviceSettings {
     /// Most unsent output before the collar is dropped as a slow consumer.
     pub max_output: usize,
     pub timeouts: Timeouts,
+    /// The master keys of `--device-key-file`: with them a collar must
+    /// prove its key before it is identified.
+    pub keys: Option<DeviceKeys>,
 }
 
-/// One collar connection: its unfinished line and its state.
+/// One collar connection: its unfinished line and its state. While the
+/// collar awaits the hub's word ([`Collar::admitting`]) no line is framed.
 #[derive(Debug)]
 pub struct DeviceSession {
     framer: LineFramer,
     pub collar: Collar,
 }
 
+/// Why [`on_line`] stopped the framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// The answers passed `--max-output`: go on once they drain.
+    Output,
+    /// The collar identified: go on once the hub has its say.
+    Admission,
+    /// Close the connection.
+    Close(CloseReason),
+}
+
 impl DeviceSession {
     pub fn new(now: Millis) -> DeviceSession {
         DeviceSession { framer: LineFramer::default(), collar: Collar::new(now) }
+    }
+
+    /// Frames `input` (or, with `None`, the lines put off) and applies
+    /// each line.
+    fn frame(&mut self, input: Option<&[u8]>, cx: &mut CxOf<'_, Self>) -> Next {
+        let collar = &mut self.collar;
+        let max_line = cx.config.max_line;
+        let mut close = None;
+        let on_line = |line: &[u8]| match on_line(collar, line, cx) {
+            ControlFlow::Continue(()) => ControlFlow::Continue(()),
+            ControlFlow::Break(stop) => {
+                if let Stop::Close(reason) = stop {
+                    close = Some(reason);
+                }
+                ControlFlow::Break(())
+            }
+        };
+        let framed = match input {
+            Some(input) => self.framer.feed(input, max_line, on_line),
+            None => self.framer.resume(max_line, on_line),
+        };
+        match (framed, close) {
+            (Err(_), _) => Next::Close(CloseReason::LineTooLong),
+            (Ok(()), Some(reason)) => Next::Close(reason),
+            (Ok(()), None) => Next::Continue,
+        }
     }
 }
 
@@ -50,22 +102,43 @@ impl Session for DeviceSession {
     type Reply = Reply;
 
     fn on_input(&mut self, input: &[u8], cx: &mut CxOf<'_, Self>) -> Next {
-        let collar = &mut self.collar;
-        let framed = self.framer.feed(input, cx.config.max_line, |line| on_line(collar, line, cx));
-        framed.map_or(Next::Close(CloseReason::LineTooLong), |()| Next::Continue)
+        self.frame(Some(input), cx)
     }
 
     /// Answers the lines put off when the output passed `--max-output`
     /// (the reactor calls this once it drained).
     fn on_resume(&mut self, cx: &mut CxOf<'_, Self>) -> Next {
-        let collar = &mut self.collar;
-        let framed = self.framer.resume(cx.config.max_line, |line| on_line(collar, line, cx));
-        framed.map_or(Next::Close(CloseReason::LineTooLong), |()| Next::Continue)
+        if self.collar.admitting() {
+            return Next::Continue;
+        }
+        self.frame(None, cx)
     }
 
-    fn on_reply(&mut self, _reply: Reply, _cx: &mut CxOf<'_, Self>) -> Next {
-        // A collar asks the hub nothing.
-        Next::Continue
+    /// The hub's word on a collar that identified: `OK` and on with the
+    /// lines held behind the `IDENTIFY`, or the refusal and a close.
+    fn on_reply(&mut self, reply: Reply, cx: &mut CxOf<'_, Self>) -> Next {
+        let refusal = match reply {
+            _ if !self.collar.admitting() => return Next::Continue,
+            Reply::Admitted => None,
+            Reply::Refused(reason) => Some(reason),
+            // The hub answers a collar with nothing else.
+            Reply::Answer(_) | Reply::Stream => return Next::Continue,
+        };
+        // Refused, the collar is not online, so its goodbye announces
+        // nothing.
+        self.collar.admitted(refusal.is_none());
+        cx.stats.lines_out += 1;
+        match refusal {
+            None => {
+                cx.send(Line::Ok.bytes());
+                self.frame(None, cx)
+            }
+            Some(reason) => {
+                let code = if reason == CloseReason::Flapping { ErrorCode::Flapping } else { ErrorCode::NotIdentified };
+                cx.send(Line::Err(code).bytes());
+                Next::Close(reason)
+            }
+        }
     }
 
     fn on_deadline(&mut self, cx: &mut CxOf<'_, Self>) -> Next {
@@ -105,13 +178,14 @@ impl Session for DeviceSession {
         self.collar.next_deadline(last_rx, &config.timeouts)
     }
 
-    /// Lines put off are answered before more input is read.
+    /// Lines put off are answered before more input is read, and nothing
+    /// is read while the hub decides on an identified collar.
     fn wants_input(&self, _config: &DeviceSettings) -> bool {
-        !self.framer.holds_lines()
+        !self.framer.holds_lines() && !self.collar.admitting()
     }
 
     fn has_work(&self) -> bool {
-        self.framer.holds_lines()
+        self.framer.holds_lines() && !self.collar.admitting()
     }
 
     fn output_limit(&self, config: &DeviceSettings) -> OutputLimit {
@@ -122,29 +196,48 @@ impl Session for DeviceSession {
 /// Applies one line: answer it, and tell the hub what changed. Stops the
 /// framing once the answers pass `--max-output`: the rest of the read is
 /// put off until they drain, so what one read can make a collar be sent
-/// (an `ERR` line is up to 23 bytes for a 1-byte line) stays bounded.
-fn on_line(collar: &mut Collar, line: &[u8], cx: &mut CxOf<'_, DeviceSession>) -> ControlFlow<()> {
+/// (an `ERR` line is up to 23 bytes for a 1-byte line) stays bounded. Stops
+/// it too when the collar identified (the hub must admit it first) or
+/// failed to prove its key.
+fn on_line(collar: &mut Collar, line: &[u8], cx: &mut CxOf<'_, DeviceSession>) -> ControlFlow<Stop> {
     let command = protocol::parse(line);
     cx.stats.line_in(LineKind::of(&command));
-    let answer = match collar.on_command(command, cx.now) {
+    let answer = match collar.on_command(command, cx.now, cx.config.keys.as_ref()) {
         Step::Reply(answer) => Some(answer),
         Step::Silent => None,
+        Step::Challenge(nonce) => {
+            cx.stats.lines_out += 1;
+            cx.send(&protocol::challenge(&nonce));
+            None
+        }
+        Step::AuthFailed(mac) => {
+            cx.stats.device_auth_failures += 1;
+            // Debug only: a failed proof says nothing about who the peer
+            // is, and an attacker could fill the log with MACs.
+            debug!("{:?}: AUTH failed for {mac}", cx.token);
+            cx.stats.lines_out += 1;
+            cx.send(Line::Err(ErrorCode::BadAuth).bytes());
+            return ControlFlow::Break(Stop::Close(CloseReason::AuthFailed));
+        }
         Step::Located => {
-            if let (Some(mac), Some(&fix)) = (collar.mac, collar.location.as_deref()) {
+            if let (Some(mac), Some(&fix)) = (collar.mac, collar.location()) {
                 cx.effects.push(Effect::Located { mac, fix });
             }
             None
         }
         Step::Identified(mac) => {
+            if cx.config.keys.is_some() {
+                cx.stats.device_auths += 1;
+            }
             cx.effects.push(Effect::Identified { mac });
-            Some(Line::Ok)
+            return ControlFlow::Break(Stop::Admission);
         }
     };
     if let Some(answer) = answer {
         cx.stats.lines_out += 1;
         cx.send(answer.bytes());
     }
-    if cx.out.len() > cx.config.max_output { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+    if cx.out.len() > cx.config.max_output { ControlFlow::Break(Stop::Output) } else { ControlFlow::Continue(()) }
 }
 
 #[cfg(test)]
@@ -153,6 +246,7 @@ mod tests {
 
     use super::*;
     use crate::device::Mac;
+    use crate::device::auth::{self, DeviceKeys, Nonce};
     use crate::reactor::session::Parts;
 
     const MAC: Mac = Mac([0xCE, 0x96, 0xC2, 0x78, 0x27, 0xFC]);
@@ -167,6 +261,7 @@ mod tests {
                 heartbeat_timeout: Duration::from_millis(50),
                 idle: Duration::from_millis(1000),
             },
+            keys: None,
         }
     }
 
@@ -195,6 +290,10 @@ mod tests {
             self.with(now, now, |s, cx| s.on_input(bytes, cx))
         }
 
+        fn reply(&mut self, now: Millis, reply: Reply) -> Next {
+            self.with(now, now, |s, cx| s.on_reply(reply, cx))
+        }
+
         /// The output so far, taken.
         fn sent(&mut self) -> String {
             let text = String::from_utf8(self.parts.out.pending().to_vec()).unwrap();
@@ -209,8 +308,12 @@ mod tests {
         assert_eq!(h.input(1, b"PI"), Next::Continue);
         assert_eq!(h.sent(), "");
         assert_eq!(h.input(2, b"NG\nIDENTIFY:ce-96-c2-78-27-fc\r\nLOCATION:1.5,-2"), Next::Continue);
-        assert_eq!(h.sent(), "PONG\nOK\n");
+        assert_eq!(h.sent(), "PONG\n", "OK waits for the hub");
         assert_eq!(h.parts.effects, vec![Effect::Identified { mac: MAC }]);
+        assert!(!h.session.wants_input(&h.settings) && !h.session.has_work());
+        assert_eq!(h.reply(2, Reply::Admitted), Next::Continue);
+        assert_eq!(h.sent(), "OK\n");
+        assert!(h.session.wants_input(&h.settings));
         assert_eq!(h.input(3, b".5\nHELLO\n"), Next::Continue);
         assert_eq!(h.sent(), "ERR unknown-command\n");
         assert_eq!(
@@ -218,6 +321,82 @@ mod tests {
             Effect::Located { mac: MAC, fix: crate::device::Fix { lat: 1.5, lon: -2.5, at: 3 } }
         );
         assert_eq!(h.parts.stats.lines_out, 3);
+    }
+
+    /// A harness whose collars must prove their key.
+    fn with_keys() -> (Harness, DeviceKeys) {
+        let keys = DeviceKeys::new(&[[0x5A; 32]]).unwrap();
+        let mut h = Harness::new();
+        // An AUTH line is 70 bytes.
+        h.settings.max_line = 80;
+        h.settings.keys = Some(keys.clone());
+        (h, keys)
+    }
+
+    /// The nonce of a `CHALLENGE` line.
+    fn nonce_of(line: &str) -> Nonce {
+        let hex = line.strip_prefix("CHALLENGE ").and_then(|l| l.strip_suffix('\n')).expect(line);
+        Nonce::parse(hex.as_bytes()).expect(line)
+    }
+
+    fn auth_line(keys: &DeviceKeys, nonce: &Nonce) -> String {
+        let proof = auth::prove(&keys.device_key(MAC), nonce);
+        let mut hex = vec![0; 64];
+        auth::encode_hex(&proof.0, &mut hex);
+        format!("AUTH:{}\n", String::from_utf8(hex).unwrap())
+    }
+
+    #[test]
+    fn with_keys_identify_is_challenged_and_auth_identifies() {
+        let (mut h, keys) = with_keys();
+        assert_eq!(h.input(1, b"IDENTIFY:CE:96:C2:78:27:FC\nLOCATION:1,2\n"), Next::Continue);
+        let sent = h.sent();
+        let (challenge, rest) = sent.split_at(protocol::CHALLENGE_LEN);
+        assert_eq!(rest, "ERR not-identified\n");
+        let nonce = nonce_of(challenge);
+        assert!(h.parts.effects.is_empty(), "nobody is online before AUTH");
+        let line = auth_line(&keys, &nonce);
+        // The AUTH line split anywhere, with a PING behind it.
+        assert_eq!(h.input(2, &line.as_bytes()[..9]), Next::Continue);
+        assert_eq!(h.input(3, format!("{}PING\n", &line[9..]).as_bytes()), Next::Continue);
+        assert_eq!(h.sent(), "");
+        assert_eq!(h.parts.effects, vec![Effect::Identified { mac: MAC }]);
+        assert_eq!(h.reply(3, Reply::Admitted), Next::Continue);
+        assert_eq!(h.sent(), "OK\nPONG\n");
+        assert_eq!((h.parts.stats.device_auths, h.parts.stats.device_auth_failures), (1, 0));
+        assert_eq!(h.parts.stats.lines_in[LineKind::Auth as usize], 1);
+    }
+
+    #[test]
+    fn a_failed_auth_is_answered_bad_auth_and_closed() {
+        let (mut h, keys) = with_keys();
+        assert_eq!(h.input(1, b"IDENTIFY:CE:96:C2:78:27:FC\n"), Next::Continue);
+        let nonce = nonce_of(&h.sent());
+        let mut line = auth_line(&keys, &nonce).into_bytes();
+        line[5] = if line[5] == b'0' { b'1' } else { b'0' };
+        line.extend_from_slice(b"PING\n");
+        assert_eq!(h.input(2, &line), Next::Close(CloseReason::AuthFailed));
+        assert_eq!(h.sent(), "ERR bad-auth\n", "nothing after the failed line is answered");
+        h.with(2, 2, |s, cx| s.on_close(CloseReason::AuthFailed, cx));
+        assert_eq!(h.sent(), "BYE auth-failed\n");
+        assert!(h.parts.effects.is_empty(), "never online, never announced");
+        assert_eq!(h.parts.stats.device_auth_failures, 1);
+        // A malformed proof fails the same way.
+        let (mut h, _) = with_keys();
+        assert_eq!(h.input(1, b"IDENTIFY:CE:96:C2:78:27:FC\n"), Next::Continue);
+        h.sent();
+        assert_eq!(h.input(2, b"AUTH:00\n"), Next::Close(CloseReason::AuthFailed));
+        assert_eq!(h.sent(), "ERR bad-auth\n");
+    }
+
+    #[test]
+    fn a_refused_collar_is_told_why_and_closed_unannounced() {
+        let mut h = Harness::new();
+        assert_eq!(h.input(1, b"IDENTIFY:CE:96:C2:78:27:FC\nPING\n"), Next::Continue);
+        assert_eq!(h.reply(1, Reply::Refused(CloseReason::Flapping)), Next::Close(CloseReason::Flapping));
+        h.with(1, 1, |s, cx| s.on_close(CloseReason::Flapping, cx));
+        assert_eq!(h.sent(), "ERR flapping\nBYE flapping\n");
+        assert_eq!(h.parts.effects, vec![Effect::Identified { mac: MAC }], "no Offline for a collar never online");
     }
 
     #[test]
@@ -250,6 +429,7 @@ mod tests {
     fn the_heartbeat_pings_and_a_silent_collar_is_closed_without_a_bye() {
         let mut h = Harness::new();
         assert_eq!(h.input(0, b"IDENTIFY:ce-96-c2-78-27-fc\n"), Next::Continue);
+        assert_eq!(h.reply(0, Reply::Admitted), Next::Continue);
         h.sent();
         let s = &h.settings;
         assert_eq!(h.session.deadline(s, 0), Some(300));

@@ -12,12 +12,14 @@ use std::time::Duration;
 
 use subtle::ConstantTimeEq;
 
+use super::dashboard;
 use super::request::{Head, Method};
 use super::router::{self, Route, RouteError};
 use super::session::HttpSettings;
 use crate::config::parse_duration;
 use crate::device::Mac;
 use crate::effect::{Answer, Query};
+use crate::events::EventRef;
 use crate::time::{Millis, millis};
 
 /// `GET /devices`: default and largest page.
@@ -66,7 +68,7 @@ pub fn decide(head: &Head<'_>, body: &[u8], settings: &HttpSettings, now: Millis
     if !route.allows(head.method) {
         return Decision::Respond(Answer::error(405, "method not allowed"), vec![("Allow", route.allow())]);
     }
-    if route != Route::Health && !authorized(head, settings.api_token.as_deref()) {
+    if !route.public() && !authorized(head, settings.api_token.as_deref()) {
         let answer = Answer::error(401, "missing or wrong bearer token");
         return Decision::Respond(answer, vec![("WWW-Authenticate", "Bearer")]);
     }
@@ -74,6 +76,8 @@ pub fn decide(head: &Head<'_>, body: &[u8], settings: &HttpSettings, now: Millis
     let result = match route {
         Route::Health => Ok(Decision::Ask(Query::Health, None)),
         Route::Metrics => Ok(Decision::Ask(Query::Metrics, None)),
+        Route::Stats => Ok(Decision::Ask(Query::Stats, None)),
+        Route::Dashboard(asset) => Ok(dashboard::serve(asset, head.if_none_match)),
         Route::Devices => devices(head),
         Route::Device(mac) => Ok(Decision::Ask(Query::Device(mac), None)),
         Route::DeviceLocation(mac) => timeout_param(head, LOCATION_TIMEOUT, settings.max_wait)
@@ -81,7 +85,12 @@ pub fn decide(head: &Head<'_>, body: &[u8], settings: &HttpSettings, now: Millis
         Route::DeviceCommands(mac) => command(body, mac, settings.max_command),
         Route::Events if draining => Err((503, "the gateway is shutting down".into())),
         Route::Events => mac_param(head, "mac").map(|filter| {
-            let last_event_id = event_id(head.last_event_id);
+            // The header (what `EventSource` sends when it reconnects by
+            // itself) wins over `?last_event_id=` (what a page that opens
+            // a new `EventSource` has to use).
+            let from_query = head.param("last_event_id").ok().flatten();
+            let last_event_id =
+                event_id(head.last_event_id).or_else(|| from_query.and_then(|id| event_id(Some(id.as_bytes()))));
             Decision::Ask(Query::Stream { filter, last_event_id }, None)
         }),
         Route::EventsPoll => {
@@ -117,7 +126,11 @@ fn command(body: &[u8], mac: Mac, max_command: usize) -> Result<Decision, Refusa
 /// `GET /events/poll?since=&timeout=[&mac=]`.
 fn poll(head: &Head<'_>, settings: &HttpSettings, draining: bool) -> Result<(Query, Duration), Refusal> {
     let filter = mac_param(head, "mac")?;
-    let since = number_param(head, "since")?.map(|s| s as u64);
+    let since = match head.param("since") {
+        Ok(None) => None,
+        Ok(Some(text)) => Some(EventRef::parse(&text).ok_or((400, "since must be an event id".to_string()))?),
+        Err(_) => return Err((400, "badly encoded query".into())),
+    };
     let timeout = timeout_param(head, POLL_TIMEOUT, settings.max_wait)?;
     if draining {
         return Err((503, "the gateway is shutting down".into()));
@@ -174,8 +187,8 @@ fn mac_param(head: &Head<'_>, name: &str) -> Result<Option<Mac>, Refusal> {
 }
 
 /// A `Last-Event-ID` header value (ignored if not a number).
-fn event_id(value: Option<&[u8]>) -> Option<u64> {
-    std::str::from_utf8(value?).ok()?.trim().parse().ok()
+fn event_id(value: Option<&[u8]>) -> Option<EventRef> {
+    EventRef::parse(std::str::from_utf8(value?).ok()?)
 }
 
 /// `?query` for the log, with the value of `access_token` hidden.
@@ -233,6 +246,7 @@ mod tests {
         let cases = [
             ("GET /health HTTP/1.1\r\n\r\n", Decision::Ask(Query::Health, None)),
             ("GET /metrics HTTP/1.1\r\n\r\n", Decision::Ask(Query::Metrics, None)),
+            ("GET /stats HTTP/1.1\r\n\r\n", Decision::Ask(Query::Stats, None)),
             (
                 "GET /devices?limit=5000&offset=3&after=ce-96-c2-78-27-fc HTTP/1.1\r\n\r\n",
                 Decision::Ask(Query::Devices { after: Some(MAC), offset: 3, limit: MAX_PAGE }, None),
@@ -248,11 +262,19 @@ mod tests {
             ),
             (
                 "GET /events?mac=CE:96:C2:78:27:FC HTTP/1.1\r\nLast-Event-ID: 41\r\n\r\n",
-                Decision::Ask(Query::Stream { filter: Some(MAC), last_event_id: Some(41) }, None),
+                Decision::Ask(Query::Stream { filter: Some(MAC), last_event_id: Some(EventRef::Local(41)) }, None),
+            ),
+            (
+                "GET /events?last_event_id=17 HTTP/1.1\r\n\r\n",
+                Decision::Ask(Query::Stream { filter: None, last_event_id: Some(EventRef::Local(17)) }, None),
+            ),
+            (
+                "GET /events?last_event_id=17 HTTP/1.1\r\nLast-Event-ID: 41\r\n\r\n",
+                Decision::Ask(Query::Stream { filter: None, last_event_id: Some(EventRef::Local(41)) }, None),
             ),
             (
                 "GET /events/poll?since=7&timeout=0 HTTP/1.1\r\n\r\n",
-                Decision::Ask(Query::Poll { since: Some(7), filter: None, wait: false }, Some(1000)),
+                Decision::Ask(Query::Poll { since: Some(EventRef::Local(7)), filter: None, wait: false }, Some(1000)),
             ),
             (
                 "GET /events/poll HTTP/1.1\r\n\r\n",
@@ -297,7 +319,13 @@ mod tests {
             0
         );
         assert_eq!(status(&decide_at("GET /devices?access_token=s3cret HTTP/1.1\r\n\r\n", token, false)), 0);
+        assert_eq!(status(&decide_at("GET /devices?access_token=s3cre HTTP/1.1\r\n\r\n", token, false)), 401);
+        assert_eq!(status(&decide_at("GET /stats HTTP/1.1\r\n\r\n", token, false)), 401);
+        assert_eq!(status(&decide_at("GET /stats?access_token=s3cret HTTP/1.1\r\n\r\n", token, false)), 0);
         assert_eq!(status(&decide_at("GET /health HTTP/1.1\r\n\r\n", token, false)), 0);
+        // The dashboard's files are public; what they show comes from the API.
+        assert_eq!(status(&decide_at("GET / HTTP/1.1\r\n\r\n", token, false)), 200);
+        assert_eq!(status(&decide_at("GET /dashboard/dashboard.js HTTP/1.1\r\n\r\n", token, false)), 200);
         assert_eq!(status(&decide_at("OPTIONS /devices HTTP/1.1\r\n\r\n", token, false)), 204);
     }
 
@@ -310,7 +338,10 @@ mod tests {
 
     #[test]
     fn event_ids() {
-        assert_eq!(event_id(Some(b" 42 ")), Some(42));
+        assert_eq!(event_id(Some(b" 42 ")), Some(EventRef::Local(42)));
+        assert_eq!(event_id(Some(b"L42")), Some(EventRef::Local(42)));
+        assert_eq!(event_id(Some(b"1764398400000-3")), EventRef::parse("1764398400000-3"));
+        assert!(matches!(event_id(Some(b"1764398400000-3")), Some(EventRef::Stream(_))));
         assert_eq!(event_id(Some(b"x")), None);
         assert_eq!(event_id(None), None);
     }

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod chunked;
+pub mod dashboard;
 pub mod json;
 pub mod percent;
 pub mod request;

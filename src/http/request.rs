@@ -57,6 +57,9 @@ pub struct Head<'a> {
     pub keep_alive: bool,
     pub authorization: Option<&'a [u8]>,
     pub last_event_id: Option<&'a [u8]>,
+    /// `If-None-Match`: the entity tags of a cached copy (the dashboard's
+    /// files answer 304 when one matches).
+    pub if_none_match: Option<&'a [u8]>,
     /// `Expect: 100-continue`: the client waits for an interim response
     /// before it sends the body.
     pub expects_continue: bool,
@@ -135,6 +138,7 @@ pub fn parse_head(buf: &[u8], limits: Limits) -> Result<Option<Head<'_>>, Reques
     let mut keep_alive = version == 1;
     let mut authorization = None;
     let mut last_event_id = None;
+    let mut if_none_match = None;
     let mut expects_continue = false;
     for header in req.headers.iter() {
         let name = header.name;
@@ -179,6 +183,8 @@ pub fn parse_head(buf: &[u8], limits: Limits) -> Result<Option<Head<'_>>, Reques
             authorization = Some(header.value);
         } else if name.eq_ignore_ascii_case("last-event-id") {
             last_event_id = Some(header.value);
+        } else if name.eq_ignore_ascii_case("if-none-match") {
+            if_none_match = Some(header.value);
         } else if name.eq_ignore_ascii_case("expect") {
             expects_continue = header.value.eq_ignore_ascii_case(b"100-continue");
         }
@@ -200,7 +206,18 @@ pub fn parse_head(buf: &[u8], limits: Limits) -> Result<Option<Head<'_>>, Reques
         "OPTIONS" => Method::Options,
         _ => Method::Other,
     };
-    Ok(Some(Head { method, path, query, keep_alive, authorization, last_event_id, expects_continue, body, len }))
+    Ok(Some(Head {
+        method,
+        path,
+        query,
+        keep_alive,
+        authorization,
+        last_event_id,
+        if_none_match,
+        expects_continue,
+        body,
+        len,
+    }))
 }
 
 /// The path and query of a request target in origin form (`/health?x`)
@@ -259,13 +276,14 @@ mod tests {
 
     #[test]
     fn headers_are_case_insensitive() {
-        let buf = b"POST /x HTTP/1.1\r\ncOnTeNt-LeNgTh: 3\r\nCONNECTION: Close\r\nauthorization: Bearer t\r\nLast-Event-Id: 42\r\nEXPECT: 100-Continue\r\n\r\nabc";
+        let buf = b"POST /x HTTP/1.1\r\ncOnTeNt-LeNgTh: 3\r\nCONNECTION: Close\r\nauthorization: Bearer t\r\nLast-Event-Id: 42\r\nEXPECT: 100-Continue\r\nif-none-match: \"x\"\r\n\r\nabc";
         let h = head(buf);
         assert_eq!(h.body, Body::Length(3));
         assert!(!h.keep_alive);
         assert!(h.expects_continue);
         assert_eq!(h.authorization, Some(&b"Bearer t"[..]));
         assert_eq!(h.last_event_id, Some(&b"42"[..]));
+        assert_eq!(h.if_none_match, Some(&b"\"x\""[..]));
         assert_eq!(&buf[h.len..], b"abc");
     }
 

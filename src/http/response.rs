@@ -1,8 +1,10 @@
 //! Writing HTTP/1.1 responses.
 //!
 //! Every response carries `Content-Length` (so keep-alive and pipelining
-//! work), the CORS origin, and `Connection: close` when the connection
-//! ends after it. The event stream is the one response without a length:
+//! work; not a 204 or 304, which have no body), the CORS origin,
+//! `Cache-Control: no-store` unless the extra headers say otherwise (the
+//! dashboard's files are revalidated by their `ETag` instead), and
+//! `Connection: close` when the connection ends after it. The event stream is the one response without a length:
 //! it runs until the connection closes.
 
 use std::io::Write as _;
@@ -27,10 +29,13 @@ impl<'a> Response<'a> {
     /// the same headers, no body.
     pub fn write(&self, out: &mut Vec<u8>, cors_origin: &str, keep_alive: bool, head_only: bool) {
         let _ = write!(out, "HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
-        if self.status != 204 {
+        if self.status != 204 && self.status != 304 {
             let _ = write!(out, "Content-Type: {}\r\nContent-Length: {}\r\n", self.content_type, self.body.len());
         }
-        let _ = write!(out, "Cache-Control: no-store\r\nAccess-Control-Allow-Origin: {cors_origin}\r\n");
+        if !self.headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("cache-control")) {
+            out.extend_from_slice(b"Cache-Control: no-store\r\n");
+        }
+        let _ = write!(out, "Access-Control-Allow-Origin: {cors_origin}\r\n");
         for (name, value) in self.headers {
             let _ = write!(out, "{name}: {value}\r\n");
         }
@@ -63,6 +68,7 @@ pub fn reason(status: u16) -> &'static str {
         200 => "OK",
         202 => "Accepted",
         204 => "No Content",
+        304 => "Not Modified",
         400 => "Bad Request",
         401 => "Unauthorized",
         404 => "Not Found",
@@ -105,6 +111,17 @@ mod tests {
             "HTTP/1.1 405 Method Not Allowed\r\nContent-Type: application/json\r\nContent-Length: 13\r\n\
              Cache-Control: no-store\r\nAccess-Control-Allow-Origin: https://app.example\r\nAllow: GET, HEAD\r\n\
              Connection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn not_modified_has_no_length_and_may_set_its_caching() {
+        let mut out = Vec::new();
+        let headers = [("Cache-Control", "no-cache"), ("ETag", "\"1\"")];
+        Response { headers: &headers, ..Response::json(304, "") }.write(&mut out, "*", true, false);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 304 Not Modified\r\nAccess-Control-Allow-Origin: *\r\nCache-Control: no-cache\r\nETag: \"1\"\r\n\r\n"
         );
     }
 

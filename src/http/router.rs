@@ -6,6 +6,7 @@
 //! ignored.
 
 use super::Method;
+use super::dashboard::Asset;
 use super::percent;
 use crate::device::Mac;
 
@@ -14,6 +15,10 @@ use crate::device::Mac;
 pub enum Route {
     Health,
     Metrics,
+    /// `GET /stats`: the figures of `/metrics` as JSON.
+    Stats,
+    /// The dashboard's page (`/`) and its files (`/dashboard/...`).
+    Dashboard(Asset),
     Devices,
     Device(Mac),
     DeviceLocation(Mac),
@@ -35,10 +40,19 @@ impl Route {
     /// The methods the endpoint takes, as an `Allow` header value.
     pub fn allow(self) -> &'static str {
         match self {
-            Route::Health | Route::Metrics | Route::Devices | Route::Device(_) => "GET, HEAD, OPTIONS",
+            Route::Health | Route::Metrics | Route::Stats | Route::Dashboard(_) | Route::Devices | Route::Device(_) => {
+                "GET, HEAD, OPTIONS"
+            }
             Route::DeviceLocation(_) | Route::Events | Route::EventsPoll => "GET, OPTIONS",
             Route::DeviceCommands(_) => "POST, OPTIONS",
         }
+    }
+
+    /// Whether the endpoint answers without the API token: the health
+    /// check, and the dashboard's files (its data comes from the API, which
+    /// asks for the token).
+    pub fn public(self) -> bool {
+        matches!(self, Route::Health | Route::Dashboard(_))
     }
 
     /// Whether the endpoint takes `method`.
@@ -68,8 +82,11 @@ pub fn resolve(path: &str) -> Result<Route, RouteError> {
     let parts: Vec<&str> = decoded.iter().map(AsRef::as_ref).collect();
     let mac = |text: &str| Mac::parse(text.as_bytes()).map_err(|_| RouteError::BadPath("invalid MAC in path"));
     match parts[..] {
+        [""] => Ok(Route::Dashboard(Asset::Page)),
+        ["dashboard", file] => Asset::named(file).map(Route::Dashboard).ok_or(RouteError::NotFound),
         ["health"] => Ok(Route::Health),
         ["metrics"] => Ok(Route::Metrics),
+        ["stats"] => Ok(Route::Stats),
         ["devices"] => Ok(Route::Devices),
         ["devices", m] => Ok(Route::Device(mac(m)?)),
         ["devices", m, "location"] => Ok(Route::DeviceLocation(mac(m)?)),
@@ -89,8 +106,14 @@ mod tests {
     #[test]
     fn resolves_every_endpoint() {
         let cases = [
+            ("/", Route::Dashboard(Asset::Page)),
+            ("", Route::Dashboard(Asset::Page)),
+            ("/dashboard/dashboard.js", Route::Dashboard(Asset::Script)),
+            ("/dashboard/dashboard.css", Route::Dashboard(Asset::Style)),
+            ("/dashboard/icon.svg", Route::Dashboard(Asset::Icon)),
             ("/health", Route::Health),
             ("/metrics", Route::Metrics),
+            ("/stats", Route::Stats),
             ("/devices", Route::Devices),
             ("/devices/", Route::Devices),
             ("/devices/CE:96:C2:78:27:FC", Route::Device(MAC)),
@@ -108,7 +131,18 @@ mod tests {
 
     #[test]
     fn unknown_paths_and_bad_macs() {
-        for path in ["/", "", "/nope", "/devices/CE:96:C2:78:27:FC/other", "/health/x", "/a/b/c/d/e", "//health"] {
+        for path in [
+            "/nope",
+            "/dashboard",
+            "/dashboard/",
+            "/dashboard/x.js",
+            "/dashboard/dashboard.js/x",
+            "/index.html",
+            "/devices/CE:96:C2:78:27:FC/other",
+            "/health/x",
+            "/a/b/c/d/e",
+            "//health",
+        ] {
             assert_eq!(resolve(path), Err(RouteError::NotFound), "{path}");
         }
         assert_eq!(resolve("/devices/not-a-mac"), Err(RouteError::BadPath("invalid MAC in path")));

@@ -350,6 +350,8 @@ impl Session for HttpSession {
     fn on_reply(&mut self, reply: Reply, cx: &mut CxOf<'_, Self>) -> Next {
         let State::Awaiting { exchange, .. } = self.state else { return Next::Continue };
         match reply {
+            // Only a collar is admitted or refused.
+            Reply::Admitted | Reply::Refused(_) => Next::Continue,
             Reply::Stream => {
                 // The connection belongs to the stream: whatever was sent
                 // behind the request will never be read.

@@ -130,6 +130,19 @@ impl Feeds {
         self.frames.capacity()
     }
 
+    /// Every feed, split into event streams and waiting long polls (for a
+    /// gap in the log, when the hub must start them over).
+    pub fn tokens(&self) -> (Vec<Token>, Vec<Token>) {
+        let (mut streams, mut polls) = (Vec::new(), Vec::new());
+        for (&token, feed) in &self.feeds {
+            match feed.kind {
+                Kind::Stream => streams.push(token),
+                Kind::Poll => polls.push(token),
+            }
+        }
+        (streams, polls)
+    }
+
     /// Starts a stream for `token`, resuming after `last_event_id`.
     pub fn stream(&mut self, token: Token, filter: Option<Mac>, last_event_id: Option<u64>, log: &EventLog) {
         let (next, lost_after) = match last_event_id {
@@ -317,7 +330,8 @@ impl Feeds {
         let (filter, frames, filters) = (feed.filter, &self.frames, &self.filters);
         let caught_up = out.append_with(pool, |buf| {
             if let Some(id) = feed.lost_after.take() {
-                views::write_reset(buf, id, log.last_id());
+                let named = (id != u64::MAX).then(|| log.external(id));
+                views::write_reset(buf, named, log.external(log.last_id()));
             }
             let start = buf.len();
             loop {
@@ -384,7 +398,7 @@ impl Feeds {
             }
             events.push(event);
         }
-        Answer::json(200, views::poll_body(&events, next, lost))
+        Answer::json(200, views::poll_body(&events, log.external(next), lost))
     }
 }
 

@@ -110,6 +110,7 @@ mod tests {
     fn event(id: u64) -> Event {
         Event {
             id,
+            ext: crate::events::PLAIN,
             at_unix_ms: 0,
             mac: Mac([0, 0, 0, 0, 0, id as u8]),
             kind: EventKind::Location { lat: 1.0, lon: 2.0 },

@@ -13,7 +13,8 @@
 //! The paths that cross connections:
 //! - a collar's `IDENTIFY` puts it online; an older connection with that
 //!   MAC is announced as `disconnected` (`replaced`) and closed, then the
-//!   new one as `connected`;
+//!   new one as `connected`; a MAC taken over too often is quarantined
+//!   ([`flap`]) and its `IDENTIFY`s refused;
 //! - a collar's `LOCATION:` is published (see [`feeds`]: no subscriber is
 //!   touched but those waiting for news) and answers
 //!   the location queries waiting on that connection;
@@ -23,7 +24,9 @@
 //!   on the wire for it, and waits; a command is written to the collar, or
 //!   refused if its output is full.
 
+pub mod cluster;
 pub mod feeds;
+pub mod flap;
 pub mod frames;
 pub mod views;
 
@@ -44,7 +47,9 @@ use crate::proto::Proto;
 use crate::reactor::{App, Kind, Ops, OutBuf, Peer, Pool, Produce};
 use crate::stats::Stats;
 use crate::time::{Clock, Millis};
+use cluster::{Cluster, ClusterSettings, Remote, Waiter};
 use feeds::{Feeds, Woken};
+use flap::{FlapGuard, FlapSettings};
 use views::{CommandAccepted, DeviceView, DevicesPage, FixView, Health, LocationView};
 
 /// The shared state of the gateway.
@@ -59,27 +64,43 @@ pub struct Hub {
     registry: BTreeMap<Mac, Token>,
     log: EventLog,
     feeds: Feeds,
-    /// Location queries waiting on a collar connection. A collar with an
-    /// entry has been sent `location` already.
-    locating: HashMap<Token, Vec<Token>>,
-    /// The collar each waiting location query waits on.
+    /// Location queries waiting on a collar connection, here or on other
+    /// gateways. A collar with an entry has been sent `location` already.
+    locating: HashMap<Token, Vec<Waiter>>,
+    /// The collar each local waiting location query waits on.
     waiting_on: HashMap<Token, Token>,
+    /// The Redis side (`--redis`): the fleet's directory and the bus.
+    cluster: Option<Cluster>,
     /// Reused by [`Hub::publish`].
     woken: Woken,
+    /// Takeovers by MAC, and the MACs quarantined for flapping.
+    flap: FlapGuard,
 }
 
 impl Hub {
-    pub fn new(clock: Clock, event_history: usize, cors_origin: String) -> Hub {
+    pub fn new(clock: Clock, event_history: usize, cors_origin: String, cluster: Option<ClusterSettings>) -> Hub {
+        let log = match cluster {
+            Some(_) => EventLog::with_stream_ids(event_history),
+            None => EventLog::new(event_history),
+        };
         Hub {
+            cluster: cluster.map(|settings| Cluster::new(settings, event_history)),
             clock,
             cors_origin,
             registry: BTreeMap::new(),
-            log: EventLog::new(event_history),
+            log,
             feeds: Feeds::default(),
             locating: HashMap::new(),
             waiting_on: HashMap::new(),
             woken: Woken::default(),
+            flap: FlapGuard::new(FlapSettings::default()),
         }
+    }
+
+    /// The flapping guard's settings (the defaults otherwise).
+    pub fn with_flap_guard(mut self, settings: FlapSettings) -> Hub {
+        self.flap = FlapGuard::new(settings);
+        self
     }
 
     /// Collars online.
@@ -92,11 +113,22 @@ impl Hub {
         self.registry.get(&mac).copied().filter(|&token| ops.session(token).is_some())
     }
 
-    /// Appends an event to the log and wakes the feeds it concerns.
+    /// Publishes an event: with Redis up, appended to the fleet's stream
+    /// (the tail brings it back into the log, in the fleet's order);
+    /// otherwise appended to the log here.
     fn publish(&mut self, mac: Mac, kind: EventKind, ops: &mut Ops<'_, Proto>) {
         let at = self.clock.unix_ms(ops.now());
-        self.log.publish(mac, kind, at);
         ops.stats().events_published += 1;
+        if self.cluster.as_ref().is_some_and(Cluster::up) && self.append_to_stream(mac, &kind, at, ops) {
+            return;
+        }
+        let ext = self.log.external(0).ext;
+        self.append(mac, kind, at, ext, ops);
+    }
+
+    /// Appends an event to the log and wakes the feeds it concerns.
+    fn append(&mut self, mac: Mac, kind: EventKind, at: u64, ext: u64, ops: &mut Ops<'_, Proto>) {
+        self.log.publish_as(mac, kind, at, ext);
         let event = self.log.latest().expect("just published");
         self.feeds.published(event, &self.log, &mut self.woken);
         for token in self.woken.wake.drain(..) {
@@ -113,6 +145,13 @@ impl Hub {
         // line right behind its IDENTIFY) never goes online: it takes no MAC
         // over and is not announced, so its goodbye says nothing either.
         let Some(peer) = ops.peer(origin).cloned() else { return };
+        let now = ops.now();
+        if self.flap.quarantined(mac, now) {
+            ops.stats().flap_refusals += 1;
+            ops.reply(origin, Reply::Refused(CloseReason::Flapping));
+            return;
+        }
+        let mut quarantine = None;
         if let Some(old) = self.registry.insert(mac, origin)
             && ops.session(old).is_some()
         {
@@ -122,34 +161,56 @@ impl Hub {
             debug!("{mac}: {origin:?} takes over from {old:?}");
             self.publish(mac, EventKind::Disconnected { reason: CloseReason::Replaced }, ops);
             ops.close(old, CloseReason::Replaced);
+            quarantine = self.flap.taken_over(mac, now);
         }
         debug!("{origin:?} identified as {mac}");
         self.publish(mac, EventKind::Connected { peer }, ops);
+        if self.cluster.is_some() {
+            self.claim(mac, origin, ops);
+        }
+        if let Some(q) = quarantine {
+            // The winner of this takeover stays; the MAC's next IDENTIFYs
+            // are refused until the quarantine ends.
+            ops.stats().flap_quarantines += 1;
+            debug!("{mac}: taken over {} times, quarantined", q.takeovers);
+            let until_unix_ms = self.clock.unix_ms(q.until);
+            self.publish(mac, EventKind::Flapping { takeovers: q.takeovers, until_unix_ms }, ops);
+        }
+        ops.reply(origin, Reply::Admitted);
     }
 
     fn located(&mut self, origin: Token, mac: Mac, fix: Fix, ops: &mut Ops<'_, Proto>) {
+        // With Redis, the event also records the fix in the directory.
         self.publish(mac, EventKind::Location { lat: fix.lat, lon: fix.lon }, ops);
-        let Some(waiters) = self.locating.remove(&origin) else { return };
         let location = FixView::new(&fix, |at| self.clock.unix_ms(at));
         let answer = Answer::json(200, json::to_vec(&LocationView { mac, location }));
-        for waiter in waiters {
-            self.waiting_on.remove(&waiter);
-            ops.reply(waiter, Reply::Answer(answer.clone()));
+        self.answer_waiters(origin, &answer, ops);
+    }
+
+    /// Answers everyone waiting for the location of the collar on `device`.
+    fn answer_waiters(&mut self, device: Token, answer: &Answer, ops: &mut Ops<'_, Proto>) {
+        let Some(waiters) = self.locating.remove(&device) else { return };
+        for waiter in &waiters {
+            match waiter {
+                Waiter::Local(token) => {
+                    self.waiting_on.remove(token);
+                    ops.reply(*token, Reply::Answer(answer.clone()));
+                }
+                Waiter::Remote { .. } => self.answer_waiter(waiter, answer, ops),
+            }
         }
     }
 
     fn offline(&mut self, origin: Token, mac: Mac, reason: CloseReason, ops: &mut Ops<'_, Proto>) {
-        if let Some(waiters) = self.locating.remove(&origin) {
-            let answer = Answer::error(502, "the device disconnected before answering");
-            for waiter in waiters {
-                self.waiting_on.remove(&waiter);
-                ops.reply(waiter, Reply::Answer(answer.clone()));
-            }
-        }
+        let answer = Answer::error(502, "the device disconnected before answering");
+        self.answer_waiters(origin, &answer, ops);
         if self.registry.get(&mac) == Some(&origin) {
             self.registry.remove(&mac);
             debug!("{mac} offline");
             self.publish(mac, EventKind::Disconnected { reason }, ops);
+        }
+        if self.cluster.is_some() {
+            self.release(mac, origin, ops);
         }
     }
 
@@ -158,21 +219,40 @@ impl Hub {
         let answer = match query {
             Query::Health => self.health(ops),
             Query::Metrics => self.metrics(ops),
-            Query::Devices { after, offset, limit } => self.devices(after, offset, limit, ops),
+            Query::Stats => {
+                let (levels, hub) = (ops.levels(), self.hub_levels(ops));
+                Answer::json(200, crate::stats_json::render(ops.stats(), &levels, &hub))
+            }
+            Query::Devices { after, offset, limit } => {
+                if self.fleet_page(origin, after, offset, limit, ops).is_some() {
+                    return None;
+                }
+                self.devices(after, offset, limit, ops)
+            }
             Query::Device(mac) => match self.device(mac, ops) {
                 Some(token) => Answer::json(200, json::to_vec(&self.view(mac, token, ops))),
+                None if self.cluster.is_some() => {
+                    return self.remote(origin, mac, Remote::Device, ops).map(Reply::Answer);
+                }
                 None => Answer::error(404, "device not online"),
             },
+            Query::Command { mac, line } if self.cluster.is_some() && self.device(mac, ops).is_none() => {
+                return self.remote(origin, mac, Remote::Command(line), ops).map(Reply::Answer);
+            }
             Query::Command { mac, line } => self.command(mac, line, ops),
-            Query::Location(mac) => return self.locate(origin, mac, ops).map(Reply::Answer),
+            Query::Location(mac) if self.cluster.is_some() && self.device(mac, ops).is_none() => {
+                return self.remote(origin, mac, Remote::Location, ops).map(Reply::Answer);
+            }
+            Query::Location(mac) => return self.locate(Waiter::Local(origin), mac, ops).map(Reply::Answer),
             Query::Stream { filter, last_event_id } => {
+                let last_event_id = last_event_id.map(|named| self.log.resolve(named));
                 self.feeds.stream(origin, filter, last_event_id, &self.log);
                 ops.feed(origin);
                 ops.wake(origin);
                 return Some(Reply::Stream);
             }
             Query::Poll { since, filter, wait } => {
-                let since = since.unwrap_or(self.log.last_id());
+                let since = since.map_or(self.log.last_id(), |named| self.log.resolve(named));
                 let answer = self.feeds.poll(origin, since, filter, wait, &self.log);
                 if answer.is_none() {
                     ops.feed(origin);
@@ -186,22 +266,25 @@ impl Hub {
 
     fn health(&self, ops: &Ops<'_, Proto>) -> Answer {
         let levels = ops.levels();
+        let redis = self.cluster.as_ref().map(|c| if c.up() { "up" } else { "down" });
         let health = if levels.draining {
-            Health { status: "draining", uptime_s: None, devices_online: None, connections: None }
+            Health { status: "draining", uptime_s: None, devices_online: None, connections: None, redis }
         } else {
             Health {
-                status: "ok",
+                // Still 200: the gateway serves its own collars without Redis.
+                status: if redis == Some("down") { "degraded" } else { "ok" },
                 uptime_s: Some(ops.now() / 1000),
                 devices_online: Some(self.registry.len()),
                 connections: Some(levels.held.iter().sum()),
+                redis,
             }
         };
         Answer::json(if levels.draining { 503 } else { 200 }, json::to_vec(&health))
     }
 
-    fn metrics(&self, ops: &mut Ops<'_, Proto>) -> Answer {
-        let levels = ops.levels();
-        let hub = metrics::HubLevels {
+    /// The hub's figures for `/metrics` and `/stats`.
+    fn hub_levels(&self, ops: &mut Ops<'_, Proto>) -> metrics::HubLevels {
+        metrics::HubLevels {
             devices_online: self.registry.len(),
             sse_subscribers: self.feeds.streams(),
             long_polls: self.feeds.polls() + self.waiting_on.len(),
@@ -209,7 +292,17 @@ impl Hub {
             frame_cache_bytes: self.feeds.frame_bytes(),
             unsent_bytes: ops.unsent_bytes(),
             uptime_seconds: ops.now() as f64 / 1000.0,
-        };
+            start_time_seconds: self.clock.unix_ms(0) as f64 / 1000.0,
+            redis: self.cluster.as_ref().map(|c| metrics::RedisLevels {
+                up: c.up(),
+                pending: c.pending(),
+                stats: c.stats,
+            }),
+        }
+    }
+
+    fn metrics(&self, ops: &mut Ops<'_, Proto>) -> Answer {
+        let (levels, hub) = (ops.levels(), self.hub_levels(ops));
         let mut body = String::with_capacity(16 * 1024);
         metrics::render(&mut body, ops.stats(), &levels, &hub);
         Answer { status: 200, content_type: Answer::PROMETHEUS, body: body.into_bytes() }
@@ -234,7 +327,7 @@ impl Hub {
     fn view(&self, mac: Mac, token: Token, ops: &Ops<'_, Proto>) -> DeviceView {
         let unix = |at: Millis| Rfc3339(self.clock.unix_ms(at));
         let (connected_at, location) = match ops.session(token) {
-            Some(Proto::Device(d)) => (d.collar.connected_at, d.collar.location.as_deref()),
+            Some(Proto::Device(d)) => (d.collar.connected_at, d.collar.location()),
             _ => (0, None),
         };
         DeviceView {
@@ -262,8 +355,9 @@ impl Hub {
     }
 
     /// `GET /devices/{mac}/location`: waits on the collar's connection;
-    /// concurrent queries for one collar share one query on the wire.
-    fn locate(&mut self, origin: Token, mac: Mac, ops: &mut Ops<'_, Proto>) -> Option<Answer> {
+    /// concurrent queries for one collar, from this gateway or others,
+    /// share one query on the wire.
+    fn locate(&mut self, waiter: Waiter, mac: Mac, ops: &mut Ops<'_, Proto>) -> Option<Answer> {
         let Some(device) = self.device(mac, ops) else { return Some(Answer::error(404, "device not online")) };
         let waiters = self.locating.entry(device).or_default();
         if waiters.is_empty() {
@@ -273,8 +367,10 @@ impl Hub {
             }
             ops.stats().lines_out += 1;
         }
-        waiters.push(origin);
-        self.waiting_on.insert(origin, device);
+        if let Waiter::Local(origin) = waiter {
+            self.waiting_on.insert(origin, device);
+        }
+        waiters.push(waiter);
         None
     }
 
@@ -282,6 +378,9 @@ impl Hub {
     fn expired(&mut self, origin: Token) -> Answer {
         if self.forget_location_wait(origin) {
             return Answer::error(504, "the device did not answer in time");
+        }
+        if self.cluster.as_mut().is_some_and(|c| c.forget(origin)) {
+            return Answer::error(504, "the gateway holding the device did not answer in time");
         }
         match self.feeds.remove(origin, &self.log) {
             Some(answer) => answer,
@@ -295,7 +394,7 @@ impl Hub {
     fn forget_location_wait(&mut self, origin: Token) -> bool {
         let Some(device) = self.waiting_on.remove(&origin) else { return false };
         if let Some(waiters) = self.locating.get_mut(&device) {
-            waiters.retain(|&w| w != origin);
+            waiters.retain(|w| *w != Waiter::Local(origin));
             if waiters.is_empty() {
                 self.locating.remove(&device);
             }
@@ -311,6 +410,7 @@ impl App for Hub {
         match kind {
             Kind::Device => Proto::Device(DeviceSession::new(now)),
             Kind::Http => Proto::Http(Box::new(HttpSession::new(now))),
+            Kind::Link => unreachable!("links are dialed (Ops::dial), never accepted"),
         }
     }
 
@@ -322,6 +422,7 @@ impl App for Hub {
                     stats.lines_out += 1;
                 }
             }
+            Kind::Link => {}
             Kind::Http => {
                 let answer = match reason {
                     CloseReason::PeerLimit => Answer::error(429, "too many connections from this address"),
@@ -351,8 +452,28 @@ impl App for Hub {
             }
             Effect::Withdraw => {
                 self.forget_location_wait(origin);
+                if let Some(cluster) = &mut self.cluster {
+                    cluster.forget(origin);
+                }
                 self.feeds.remove(origin, &self.log);
             }
+            Effect::Link(event) => self.link_event(origin, event, ops),
+        }
+    }
+
+    fn start(&mut self, ops: &mut Ops<'_, Proto>) {
+        if self.cluster.is_some() {
+            self.cluster_start(ops);
+        }
+    }
+
+    fn deadline(&self) -> Option<Millis> {
+        self.cluster.as_ref().and_then(Cluster::deadline)
+    }
+
+    fn on_deadline(&mut self, ops: &mut Ops<'_, Proto>) {
+        if self.cluster.is_some() {
+            self.cluster_deadline(ops);
         }
     }
 
@@ -369,6 +490,7 @@ impl App for Hub {
 
     fn report(&self, line: &mut String) {
         let _ = write!(line, " devices={} subscribers={}", self.registry.len(), self.feeds.streams());
+        self.cluster_report(line);
     }
 }
 
@@ -386,7 +508,7 @@ mod tests {
     use crate::reactor::Session as _;
 
     fn hub() -> Hub {
-        Hub::new(Clock::new(), 10, "https://app.example".into())
+        Hub::new(Clock::new(), 10, "https://app.example".into(), None)
     }
 
     fn refusal(kind: Kind, reason: CloseReason) -> (String, Stats) {

@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use crate::device::{Fix, Mac};
-use crate::events::{Event, Rfc3339};
+use crate::events::{Event, EventId, Rfc3339};
 use crate::http::json;
 
 /// `{"lat":…,"lon":…,"at":"…"}`.
@@ -69,26 +69,30 @@ pub struct Health {
     pub devices_online: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connections: Option<usize>,
+    /// With `--redis`: `up` or `down`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<&'static str>,
 }
 
 /// `GET /events/poll`: `{"events":[…],"next":N,"reset":bool}`.
-pub fn poll_body(events: &[&Event], next: u64, reset: bool) -> Vec<u8> {
+pub fn poll_body(events: &[&Event], next: EventId, reset: bool) -> Vec<u8> {
     #[derive(Serialize)]
     struct Poll<'a> {
         events: &'a [&'a Event],
-        next: u64,
+        next: EventId,
         reset: bool,
     }
     json::to_vec(&Poll { events, next, reset })
 }
 
 /// The `event: reset` frame of a stream whose client missed events after
-/// `last_event_id`: reload the state; `latest` is the newest event id.
-pub fn write_reset(out: &mut Vec<u8>, last_event_id: u64, latest: u64) {
+/// `last_event_id` (`None`: one this gateway does not know): reload the
+/// state; `latest` is the newest event id.
+pub fn write_reset(out: &mut Vec<u8>, last_event_id: Option<EventId>, latest: EventId) {
     #[derive(Serialize)]
     struct Reset {
-        last_event_id: u64,
-        latest: u64,
+        last_event_id: Option<EventId>,
+        latest: EventId,
     }
     out.extend_from_slice(b"event: reset\ndata: ");
     out.extend_from_slice(&json::to_vec(&Reset { last_event_id, latest }));
@@ -98,6 +102,7 @@ pub fn write_reset(out: &mut Vec<u8>, last_event_id: u64, latest: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::PLAIN;
 
     #[test]
     fn views_serialize_in_field_order() {
@@ -113,11 +118,13 @@ mod tests {
             json::to_vec(&device),
             br#"{"mac":"CE:96:C2:78:27:FC","peer":"10.0.0.7:4242","connected_at":"1970-01-01T00:00:00.000Z","last_seen":"1970-01-01T00:00:02.000Z","location":{"lat":48.8566,"lon":2.3522,"at":"1970-01-01T00:00:01.500Z"}}"#
         );
-        let draining = Health { status: "draining", uptime_s: None, devices_online: None, connections: None };
+        let draining =
+            Health { status: "draining", uptime_s: None, devices_online: None, connections: None, redis: None };
         assert_eq!(json::to_vec(&draining), br#"{"status":"draining"}"#);
-        assert_eq!(poll_body(&[], 7, true), br#"{"events":[],"next":7,"reset":true}"#);
+        let id = |local| EventId { local, ext: PLAIN };
+        assert_eq!(poll_body(&[], id(7), true), br#"{"events":[],"next":7,"reset":true}"#);
         let mut reset = Vec::new();
-        write_reset(&mut reset, 3, 9);
+        write_reset(&mut reset, Some(id(3)), id(9));
         assert_eq!(reset, b"event: reset\ndata: {\"last_event_id\":3,\"latest\":9}\n\n");
     }
 }

@@ -7,14 +7,19 @@
 //! it at four points: a connection opens ([`App::open`]) or is turned away
 //! ([`App::refusal`]), a session returned an effect ([`App::apply`]), and a
 //! connection whose output the application produces is about to be
-//! written ([`App::produce`]). While applying an effect the application
+//! written ([`App::produce`]). An application with work of its own (links
+//! it dials, such as the Redis link, and their timers) also gets
+//! [`App::start`] once and [`App::on_deadline`] at its own
+//! [`App::deadline`]. While applying an effect the application
 //! acts on other connections only through [`Ops`], which queues work for
 //! the reactor (append output, deliver a reply, close) rather than running
 //! any handler: nothing re-enters a session from inside another.
 
 use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
 
-use mio::Token;
+use mio::{Interest, Registry, Token};
 use slab::Slab;
 
 use super::conn::{Conn, Peer, Phase};
@@ -66,6 +71,19 @@ pub trait App {
 
     /// Appends the application's figures to the periodic stats line.
     fn report(&self, _line: &mut String) {}
+
+    /// The loop is about to start: the application may dial its links.
+    fn start(&mut self, _ops: &mut Ops<'_, Self::Session>) {}
+
+    /// When the application's own work is due (a link to redial, a key to
+    /// refresh, a request to give up on); `None`: nothing. Asked every
+    /// turn, so it must be cheap.
+    fn deadline(&self) -> Option<Millis> {
+        None
+    }
+
+    /// [`App::deadline`] has passed (timer phase).
+    fn on_deadline(&mut self, _ops: &mut Ops<'_, Self::Session>) {}
 }
 
 /// The effect type of an application's sessions.
@@ -109,6 +127,10 @@ pub struct Ops<'a, S: Session> {
     pub(super) closes: &'a mut VecDeque<(Token, CloseReason)>,
     pub(super) stats: &'a mut Stats,
     pub(super) levels: Levels,
+    pub(super) registry: &'a Registry,
+    pub(super) generations: &'a mut token::Generations,
+    /// Links dialed while applying: their deadlines are filed after.
+    pub(super) dialed: &'a mut Vec<usize>,
 }
 
 impl<S: Session> Ops<'_, S> {
@@ -198,6 +220,46 @@ impl<S: Session> Ops<'_, S> {
         if self.open(token).is_some() {
             self.replies.push_back((token, reply));
         }
+    }
+
+    /// Opens an outbound link to `addr` spoken by `session` (a connection
+    /// of [`Kind::Link`]). The connect is non-blocking: output sent before
+    /// it completes waits for it (the connection starts out `blocked`, and
+    /// the WRITABLE edge of the completed connect flushes it), and a connect
+    /// that fails arrives as an I/O error, which closes the connection like
+    /// any other (`Session::on_close`). Only an error the kernel reports at
+    /// once (no route, no descriptor) is returned here.
+    pub fn dial(&mut self, addr: SocketAddr, session: S) -> io::Result<Token> {
+        let mut stream = mio::net::TcpStream::connect(addr)?;
+        // Requests and replies are small and pipelined: no Nagle delay.
+        stream.set_nodelay(true)?;
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let generation = self.generations.take();
+        let token = token::pack(key, generation);
+        self.registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
+        entry.insert(Conn {
+            stream,
+            generation,
+            timer: None,
+            last_rx: self.now,
+            out: OutBuf::default(),
+            peer: Peer::from(addr),
+            kind: Kind::Link,
+            phase: Phase::Open,
+            readable: false,
+            read_closed: false,
+            // Not connected yet: the first write waits for the WRITABLE
+            // edge instead of spending a syscall on EAGAIN.
+            blocked: true,
+            fed: false,
+            in_run_queue: false,
+            in_flush_queue: false,
+            in_produce_queue: false,
+            session,
+        });
+        self.dialed.push(key);
+        Ok(token)
     }
 
     /// Closes the open connection on `token` for `reason`, after this

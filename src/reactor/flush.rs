@@ -12,9 +12,13 @@
 //! Closing is a small state machine (see [`Phase`]): a connection closed on
 //! purpose says its last words (the session's [`Session::on_close`]),
 //! flushes, shuts down its write side, and lingers reading until the peer
-//! closes or the linger deadline passes; one that failed or whose peer is
-//! presumed dead is freed at once. The reason is counted once, when the
-//! connection leaves `Open`.
+//! closes or the linger deadline passes; one that failed is freed at once;
+//! one whose peer is presumed dead ([`CloseReason::aborts`]) is set to
+//! reset on close (`SO_LINGER` 0), gets one flush of its last words, and
+//! is freed. The reason is counted once, when the connection leaves
+//! `Open`.
+
+use std::time::Duration;
 
 use log::debug;
 
@@ -22,7 +26,7 @@ use super::app::{App, Produce};
 use super::budget::Budget;
 use super::conn::Phase;
 use super::io::{self, Io};
-use super::listener::kind_index;
+use super::listener::listener_of;
 use super::session::Session as _;
 use super::{Reactor, TICK};
 use crate::close::CloseReason;
@@ -220,25 +224,38 @@ impl<A: App> Reactor<A> {
             // connection and could destroy the last words.
             self.schedule_run(key);
         }
-        if !reason.lingers() {
-            if reason == CloseReason::PeerClosed && !self.conns[key].out.is_empty() {
-                // Half-closed: the peer may still read what is queued.
-                self.conns[key].phase = Phase::Closing { peer_done: true };
-                return self.linger(key);
-            }
+        if reason.aborts()
+            && let Err(e) = net::reset_on_close(&self.conns[key].stream)
+        {
+            debug!("#{key}: {e}");
+        }
+        if reason.lingers() {
+            return self.linger(key, self.settings.linger_timeout);
+        }
+        let flush_for = match reason {
+            // Half-closed: the peer may still read what is queued.
+            CloseReason::PeerClosed => self.settings.linger_timeout,
+            // Presumed dead: the last words get this turn's flush, not a
+            // wait for a peer that may never take them.
+            _ if reason.aborts() => Duration::ZERO,
+            _ => return self.free(key),
+        };
+        if self.conns[key].out.is_empty() {
             return self.free(key);
         }
-        self.linger(key);
+        self.conns[key].phase = Phase::Closing { peer_done: true };
+        self.linger(key, flush_for);
     }
 
-    /// Bounds a closing connection's remaining life by `--linger-timeout`,
-    /// and moves it on at once if its output is already flushed.
+    /// Bounds a closing connection's remaining life by `timeout` (the
+    /// `--linger-timeout`), and moves it on at once if its output is
+    /// already flushed.
     ///
-    /// With no linger (`--linger-timeout 0`) the last words still get this
-    /// turn's flush, bounded by one tick, and the connection is freed once
-    /// they are out, without waiting for the peer.
-    fn linger(&mut self, key: usize) {
-        let at = match deadline(self.now, self.settings.linger_timeout) {
+    /// With no linger (`--linger-timeout 0`, or a peer presumed dead) the
+    /// last words still get this turn's flush, bounded by one tick, and the
+    /// connection is freed once they are out, without waiting for the peer.
+    fn linger(&mut self, key: usize, timeout: Duration) {
+        let at = match deadline(self.now, timeout) {
             Some(at) => at,
             None if self.conns[key].out.is_empty() => return self.free(key),
             None => {
@@ -270,7 +287,11 @@ impl<A: App> Reactor<A> {
         debug!("#{key}: {e}");
         let Some(conn) = self.conns.get(key) else { return };
         if conn.phase == Phase::Open {
-            self.close(key, CloseReason::IoError);
+            // ETIMEDOUT: the kernel gave up on the peer (keepalive, or
+            // TCP_USER_TIMEOUT with output pending); counted apart from
+            // resets and other failures.
+            let timed_out = e.kind() == std::io::ErrorKind::TimedOut;
+            self.close(key, if timed_out { CloseReason::TcpTimeout } else { CloseReason::IoError });
             self.settle(app);
         }
         if self.conns.contains(key) {
@@ -287,8 +308,9 @@ impl<A: App> Reactor<A> {
             self.wheel.cancel(timer);
         }
         conn.out.clear(&mut self.pool);
-        let i = kind_index(&self.listeners, conn.kind);
-        self.listeners[i].release(conn.peer.ip());
+        if let Some(i) = listener_of(&self.listeners, conn.kind) {
+            self.listeners[i].release(conn.peer.ip());
+        }
         debug!("#{key} closed");
     }
 }

@@ -54,9 +54,14 @@ const WARN_EVERY_MS: u64 = 1000;
 pub enum Kind {
     Device = 0,
     Http = 1,
+    /// An outbound link the application dialed ([`super::Ops::dial`]), e.g.
+    /// to Redis: no listener, no share, no drain of its own (it is told to
+    /// finish once every other connection has closed).
+    Link = 2,
 }
 
 impl Kind {
+    /// The kinds that have a listener.
     pub const ALL: [Kind; 2] = [Kind::Device, Kind::Http];
     /// The order in which a shutdown tells connections to finish: the app's
     /// pending answers first, so that the devices' goodbyes do not answer
@@ -67,6 +72,7 @@ impl Kind {
         match self {
             Kind::Device => "device",
             Kind::Http => "http",
+            Kind::Link => "link",
         }
     }
 }
@@ -370,7 +376,7 @@ impl<A: App> Reactor<A> {
     /// [`Listener::idle`]).
     pub(super) fn track_idle(&mut self, key: usize) {
         let conn = &self.conns[key];
-        let i = kind_index(&self.listeners, conn.kind);
+        let Some(i) = listener_of(&self.listeners, conn.kind) else { return };
         if !self.listeners[i].spec.evict_idle || conn.phase != Phase::Open || !conn.out.is_empty() {
             return;
         }
@@ -403,5 +409,10 @@ impl<A: App> Reactor<A> {
 
 /// The index of the listener of `kind`.
 pub(super) fn kind_index(listeners: &[Listener], kind: Kind) -> usize {
-    listeners.iter().position(|l| l.spec.kind == kind).expect("a listener of every kind held")
+    listener_of(listeners, kind).expect("a listener of every listening kind held")
+}
+
+/// The index of the listener of `kind`, if it has one (a link has none).
+pub(super) fn listener_of(listeners: &[Listener], kind: Kind) -> Option<usize> {
+    listeners.iter().position(|l| l.spec.kind == kind)
 }

@@ -182,6 +182,11 @@ pub struct Reactor<A: App> {
     replies: VecDeque<(Token, <A::Session as Session>::Reply)>,
     /// Connections the application asked to close.
     closes: VecDeque<(Token, CloseReason)>,
+    /// Links the application dialed in the current call (reused).
+    dialed: Vec<usize>,
+    /// While draining: the links were told to finish (after every other
+    /// connection had closed).
+    links_drained: bool,
     /// The read buffer shared by all connections.
     scratch: Vec<u8>,
     /// Reused buffer for a refused connection's farewell.
@@ -242,6 +247,8 @@ impl<A: App> Reactor<A> {
             new_effects: Vec::new(),
             replies: VecDeque::new(),
             closes: VecDeque::new(),
+            dialed: Vec::new(),
+            links_drained: false,
             scratch: vec![0; SCRATCH],
             farewell: Vec::new(),
             pool: Pool::default(),
@@ -308,8 +315,11 @@ impl<A: App> Reactor<A> {
     /// Runs the loop until a stop request has been carried out.
     pub fn run(&mut self, app: &mut A) -> stdio::Result<Exit> {
         let mut events = Events::with_capacity(EVENTS);
+        self.now = self.clock.now();
+        self.with_ops(app, |app, ops| app.start(ops));
+        self.settle(app);
         loop {
-            let timeout = self.poll_timeout();
+            let timeout = self.poll_timeout(app);
             let waiting = Instant::now();
             if let Err(e) = self.poll.poll(&mut events, timeout)
                 && e.kind() != stdio::ErrorKind::Interrupted
@@ -346,7 +356,7 @@ impl<A: App> Reactor<A> {
 
     /// How long `poll` may sleep: until the earliest deadline, or not at all
     /// when work is already waiting.
-    fn poll_timeout(&self) -> Option<Duration> {
+    fn poll_timeout(&self, app: &A) -> Option<Duration> {
         let now = self.clock.now();
         let queued = !self.run_queue.is_empty()
             || !self.flush_queue.is_empty()
@@ -356,7 +366,7 @@ impl<A: App> Reactor<A> {
             return Some(Duration::ZERO);
         }
         let paused = self.listeners.iter().filter_map(|l| l.paused_until);
-        [self.wheel.next_expiry(), self.next_report, self.drain_deadline]
+        [self.wheel.next_expiry(), self.next_report, self.drain_deadline, app.deadline()]
             .into_iter()
             .flatten()
             .chain(paused)
@@ -471,6 +481,10 @@ impl<A: App> Reactor<A> {
         if !self.due.is_empty() {
             self.stats.budget_spent(Budget::Timers);
         }
+        if app.deadline().is_some_and(|at| at <= self.now) {
+            self.with_ops(app, |app, ops| app.on_deadline(ops));
+            self.settle(app);
+        }
     }
 
     fn maybe_report(&mut self, app: &A) {
@@ -548,6 +562,19 @@ impl<A: App> Reactor<A> {
 
     fn check_drain(&mut self, app: &mut A) {
         let Some(deadline) = self.drain_deadline else { return };
+        if !self.links_drained && self.conns.iter().all(|(_, c)| c.kind == Kind::Link) {
+            // Links last: what the closing connections made the application
+            // say on them (a directory entry to release) goes out first.
+            self.links_drained = true;
+            let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+            for key in keys {
+                if self.is_open(key) {
+                    let next = self.call(key, |s, cx| s.on_drain(cx));
+                    self.after_call(key, next);
+                    self.settle(app);
+                }
+            }
+        }
         if self.conns.is_empty() {
             info!("drained: every connection closed");
             self.exit.get_or_insert(Exit::Drained);

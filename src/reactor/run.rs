@@ -238,24 +238,38 @@ impl<A: App> Reactor<A> {
                     self.after_call(key, next);
                 }
             } else if let Some((origin, effect)) = self.effects.pop_front() {
-                let levels = self.levels();
-                let mut ops = Ops {
-                    now: self.now,
-                    config: &self.config,
-                    conns: &mut self.conns,
-                    pool: &mut self.pool,
-                    flush_queue: &mut self.flush_queue,
-                    produce_queue: &mut self.produce_queue,
-                    replies: &mut self.replies,
-                    closes: &mut self.closes,
-                    stats: &mut self.stats,
-                    levels,
-                };
-                app.apply(origin, effect, &mut ops);
+                self.with_ops(app, |app, ops| app.apply(origin, effect, ops));
             } else {
                 return;
             }
         }
+    }
+
+    /// Lends the application an [`Ops`] for one call, then files the
+    /// deadlines of the links it dialed. The caller settles.
+    pub(super) fn with_ops(&mut self, app: &mut A, f: impl FnOnce(&mut A, &mut Ops<'_, A::Session>)) {
+        let levels = self.levels();
+        let mut dialed = std::mem::take(&mut self.dialed);
+        let mut ops = Ops {
+            now: self.now,
+            config: &self.config,
+            conns: &mut self.conns,
+            pool: &mut self.pool,
+            flush_queue: &mut self.flush_queue,
+            produce_queue: &mut self.produce_queue,
+            replies: &mut self.replies,
+            closes: &mut self.closes,
+            stats: &mut self.stats,
+            levels,
+            registry: self.poll.registry(),
+            generations: &mut self.generations,
+            dialed: &mut dialed,
+        };
+        f(app, &mut ops);
+        for key in dialed.drain(..) {
+            self.rearm(key);
+        }
+        self.dialed = dialed;
     }
 
     /// The connection's deadline passed. If the session would close it,

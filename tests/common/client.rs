@@ -133,6 +133,29 @@ impl Client {
         assert_eof(&mut self.stream);
     }
 
+    /// Asserts the gateway closed gracefully: end of file (its FIN), not a
+    /// reset.
+    pub fn expect_fin(&mut self) {
+        let mut byte = [0u8; 256];
+        match self.stream.read(&mut byte) {
+            Ok(0) => {}
+            Ok(n) => panic!("expected end of file, got {:?}", String::from_utf8_lossy(&byte[..n])),
+            Err(e) => panic!("expected end of file: {e}"),
+        }
+    }
+
+    /// Asserts the gateway closed abortively (`SO_LINGER` 0): a reset, with
+    /// no further bytes.
+    pub fn expect_reset(&mut self) {
+        let mut byte = [0u8; 256];
+        match self.stream.read(&mut byte) {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+            Ok(0) => panic!("expected a reset, got end of file"),
+            Ok(n) => panic!("expected a reset, got {:?}", String::from_utf8_lossy(&byte[..n])),
+            Err(e) => panic!("expected a reset: {e}"),
+        }
+    }
+
     /// Asserts nothing arrives for `window` (a read that times out).
     pub fn expect_silence(&mut self, window: Duration) {
         self.stream.set_read_timeout(Some(window)).unwrap();

@@ -200,6 +200,33 @@ impl HttpClient {
         String::from_utf8(self.read_until(b"\n\n", "an event")).expect("a UTF-8 event")
     }
 
+    /// Like [`HttpClient::read_event`], but `None` if no whole frame has
+    /// come within `window`.
+    pub fn read_event_within(&mut self, window: Duration) -> Option<String> {
+        let until = std::time::Instant::now() + window;
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            if let Some(i) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let frame: Vec<u8> = self.buf.drain(..i + 2).collect();
+                return Some(String::from_utf8(frame).expect("a UTF-8 event"));
+            }
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            self.stream.set_read_timeout(Some(left)).unwrap();
+            let read = self.stream.read(&mut chunk);
+            self.stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+            match read {
+                Ok(0) => panic!("waiting for an event: end of file after {:?}", String::from_utf8_lossy(&self.buf)),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => return None,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => panic!("waiting for an event: {e} after {:?}", String::from_utf8_lossy(&self.buf)),
+            }
+        }
+    }
+
     /// Reads everything up to end of file (each read bounded by `TIMEOUT`).
     pub fn read_to_eof(&mut self) -> Vec<u8> {
         let mut all = std::mem::take(&mut self.buf);

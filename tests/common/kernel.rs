@@ -10,7 +10,9 @@
 //! (and whichever counters) the gateway has. [`connect_from`] binds a
 //! client to another address of 127.0.0.0/8 (all of it is loopback on
 //! Linux), for tests that need more connections than one address may hold
-//! (`--http-max-per-ip`), or several addresses.
+//! (`--http-max-per-ip`), or several addresses. [`socket_inodes_at`] and
+//! [`socket_inodes`] tell which process holds the gateway's end of a
+//! connection (with workers: which worker it landed on).
 
 use std::net::{IpAddr, SocketAddr, TcpStream};
 
@@ -18,8 +20,11 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 /// the peer) and receive queue (`rx_queue`: bytes received and not yet
 /// read) of the IPv4 TCP socket whose local address is `local` and remote
 /// address `remote`; `None` if there is no such socket.
+///
+/// The table is that of the calling thread's network namespace
+/// (`/proc/thread-self`): a fault test runs in a namespace of its own.
 pub fn tcp_queues(local: SocketAddr, remote: SocketAddr) -> Option<(u64, u64)> {
-    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    let table = std::fs::read_to_string("/proc/thread-self/net/tcp").expect("read /proc/thread-self/net/tcp");
     let (local, remote) = (proc_address(local), proc_address(remote));
     // `sl local_address rem_address st tx_queue:rx_queue ...`, in hex.
     table.lines().skip(1).find_map(|line| {
@@ -30,6 +35,40 @@ pub fn tcp_queues(local: SocketAddr, remote: SocketAddr) -> Option<(u64, u64)> {
         let (tx, rx) = fields[4].split_once(':').expect("tx_queue:rx_queue");
         Some((u64::from_str_radix(tx, 16).unwrap(), u64::from_str_radix(rx, 16).unwrap()))
     })
+}
+
+/// The inodes of the IPv4 TCP sockets whose local address is `local`, by
+/// their remote address (0 while one waits in an accept queue): read once
+/// for many connections. With [`socket_inodes`], it tells which process
+/// holds a connection's end.
+pub fn socket_inodes_at(local: SocketAddr) -> std::collections::HashMap<SocketAddr, u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    let local = proc_address(local);
+    // `sl local rem st tx:rx tr:when retrnsmt uid timeout inode ...`
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.get(1) == Some(&local.as_str())).then(|| (from_proc_address(fields[2]), fields[9].parse().unwrap()))
+        })
+        .collect()
+}
+
+/// The inodes of the sockets process `pid` holds open.
+pub fn socket_inodes(pid: i32) -> std::collections::HashSet<u64> {
+    let entries = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap_or_else(|e| panic!("/proc/{pid}/fd: {e}"));
+    entries
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter_map(|target| target.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok())
+        .collect()
+}
+
+/// The address `proc_address` wrote.
+fn from_proc_address(text: &str) -> SocketAddr {
+    let (ip, port) = text.split_once(':').expect("ADDR:PORT");
+    let ip = u32::from_str_radix(ip, 16).expect("hex address").to_ne_bytes();
+    SocketAddr::from((ip, u16::from_str_radix(port, 16).expect("hex port")))
 }
 
 /// An address as `/proc/net/tcp` writes it: the IPv4 address as one 32-bit

@@ -10,11 +10,19 @@
 //!   library hides (exact response bytes, pipelining, malformed requests,
 //!   event streams), and the exact bytes of the gateway's JSON responses;
 //! - [`api`]: a real HTTP client ([`Api`], on `ureq`);
+//! - [`browser`]: headless Chromium through chromedriver ([`Browser`], on
+//!   `fantoccini`), for the dashboard;
+//! - [`auth`]: device keys from the collar's side: a key file, the
+//!   `CHALLENGE`/`AUTH` exchange;
 //! - [`kernel`]: what the kernel knows of a socket that the gateway does
 //!   not say (`/proc/net/tcp`), and connecting from another loopback
 //!   address;
+//! - [`netns`]: a private network namespace per test thread, and packet
+//!   loss in it with nftables (pulled cables, hosts that lost power);
 //! - [`streams`]: many event streams at once, bursts of locations from one
 //!   collar, and the frames they become;
+//! - [`redis`]: a real `redis-server` on a free port, for the scale-out
+//!   tests (killed and restarted at will);
 //! - [`require`]: prerequisites beyond the toolchain (a program, root),
 //!   which skip a test run by hand and fail one under `scripts/test.sh`;
 //! - [`matchers`]: JSON with timestamps ([`assert_like`]), Prometheus text
@@ -36,24 +44,32 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod api;
+pub mod auth;
+pub mod browser;
 pub mod client;
 pub mod gateway;
 pub mod http;
 pub mod kernel;
 pub mod matchers;
+pub mod netns;
 pub mod process;
+pub mod redis;
 pub mod require;
 pub mod streams;
 
 use std::time::Duration;
 
 pub use api::{Api, Reply};
+pub use auth::{KeyFile, auth_line, authenticate, challenge};
+pub use browser::Browser;
 pub use client::{Client, mac};
 pub use gateway::{Gateway, assert_all_closed, closed, config};
 pub use http::{HttpClient, HttpResponse, STREAM_START, json_head, json_response};
-pub use kernel::{connect_from, data_segments_received, tcp_queues};
+pub use kernel::{connect_from, data_segments_received, socket_inodes, socket_inodes_at, tcp_queues};
 pub use matchers::{assert_like, metric, num};
+pub use netns::Netns;
 pub use process::{Process, tether_command};
+pub use redis::RedisServer;
 pub use require::{program, require};
 pub use streams::{frames, location_frame, locations, subscribe_many};
 

@@ -29,8 +29,11 @@ pub struct Process {
     pub http: SocketAddr,
     /// The log line naming the address (it also gives the connection cap).
     pub banner: String,
-    /// The log lines before the banner (start-up: the fd limit, warnings).
+    /// The log lines before the banner (start-up: the fd limit, warnings),
+    /// and those between it and the HTTP banner (another worker's).
     pub preamble: Vec<String>,
+    /// The log line naming the HTTP address.
+    pub http_banner: String,
     /// The log lines after the banner, as they arrive.
     pub log: mpsc::Receiver<String>,
     /// The exit status, sent by a thread that waits on the child.
@@ -109,14 +112,16 @@ impl Process {
             }
             preamble.push(line);
         };
-        // The HTTP banner comes right after the devices one.
-        let http = loop {
+        // The HTTP banner comes right after the devices one (of the same
+        // process; with workers, another's lines may come in between).
+        let (http, http_banner) = loop {
             let line = log.recv_timeout(TIMEOUT).expect("tether printed no HTTP address");
             if let Some(rest) = line.split("http: listening on ").nth(1) {
-                break rest.split([',', ' ']).next().unwrap().parse().unwrap();
+                break (rest.split([',', ' ']).next().unwrap().parse().unwrap(), line);
             }
+            preamble.push(line);
         };
-        Process { pid, addr, http, banner, preamble, log, exit, exited: false }
+        Process { pid, addr, http, banner, preamble, http_banner, log, exit, exited: false }
     }
 
     pub fn connect(&self) -> Client {
@@ -127,6 +132,10 @@ impl Process {
     /// Once it returns, the event loop is running (and watching signals).
     pub fn device(&self, mac: &str) -> Client {
         Client::identified(self.addr, mac)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
     }
 
     pub fn signal(&self, signal: i32) {

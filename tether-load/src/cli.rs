@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use tether::config::parse_duration;
-use tether::device::Mac;
+use tether::device::{DeviceKeys, Mac};
 
 use crate::plan::{DEFAULT_MAC_BASE, macs_fit};
 use crate::sources::SourceIps;
@@ -116,6 +116,11 @@ pub struct Args {
     /// (status 1, with or without this flag, if none connected at all).
     #[arg(long)]
     pub fail_on_loss: bool,
+
+    /// The gateway's key file (`tether --device-key-file`): each collar
+    /// answers the CHALLENGE with the proof of its own key.
+    #[arg(long, value_name = "FILE", value_parser = DeviceKeys::load)]
+    pub device_key_file: Option<DeviceKeys>,
 
     /// Run as a worker of a parent tether-load: JSON lines on stdout.
     #[arg(long, hide = true)]

@@ -7,6 +7,11 @@
 //!      +--- error, timeout ------+--- BYE, EOF -----+--> Closed
 //! ```
 //!
+//! With device keys (`--device-key-file`) the collar answers the gateway's
+//! `CHALLENGE` with `AUTH:` while identifying, as a real collar holding its
+//! own key would: the key is derived from the master key and the MAC, the
+//! proof from the key and the nonce.
+//!
 //! The event loop tells a [`Collar`] what happened (connected, a line
 //! arrived, its deadline passed, the socket failed) with the time, and the
 //! collar appends what it wants sent to the caller's buffer and counts what
@@ -20,6 +25,7 @@
 use std::io::Write as _;
 
 use tether::device::Mac;
+use tether::device::auth::{self, DeviceKeys, Nonce};
 
 use crate::outcome::{End, Failure, bye_reason};
 use crate::plan::mac_of;
@@ -40,6 +46,9 @@ pub struct Behaviour {
     pub ping_interval: Micros,
     /// Period of `LOCATION:` reports once online (0: none).
     pub report_interval: Micros,
+    /// The gateway's master keys, to answer its `CHALLENGE` (`None`: it
+    /// asks for no proof).
+    pub keys: Option<DeviceKeys>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +144,22 @@ impl Collar {
                     |interval: Micros, salt| (interval > 0).then(|| now + random::below(self.index, salt, interval));
                 self.next_ping = first(how.ping_interval, PING_PHASE);
                 self.next_report = first(how.report_interval, REPORT_PHASE);
+            }
+            _ if self.phase == Phase::Identifying && line.starts_with(b"CHALLENGE ") => {
+                let (Some(keys), Some(nonce)) = (&how.keys, Nonce::parse(&line[b"CHALLENGE ".len()..])) else {
+                    // Challenged without keys, or garbled: never online.
+                    stats.unexpected_lines += 1;
+                    self.end(End::Failed(Failure::Other), stats);
+                    return Flow::Close;
+                };
+                let mac = mac_of(how.mac_base, self.index).expect("MAC range checked at start");
+                let proof = auth::prove(&keys.device_key(mac), &nonce);
+                let mut line = [0; 5 + 2 * auth::PROOF_LEN + 1];
+                line[..5].copy_from_slice(b"AUTH:");
+                auth::encode_hex(&proof.0, &mut line[5..5 + 2 * auth::PROOF_LEN]);
+                line[5 + 2 * auth::PROOF_LEN] = b'\n';
+                out.extend_from_slice(&line);
+                stats.lines_out += 1;
             }
             b"PONG" => match self.ping_sent.take() {
                 Some(sent) => {
@@ -313,6 +338,7 @@ mod tests {
             connect_timeout: 5000 * MS,
             ping_interval: 0,
             report_interval: 0,
+            keys: None,
         }
     }
 
@@ -328,6 +354,29 @@ mod tests {
 
     fn text(out: &[u8]) -> &str {
         std::str::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn with_keys_it_answers_the_challenge_with_its_proof() {
+        let keys = DeviceKeys::new(&[[0x21; 32]]).unwrap();
+        let keyed = Behaviour { keys: Some(keys.clone()), ..how() };
+        let (mut stats, mut out) = (Stats::default(), Vec::new());
+        let mut collar = Collar::start(1, 0, &mut stats);
+        collar.on_connected(MS, &keyed, &mut out, &mut stats);
+        out.clear();
+        let nonce = Nonce([0xAB; 16]);
+        let line = format!("CHALLENGE {}", "ab".repeat(16));
+        assert_eq!(collar.on_line(line.as_bytes(), 2 * MS, &keyed, &mut out, &mut stats), Flow::Continue);
+        let mac = "02:4C:00:00:00:01".parse().unwrap();
+        let proof = auth::prove(&keys.device_key(mac), &nonce);
+        let hex: String = proof.0.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(text(&out), format!("AUTH:{hex}\n"));
+        assert_eq!(collar.on_line(b"OK", 3 * MS, &keyed, &mut out, &mut stats), Flow::Continue);
+        assert_eq!((collar.phase(), stats.handshake_us.max()), (Phase::Online, 2 * MS));
+        // Challenged without keys: it cannot go online.
+        let mut collar = Collar::start(2, 0, &mut stats);
+        collar.on_connected(MS, &how(), &mut out, &mut stats);
+        assert_eq!(collar.on_line(line.as_bytes(), 2 * MS, &how(), &mut out, &mut stats), Flow::Close);
     }
 
     #[test]

@@ -101,6 +101,7 @@ impl Setup {
                 connect_timeout: us(args.connect_timeout),
                 ping_interval: us(args.ping_interval),
                 report_interval: us(args.report_interval),
+                keys: args.device_key_file.clone(),
             },
         }
     }

@@ -132,6 +132,31 @@ fn a_fleet_connects_answers_heartbeats_and_measures_round_trips() {
     assert_eq!(common::closed(&stats, tether::close::CloseReason::HeartbeatTimeout), 0);
 }
 
+/// With device keys, every collar of the fleet (in two processes) answers
+/// its challenge and comes online; without the key file none does.
+#[test]
+fn with_device_keys_the_fleet_proves_its_keys() {
+    let dir = std::env::temp_dir().join(format!("tether-load-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("keys");
+    std::fs::write(&file, format!("# test key\n{}\n", "5e".repeat(32))).unwrap();
+    let path = file.to_str().unwrap();
+    let keys = tether::device::DeviceKeys::load(path).unwrap();
+    let gateway = Gateway::start(tether::Config { device_key_file: Some(keys), ..common::config() });
+    let args = ["-n", "200", "--processes", "2", "--duration", "1s", "--fail-on-loss", "--device-key-file", path];
+    let Run { status, summary: s, .. } = load(gateway.addr, &args);
+    assert_eq!(status.code(), Some(0), "{s:#}");
+    assert_eq!(count(&s, "connections.established"), 200, "{s:#}");
+    assert_eq!(count(&s, "handshake_latency_us.count"), 200);
+    let Run { status, summary: s, .. } =
+        load(gateway.addr, &["-n", "5", "--duration", "1s", "--mac-base", "02:4D:00:00:00:00"]);
+    assert_eq!(status.code(), Some(1), "{s:#}");
+    assert_eq!(count(&s, "connections.established"), 0, "{s:#}");
+    let stats = gateway.stop_drained();
+    assert_eq!((stats.device_auths, stats.device_auth_failures), (200, 0));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn worker_processes_add_up() {
     let gateway = gateway();

@@ -556,7 +556,10 @@ fn a_long_poll_that_runs_out_of_time_asks_for_its_final_answer_once() {
 fn an_event_stream_gets_its_head_then_keepalive_comments_when_quiet() {
     let mut h = Harness::new(0);
     assert_eq!(h.input(1, "GET /events?mac=ce-96-c2-78-27-fc HTTP/1.1\r\nLast-Event-ID: 7\r\n\r\n"), Next::Continue);
-    assert_eq!(h.effects(), vec![Effect::Ask(Query::Stream { filter: Some(MAC), last_event_id: Some(7) })]);
+    assert_eq!(
+        h.effects(),
+        vec![Effect::Ask(Query::Stream { filter: Some(MAC), last_event_id: Some(crate::events::EventRef::Local(7)) })]
+    );
     assert_eq!(h.reply(10, Reply::Stream), Next::Continue);
     assert_eq!(
         h.sent(),

@@ -57,7 +57,9 @@ enum Fx {
     Send(String, String),
     /// `reply N T`: the app delivers `T` to `N` as a reply.
     Reply(String, String),
-    /// `close N` (a lingering close, with last words) or `kill N` (freed at once).
+    /// `close N` (a lingering close, with last words), `kill N` (presumed
+    /// dead: reset at once) or `abort N` (presumed dead: reset after last
+    /// words).
     Close(String, CloseReason),
     /// `feed K`: the app produces `K` bytes for this connection.
     Feed(usize),
@@ -103,6 +105,7 @@ impl Echo {
             ["reply", to, text] => cx.effects.push(Fx::Reply(to.into(), text.into())),
             ["close", who] => cx.effects.push(Fx::Close(who.into(), CloseReason::Replaced)),
             ["kill", who] => cx.effects.push(Fx::Close(who.into(), CloseReason::HeartbeatTimeout)),
+            ["abort", who] => cx.effects.push(Fx::Close(who.into(), CloseReason::Idle)),
             ["feed", n] => cx.effects.push(Fx::Feed(n.parse().unwrap())),
             ["deadline", ms] => self.deadline_at = Some(cx.now + ms.parse::<Millis>().unwrap()),
             ["stats"] => cx.effects.push(Fx::Stats),
@@ -171,7 +174,7 @@ impl Session for Echo {
     fn on_close(&mut self, reason: CloseReason, cx: &mut CxOf<'_, Self>) {
         match reason {
             CloseReason::SlowConsumer => cx.out.clear(cx.pool),
-            CloseReason::Replaced | CloseReason::Shutdown => {
+            CloseReason::Replaced | CloseReason::Shutdown | CloseReason::Idle => {
                 cx.send(format!("bye {}\n", reason.as_str()).as_bytes());
             }
             _ => {}
@@ -353,7 +356,13 @@ impl Setup {
         let spec = Spec {
             kind: Kind::Device,
             addr: "127.0.0.1:0".parse().unwrap(),
-            options: ListenOptions { backlog: 1024, keepalive: TcpKeepalive::Off, send_buffer: self.send_buffer },
+            options: ListenOptions {
+                backlog: 1024,
+                keepalive: TcpKeepalive::Off,
+                user_timeout: None,
+                send_buffer: self.send_buffer,
+                reuse_port: false,
+            },
             cap: self.cap,
             per_ip: self.per_ip,
             evict_idle: self.evict_idle,
@@ -528,6 +537,29 @@ impl Client {
     }
 
     /// The reactor closed the connection (nothing more came before).
+    /// The connection ends with a FIN: end of file, not a reset.
+    fn expect_fin(&mut self) {
+        assert!(self.pending.is_empty(), "unread: {:?}", self.pending.escape_ascii().to_string());
+        let mut buf = [0; 1024];
+        match self.stream.read(&mut buf) {
+            Ok(0) => {}
+            Ok(n) => panic!("more bytes instead of the end: {:?}", buf[..n].escape_ascii().to_string()),
+            Err(e) => panic!("{e} instead of end of file"),
+        }
+    }
+
+    /// The connection ends with a reset (`SO_LINGER` 0 on the other side).
+    fn expect_reset(&mut self) {
+        assert!(self.pending.is_empty(), "unread: {:?}", self.pending.escape_ascii().to_string());
+        let mut buf = [0; 1024];
+        match self.stream.read(&mut buf) {
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+            Ok(0) => panic!("end of file instead of a reset"),
+            Ok(n) => panic!("more bytes instead of a reset: {:?}", buf[..n].escape_ascii().to_string()),
+            Err(e) => panic!("{e} instead of a reset"),
+        }
+    }
+
     fn expect_closed(&mut self) {
         assert!(self.pending.is_empty(), "unread: {:?}", self.pending.escape_ascii().to_string());
         let mut buf = [0; 1024];

@@ -1,0 +1,148 @@
+#!lua name=tether
+-- tether's directory, kept consistent by running each change as one
+-- function inside Redis (atomic: no other command runs in between).
+--
+-- Keys (all under "tether:"):
+--   dev:<MAC>       hash: gw, epoch, peer, since, and the last fix (lat,
+--                   lon, fix_at): who holds the collar now
+--   devices         sorted set of the MACs online (score 0, ordered by
+--                   MAC): the fleet-wide listing, paged by MAC
+--   epoch           the last epoch given to a claim, fleet-wide: every
+--                   claim takes the next one, so a MAC's epochs only grow,
+--                   and no memory is kept per MAC ever seen
+--   gw:<id>:devs    set of the MACs gateway <id> holds
+--   gw:<id>:alive   a key with a short TTL, refreshed while <id> lives
+--   gateways        set of the gateway ids that hold or held devices
+-- Channels: gw:<id> carries what other gateways tell gateway <id>.
+
+local P = 'tether:'
+
+-- A gateway claims a MAC: the claim gets the next epoch, the entry is
+-- overwritten, and the previous owner (if another gateway) is told, so it
+-- closes its connection if its epoch is older. Returns
+-- {epoch, previous gateway or nil, previous epoch or nil}.
+local function claim(keys, args)
+  local mac, gw, peer, since = args[1], args[2], args[3], args[4]
+  local dev = P .. 'dev:' .. mac
+  local epoch = redis.call('INCR', P .. 'epoch')
+  local prev = redis.call('HMGET', dev, 'gw', 'epoch')
+  redis.call('DEL', dev)
+  redis.call('HSET', dev, 'gw', gw, 'epoch', epoch, 'peer', peer, 'since', since)
+  redis.call('ZADD', P .. 'devices', 0, mac)
+  redis.call('SADD', P .. 'gw:' .. gw .. ':devs', mac)
+  if prev[1] and prev[1] ~= gw then
+    redis.call('SREM', P .. 'gw:' .. prev[1] .. ':devs', mac)
+    redis.call('PUBLISH', P .. 'gw:' .. prev[1], 'replaced ' .. mac .. ' ' .. epoch)
+  end
+  return {epoch, prev[1], prev[2]}
+end
+
+-- The holder of `epoch` lets go: compare and delete, so that an old owner
+-- can never remove a newer claim. Returns 1 if the entry was removed.
+local function release(keys, args)
+  local mac, gw, epoch = args[1], args[2], args[3]
+  local dev = P .. 'dev:' .. mac
+  if redis.call('HGET', dev, 'epoch') ~= epoch then
+    return 0
+  end
+  redis.call('DEL', dev)
+  redis.call('ZREM', P .. 'devices', mac)
+  redis.call('SREM', P .. 'gw:' .. gw .. ':devs', mac)
+  return 1
+end
+
+-- An event joins the fleet's stream, capped near `maxlen`; a location
+-- reported by the holder of `epoch` is also kept as the collar's last fix.
+-- One call, so an event costs the gateway one round trip. Arguments:
+-- maxlen, epoch ('' if none), then the entry's field-value pairs, which
+-- start with mac, event, at (and, for a location, lat, lon). Returns the
+-- entry's id.
+local function event(keys, args)
+  local maxlen, epoch = args[1], args[2]
+  local fields = {}
+  for i = 3, #args do
+    fields[#fields + 1] = args[i]
+  end
+  local id = redis.call('XADD', P .. 'events', 'MAXLEN', '~', maxlen, '*', unpack(fields))
+  local mac, kind, at, lat, lon = args[4], args[6], args[8], args[10], args[12]
+  if kind == 'location' and epoch ~= '' then
+    local dev = P .. 'dev:' .. mac
+    if redis.call('HGET', dev, 'epoch') == epoch then
+      redis.call('HSET', dev, 'lat', lat, 'lon', lon, 'fix_at', at)
+    end
+  end
+  return id
+end
+
+-- Gateway <id> is alive for `ttl_ms` more.
+local function alive(keys, args)
+  local gw, ttl = args[1], args[2]
+  redis.call('SET', P .. 'gw:' .. gw .. ':alive', '1', 'PX', ttl)
+  redis.call('SADD', P .. 'gateways', gw)
+  return 1
+end
+
+-- Takes the devices of every gateway whose liveness key expired off the
+-- directory (a gateway killed or cut off). Returns the MACs removed.
+local function sweep(keys, args)
+  local removed = {}
+  for _, gw in ipairs(redis.call('SMEMBERS', P .. 'gateways')) do
+    if redis.call('EXISTS', P .. 'gw:' .. gw .. ':alive') == 0 then
+      local set = P .. 'gw:' .. gw .. ':devs'
+      for _, mac in ipairs(redis.call('SMEMBERS', set)) do
+        local dev = P .. 'dev:' .. mac
+        if redis.call('HGET', dev, 'gw') == gw then
+          redis.call('DEL', dev)
+          redis.call('ZREM', P .. 'devices', mac)
+          table.insert(removed, mac)
+        end
+      end
+      redis.call('DEL', set)
+      redis.call('SREM', P .. 'gateways', gw)
+    end
+  end
+  return removed
+end
+
+local FIELDS = {'gw', 'peer', 'since', 'lat', 'lon', 'fix_at'}
+
+local function entry(mac)
+  local f = redis.call('HMGET', P .. 'dev:' .. mac, unpack(FIELDS))
+  if not f[1] then
+    return false
+  end
+  return {mac, f[1], f[2], f[3], f[4], f[5], f[6]}
+end
+
+-- A page of the fleet by MAC: after the MAC `after` ('' for the start),
+-- skipping `offset`, at most `limit`. Returns {total, entry...}, each entry
+-- {mac, gw, peer, since, lat, lon, fix_at}.
+local function page(keys, args)
+  local after, offset, limit = args[1], args[2], args[3]
+  local from = '-'
+  if after ~= '' then
+    from = '(' .. after
+  end
+  local out = {redis.call('ZCARD', P .. 'devices')}
+  local macs = redis.call('ZRANGE', P .. 'devices', from, '+', 'BYLEX', 'LIMIT', offset, limit)
+  for _, mac in ipairs(macs) do
+    local e = entry(mac)
+    if e then
+      table.insert(out, e)
+    end
+  end
+  return out
+end
+
+-- One collar's entry, or nil.
+local function get(keys, args)
+  return entry(args[1])
+end
+
+redis.register_function('tether_claim', claim)
+redis.register_function('tether_release', release)
+redis.register_function('tether_event', event)
+redis.register_function('tether_alive', alive)
+redis.register_function('tether_sweep', sweep)
+redis.register_function{function_name = 'tether_page', callback = page, flags = {'no-writes'}}
+redis.register_function{function_name = 'tether_get', callback = get, flags = {'no-writes'}}
