@@ -44,11 +44,11 @@ http_share=16
 gateway_max=$((hard - 32 - http_share))
 n=$want
 if (( n > gateway_max )); then
-    echo "N=$want is impossible on this host: one gateway process may open $hard files" \
-         "(hard RLIMIT_NOFILE), and this process cannot raise that (see scripts/tune-host.sh)."
-    echo "Running the largest N this host allows: $gateway_max. Where the hard limit is higher," \
-         "the same script reaches N=$want."
-    n=$gateway_max
+    # Past one process: workers sharing the ports, and Redis between them,
+    # as a fleet grows past one process or one host.
+    echo "N=$want is more than one gateway process may hold here ($hard files, the hard RLIMIT_NOFILE):" \
+         "running it on tether --workers auto with Redis (scripts/loadtest-fleet.sh)."
+    exec scripts/loadtest-fleet.sh "$want"
 fi
 (( active > n / 2 )) && active=$(( n / 2 > 0 ? n / 2 : 1 ))
 idle=$((n - active))

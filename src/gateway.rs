@@ -81,6 +81,10 @@ impl Gateway {
         });
         let hub = Hub::new(reactor.clock(), config.event_history, config.cors_origin.clone(), cluster)
             .with_flap_guard(config.flap());
+        let hub = match config.worker_index {
+            Some(index) => hub.as_worker(index, config.worker_restarts),
+            None => hub,
+        };
         Ok(Gateway { reactor, hub })
     }
 

@@ -28,6 +28,16 @@ pub struct HubLevels {
     pub start_time_seconds: f64,
     /// With `--redis`.
     pub redis: Option<RedisLevels>,
+    /// With `--workers`.
+    pub worker: Option<WorkerLevels>,
+}
+
+/// Which worker this process is (`--workers`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WorkerLevels {
+    pub index: usize,
+    /// Times the supervisor restarted this worker.
+    pub restarts: u64,
 }
 
 /// The Redis side's figures.
@@ -173,6 +183,15 @@ pub fn render(out: &mut String, stats: &Stats, levels: &Levels, hub: &HubLevels)
     );
     if let Some(redis) = &hub.redis {
         redis_metrics(&mut m, redis, stats);
+    }
+    if let Some(worker) = &hub.worker {
+        m.single(
+            "tether_worker_index",
+            "gauge",
+            "This worker's index under its supervisor (--workers).",
+            worker.index as u64,
+        );
+        m.single("tether_worker_restarts", "gauge", "Times the supervisor restarted this worker.", worker.restarts);
     }
 }
 

@@ -99,6 +99,16 @@ struct StatsView {
     /// With `--redis`.
     #[serde(skip_serializing_if = "Option::is_none")]
     redis: Option<RedisView>,
+    /// With `--workers`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    worker: Option<WorkerView>,
+}
+
+/// Which worker answered (`tether_worker_*`).
+#[derive(Serialize)]
+struct WorkerView {
+    index: usize,
+    restarts: u64,
 }
 
 /// The Redis side's figures (`tether_redis_*`).
@@ -192,6 +202,7 @@ pub fn render(stats: &Stats, levels: &Levels, hub: &HubLevels) -> Vec<u8> {
                 ),
             }
         }),
+        worker: hub.worker.map(|w| WorkerView { index: w.index, restarts: w.restarts }),
     };
     json::to_vec(&view)
 }
@@ -242,6 +253,7 @@ mod tests {
             uptime_seconds: 12.5,
             start_time_seconds: 1_764_400_000.25,
             redis: None,
+            worker: None,
         };
         (stats, levels, hub)
     }
@@ -323,6 +335,8 @@ mod tests {
             "event_frame_bytes" => json.get("event_frame_bytes"),
             "accept_errors_total" => json.get("accept_errors"),
             "redis_requests_total" => json["redis"]["requests"].get(label("side")),
+            "worker_index" => json["worker"].get("index"),
+            "worker_restarts" => json["worker"].get("restarts"),
             "redis_link_closed_total" => json["redis"]["link_closed"].get(label("reason")),
             redis if redis.starts_with("redis_") => {
                 json["redis"].get(redis.trim_start_matches("redis_").trim_end_matches("_total"))
@@ -352,12 +366,13 @@ mod tests {
             rpc_served: 6,
         };
         hub.redis = Some(metrics::RedisLevels { up: true, pending: 4, stats: cluster });
+        hub.worker = Some(metrics::WorkerLevels { index: 2, restarts: 1 });
         let body = String::from_utf8(render(&stats, &levels, &hub)).unwrap();
         assert!(
             body.ends_with(concat!(
                 ",\"redis\":{\"up\":1,\"pending\":4,\"commands\":40,\"reconnects\":1,\"claims\":7,",
                 "\"lost_to_remote\":2,\"swept\":3,\"requests\":{\"sent\":5,\"timed-out\":1,\"served\":6},",
-                "\"link_closed\":{\"link-timeout\":1}}}"
+                "\"link_closed\":{\"link-timeout\":1}},\"worker\":{\"index\":2,\"restarts\":1}}"
             )),
             "{body}"
         );

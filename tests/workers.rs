@@ -215,6 +215,19 @@ fn a_worker_killed_with_sigkill_is_started_again_and_the_port_keeps_serving() {
         );
     }
     assert_eq!(directory(), others.len());
+    // Each worker says which it is and how often it was restarted
+    // (`/metrics` reaches one worker or the other, by the kernel's hash).
+    let mut seen = [None, None];
+    for _ in 0..200 {
+        let metrics = tether.metrics();
+        let value = |name: &str| metrics.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).map(str::to_string);
+        let index: usize = value("tether_worker_index ").expect("a worker's metrics").parse().unwrap();
+        seen[index] = value("tether_worker_restarts ");
+        if seen.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    assert_eq!(seen, [Some("0".to_string()), Some("1".to_string())]);
 
     // The other worker's collars never noticed; and new collars land on
     // both workers again, the new one included.

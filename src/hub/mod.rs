@@ -75,6 +75,9 @@ pub struct Hub {
     woken: Woken,
     /// Takeovers by MAC, and the MACs quarantined for flapping.
     flap: FlapGuard,
+    /// With `--workers`: this worker's index and how many times the
+    /// supervisor restarted it, for `/metrics`.
+    worker: Option<metrics::WorkerLevels>,
 }
 
 impl Hub {
@@ -94,12 +97,20 @@ impl Hub {
             waiting_on: HashMap::new(),
             woken: Woken::default(),
             flap: FlapGuard::new(FlapSettings::default()),
+            worker: None,
         }
     }
 
     /// The flapping guard's settings (the defaults otherwise).
     pub fn with_flap_guard(mut self, settings: FlapSettings) -> Hub {
         self.flap = FlapGuard::new(settings);
+        self
+    }
+
+    /// This process is worker `index` of a supervisor, restarted
+    /// `restarts` times.
+    pub fn as_worker(mut self, index: usize, restarts: u64) -> Hub {
+        self.worker = Some(metrics::WorkerLevels { index, restarts });
         self
     }
 
@@ -298,6 +309,7 @@ impl Hub {
                 pending: c.pending(),
                 stats: c.stats,
             }),
+            worker: self.worker,
         }
     }
 
