@@ -111,8 +111,13 @@ fn a_collar_that_moves_to_another_gateway_replaces_the_old_connection_both_ways(
     second.expect_eof();
     third.send(b"PING\n");
     third.expect(b"PONG\n");
+    // Three claims took the counter's next three values, which started from
+    // Redis's clock (in microseconds) as the counter did not exist.
     let entry = redis.cmd(&["HGET", &format!("tether:dev:{}", upper(&m)), "epoch"]);
-    assert_eq!(tether::redis::codec::Frame::int(&entry), Some(3), "three claims, three epochs");
+    let epoch = tether::redis::codec::Frame::int(&entry).unwrap();
+    assert_eq!(redis.int(&["GET", "tether:epoch"]), epoch, "the entry has the last epoch given");
+    let now_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as i64;
+    assert!((now_us - 60_000_000..=now_us).contains(&(epoch - 3)), "{epoch} against {now_us}");
     assert!(a.metrics().contains("tether_redis_lost_to_remote_total 1\n"));
     assert!(b.metrics().contains("tether_redis_lost_to_remote_total 1\n"));
     // The last owner's goodbye releases the entry; the losers' releases
@@ -429,4 +434,41 @@ fn a_stream_trimmed_past_what_a_gateway_saw_while_cut_off_makes_its_event_client
     assert!(reset.starts_with("event: reset\ndata: {\"last_event_id\":null,\"latest\":"), "{reset}");
     let poll = a.api().get(&format!("/events/poll?since={seen}&timeout=0"));
     assert!(poll.body.ends_with(r#""reset":true}"#), "{}", poll.body);
+}
+
+#[test]
+fn a_collar_claimed_elsewhere_while_its_gateway_was_cut_off_stays_with_the_newer_claim() {
+    let Some(redis) = RedisServer::start(
+        "a_collar_claimed_elsewhere_while_its_gateway_was_cut_off_stays_with_the_newer_claim",
+    ) else {
+        return;
+    };
+    let (a, id_a) = gateway_and_id(&redis, config());
+    let b = gateway(&redis);
+    let (moved, stays) = (mac(81), mac(82));
+    let mut old = online(&a, &moved);
+    let mut kept = online(&a, &stays);
+
+    // A is cut off (its links killed; it redials after 100 ms). Before it
+    // is back, the collar reconnects to B: B's claim is newer, and A never
+    // hears of it (its channel was down).
+    let clients = redis.text(&["CLIENT", "LIST"]).unwrap();
+    for line in clients.lines().filter(|l| l.contains(&format!("name=tether:{id_a}"))) {
+        let id = line.split_whitespace().find_map(|f| f.strip_prefix("id=")).unwrap();
+        redis.cmd(&["CLIENT", "KILL", "ID", id]);
+    }
+    let mut new = online(&b, &moved);
+    // A's claims again on reconnect: the one still its own is kept, the
+    // one B took is lost, and A closes its stale connection.
+    a.expect_log("again: claiming every local collar");
+    old.expect(b"BYE replaced\n");
+    old.expect_eof();
+    new.send(b"PING\n");
+    new.expect(b"PONG\n");
+    kept.send(b"PING\n");
+    kept.expect(b"PONG\n");
+    let owner = |m: &str| redis.text(&["HGET", &format!("tether:dev:{}", upper(m)), "gw"]).unwrap();
+    assert_ne!(owner(&moved), id_a);
+    assert_eq!(owner(&stays), id_a);
+    assert!(a.metrics().contains("tether_redis_lost_to_remote_total 1\n"));
 }

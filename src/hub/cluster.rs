@@ -231,6 +231,12 @@ pub struct Cluster {
     /// What the command link's replies answer, oldest first, with when each
     /// was sent.
     pending: VecDeque<(Millis, Pending)>,
+    /// When the command link last delivered a reply. Redis is overdue when
+    /// it has made no progress for `--redis-timeout`: neither answered the
+    /// oldest command within it nor any command since, so a long pipeline
+    /// (a reconnect storm's claims) that Redis works through steadily is
+    /// not taken for a dead link.
+    last_reply: Millis,
     /// This gateway's collars, by MAC.
     claims: HashMap<Mac, Claim>,
     rpcs: HashMap<u64, Rpc>,
@@ -261,6 +267,7 @@ impl Cluster {
             refresh_at: None,
             sweep_at: None,
             pending: VecDeque::new(),
+            last_reply: 0,
             claims: HashMap::new(),
             rpcs: HashMap::new(),
             rpc_of: HashMap::new(),
@@ -288,10 +295,16 @@ impl Cluster {
 
     /// The earliest of this side's deadlines.
     pub fn deadline(&self) -> Option<Millis> {
-        let overdue = self.pending.front().map(|(sent, _)| sent + millis(self.settings.timeout));
+        let overdue = self.overdue_at();
         let tail = self.tail_pending.front().map(|&(sent, request)| self.tail_due(sent, request));
         let rpc = self.rpc_deadlines.first().map(|&(at, _)| at);
         [self.retry_at, self.refresh_at, self.sweep_at, overdue, tail, rpc].into_iter().flatten().min()
+    }
+
+    /// When the command link is overdue, if it owes replies.
+    fn overdue_at(&self) -> Option<Millis> {
+        let &(sent, _) = self.pending.front()?;
+        Some(sent.max(self.last_reply) + millis(self.settings.timeout))
     }
 
     /// When a tail request sent at `sent` is overdue: a blocking read may
@@ -694,9 +707,7 @@ impl Hub {
             }
         }
         let cluster = self.cluster_mut();
-        if let Some(&(sent, _)) = cluster.pending.front()
-            && sent + millis(cluster.settings.timeout) <= now
-        {
+        if cluster.overdue_at().is_some_and(|at| at <= now) {
             warn!("redis: no reply within {:?}: closing the link", cluster.settings.timeout);
             if let Some(token) = cluster.command.token {
                 ops.close(token, CloseReason::LinkTimeout);
@@ -769,6 +780,7 @@ impl Hub {
 
     fn command_reply(&mut self, frame: OwnedFrame, ops: &mut Ops<'_, Proto>) {
         let cluster = self.cluster_mut();
+        cluster.last_reply = ops.now();
         let Some((_, pending)) = cluster.pending.pop_front() else {
             warn!("redis: a reply to nothing asked; closing the link");
             if let Some(token) = cluster.command.token {
@@ -866,7 +878,11 @@ impl Hub {
     }
 
     /// Claims `mac` for the collar on `token` (it identified here).
+    /// With the epoch its claim held already (the links came back), claims
+    /// it again (`tether_reclaim`): kept if still ours, lost if another
+    /// gateway claimed it meanwhile.
     pub(super) fn claim(&mut self, mac: Mac, token: Token, ops: &mut Ops<'_, Proto>) {
+        let held = self.cluster_mut().claims.get(&mac).filter(|c| c.token == token).and_then(|c| c.epoch);
         let peer = ops.peer(token).map(ToString::to_string).unwrap_or_default();
         let since = match ops.session(token) {
             Some(Proto::Device(d)) => self.clock.unix_ms(d.collar.connected_at),
@@ -881,13 +897,28 @@ impl Hub {
         let id = cluster.settings.gateway_id.clone();
         let (mac_text, since) = (mac.to_string(), since.to_string());
         let args: [&[u8]; 4] = [mac_text.as_bytes(), id.as_bytes(), peer.as_bytes(), since.as_bytes()];
-        self.fcall("tether_claim", &args, Pending::Claim { mac, token }, ops);
+        match held {
+            Some(epoch) => {
+                let epoch = epoch.to_string();
+                let args: Vec<&[u8]> = args.iter().copied().chain([epoch.as_bytes()]).collect();
+                self.fcall("tether_reclaim", &args, Pending::Claim { mac, token }, ops)
+            }
+            None => self.fcall("tether_claim", &args, Pending::Claim { mac, token }, ops),
+        };
     }
 
     /// Redis answered our claim of `mac`: `{epoch, previous gateway,
-    /// previous epoch}`.
+    /// previous epoch}`; epoch 0 from a re-claim: another gateway claimed
+    /// it while we were cut off.
     fn claimed(&mut self, mac: Mac, token: Token, reply: &OwnedFrame, ops: &mut Ops<'_, Proto>) {
         let Some(epoch) = reply.items().first().and_then(Frame::int).map(|e| e as u64) else { return };
+        if epoch == 0 {
+            if self.cluster_mut().claims.get(&mac).is_some_and(|c| c.token == token) {
+                debug!("{mac}: claimed by another gateway while this one was cut off from Redis");
+                self.lost_to_remote(mac, ops);
+            }
+            return;
+        }
         let cluster = self.cluster_mut();
         let Some(claim) = cluster.claims.get_mut(&mac).filter(|c| c.token == token) else {
             // The collar left (or was replaced here) meanwhile: let go of the
@@ -1171,6 +1202,10 @@ mod tests {
         cluster.refresh_at = Some(1000);
         cluster.pending.push_back((100, Pending::Sweep));
         assert_eq!(cluster.deadline(), Some(600));
+        // Redis answered something at 300: the oldest reply is owed by 800
+        // (progress, not the age of a long pipeline's last command).
+        cluster.last_reply = 300;
+        assert_eq!(cluster.deadline(), Some(800));
         cluster.rpc_deadlines.insert((550, 1));
         assert_eq!(cluster.deadline(), Some(550));
         assert!(!cluster.up());

@@ -9,13 +9,28 @@
 --                   MAC): the fleet-wide listing, paged by MAC
 --   epoch           the last epoch given to a claim, fleet-wide: every
 --                   claim takes the next one, so a MAC's epochs only grow,
---                   and no memory is kept per MAC ever seen
+--                   and no memory is kept per MAC ever seen. A missing
+--                   counter (a Redis that lost its data) starts again from
+--                   the server's clock in microseconds, above any epoch
+--                   given before, so gateways that still hold older ones
+--                   lose to the new claims
 --   gw:<id>:devs    set of the MACs gateway <id> holds
 --   gw:<id>:alive   a key with a short TTL, refreshed while <id> lives
 --   gateways        set of the gateway ids that hold or held devices
 -- Channels: gw:<id> carries what other gateways tell gateway <id>.
 
 local P = 'tether:'
+
+-- The next epoch (see `epoch` above).
+local function next_epoch()
+  local counter = P .. 'epoch'
+  if redis.call('EXISTS', counter) == 0 then
+    local now = redis.call('TIME')
+    redis.call('SET', counter, now[1] .. string.format('%06d', tonumber(now[2])))
+  end
+  -- As a string: a Lua number this large would be written 1.79e+15.
+  return string.format('%d', redis.call('INCR', counter))
+end
 
 -- A gateway claims a MAC: the claim gets the next epoch, the entry is
 -- overwritten, and the previous owner (if another gateway) is told, so it
@@ -24,7 +39,7 @@ local P = 'tether:'
 local function claim(keys, args)
   local mac, gw, peer, since = args[1], args[2], args[3], args[4]
   local dev = P .. 'dev:' .. mac
-  local epoch = redis.call('INCR', P .. 'epoch')
+  local epoch = next_epoch()
   local prev = redis.call('HMGET', dev, 'gw', 'epoch')
   redis.call('DEL', dev)
   redis.call('HSET', dev, 'gw', gw, 'epoch', epoch, 'peer', peer, 'since', since)
@@ -34,7 +49,28 @@ local function claim(keys, args)
     redis.call('SREM', P .. 'gw:' .. prev[1] .. ':devs', mac)
     redis.call('PUBLISH', P .. 'gw:' .. prev[1], 'replaced ' .. mac .. ' ' .. epoch)
   end
-  return {epoch, prev[1], prev[2]}
+  return {tonumber(epoch), prev[1], prev[2]}
+end
+
+-- A gateway whose links came back claims each of its collars again: it
+-- keeps a claim that is still its own (the entry has its epoch), claims
+-- afresh one the directory lost (Redis restarted empty, or a sweep took it
+-- while this gateway was cut off), and learns it lost one that another
+-- gateway claimed meanwhile: {0, that gateway, its epoch}. Otherwise as
+-- `claim`. Arguments: mac, gw, peer, since, the epoch it held.
+local function reclaim(keys, args)
+  local mac, gw, epoch = args[1], args[2], args[5]
+  local dev = P .. 'dev:' .. mac
+  local cur = redis.call('HMGET', dev, 'gw', 'epoch')
+  if cur[1] == gw and cur[2] == epoch then
+    redis.call('ZADD', P .. 'devices', 0, mac)
+    redis.call('SADD', P .. 'gw:' .. gw .. ':devs', mac)
+    return {tonumber(epoch), false, false}
+  end
+  if cur[1] and cur[1] ~= gw then
+    return {0, cur[1], cur[2]}
+  end
+  return claim(keys, args)
 end
 
 -- The holder of `epoch` lets go: compare and delete, so that an old owner
@@ -140,6 +176,7 @@ local function get(keys, args)
 end
 
 redis.register_function('tether_claim', claim)
+redis.register_function('tether_reclaim', reclaim)
 redis.register_function('tether_release', release)
 redis.register_function('tether_event', event)
 redis.register_function('tether_alive', alive)
