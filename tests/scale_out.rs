@@ -438,9 +438,9 @@ fn a_stream_trimmed_past_what_a_gateway_saw_while_cut_off_makes_its_event_client
 
 #[test]
 fn a_collar_claimed_elsewhere_while_its_gateway_was_cut_off_stays_with_the_newer_claim() {
-    let Some(redis) = RedisServer::start(
-        "a_collar_claimed_elsewhere_while_its_gateway_was_cut_off_stays_with_the_newer_claim",
-    ) else {
+    let Some(redis) =
+        RedisServer::start("a_collar_claimed_elsewhere_while_its_gateway_was_cut_off_stays_with_the_newer_claim")
+    else {
         return;
     };
     let (a, id_a) = gateway_and_id(&redis, config());
