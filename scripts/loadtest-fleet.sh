@@ -24,9 +24,13 @@
 # closed by the gateway other than by a takeover), or the storm did not
 # re-identify every collar.
 #
+# It writes an HTML report of each tether-load run (tether-load --html):
+# REPORTS/loadtest-N-{fleet,rtt,storm}.html.
+#
 # Environment: HOLD (s, 35), RTT_SECS (10), ACTIVE (100), HEARTBEAT (30s),
 # STORM_SECS (the storm's time limit, 120), WORKERS (auto; a number to
-# try the script with a small N). Traffic stays on 127.0.0.0/8.
+# try the script with a small N), REPORTS (target/loadtest). Traffic stays
+# on 127.0.0.0/8.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +41,8 @@ active=${ACTIVE:-100}
 heartbeat=${HEARTBEAT:-30s}
 storm_secs=${STORM_SECS:-120}
 workers_flag=${WORKERS:-auto}
+reports=${REPORTS:-target/loadtest}
+mkdir -p "$reports"
 
 command -v redis-server >/dev/null || { echo "redis-server is needed (apt-get install redis-server)" >&2; exit 1; }
 hard=$(ulimit -Hn)
@@ -128,7 +134,7 @@ online() { rcli ZCARD tether:devices | tr -d '\r'; }
 started=$(date +%s.%N)
 setsid target/release/tether-load --target "127.0.0.1:$device_port" -n "$idle" --processes "$procs" \
     --source-ips "$sources" --duration 1800s --json --mac-base 02:4C:00:00:00:00 \
-    >"$work/fleet.json" 2>"$work/fleet.log" &
+    --html "$reports/loadtest-$n-fleet.html" >"$work/fleet.json" 2>"$work/fleet.log" &
 fleet=$!
 if ! wait_for '(( $(online) >= idle )) || ! kill -0 "$fleet" 2>/dev/null' 600 || (( $(online) < idle )); then
     echo "only $(online) of $idle collars came online" >&2
@@ -146,7 +152,7 @@ cpu_before=$(sum_over_workers ticks)
 rtt_status=0
 target/release/tether-load --target "127.0.0.1:$device_port" -n "$active" --rtt --active "$active" \
     --duration "${rtt_secs}s" --json --fail-on-loss --mac-base 02:4D:00:00:00:00 \
-    >"$work/rtt.json" 2>"$work/rtt.log" || rtt_status=$?
+    --html "$reports/loadtest-$n-rtt.html" >"$work/rtt.json" 2>"$work/rtt.log" || rtt_status=$?
 cpu_after=$(sum_over_workers ticks)
 still_online=$(online)
 end_kib=$(sum_over_workers kib)
@@ -158,7 +164,7 @@ epoch_before=$(rcli GET tether:epoch | tr -d '\r')
 storm_started=$(date +%s.%N)
 setsid target/release/tether-load --target "127.0.0.1:$device_port" -n "$idle" --processes "$procs" \
     --source-ips "$storm_sources" --duration "${storm_secs}s" --json --mac-base 02:4C:00:00:00:00 \
-    >"$work/storm.json" 2>"$work/storm.log" &
+    --html "$reports/loadtest-$n-storm.html" >"$work/storm.json" 2>"$work/storm.log" &
 storm=$!
 claims() { echo $(( $(rcli GET tether:epoch | tr -d '\r') - epoch_before )); }
 storm_ok=1
@@ -204,6 +210,7 @@ kill -TERM "$gateway"
 wait "$gateway" || true
 gateway=""
 
+echo "reports: $reports/loadtest-$n-{fleet,rtt,storm}.html"
 hz=$(getconf CLK_TCK)
 python3 - "$work" "$n" "$idle" "$active" "$workers" "$base_kib" "$sup_kib" "$held_kib" "$end_kib" \
     "$redis_base" "$redis_held" "$cpu_before" "$cpu_after" "$hz" "$still_online" "$rtt_status" \

@@ -13,10 +13,15 @@
 # or was closed by the gateway. Where the host's limits make N impossible
 # it says why and runs the largest N the host allows.
 #
+# It writes two HTML reports (tether-load --html), one per tether-load
+# run: REPORTS/loadtest-N-fleet.html (the idle fleet: connecting, holding,
+# heartbeats) and REPORTS/loadtest-N-rtt.html (the round-trip phase).
+#
 # Environment: HOLD (s, default 35), RTT_SECS (default 10), ACTIVE
 # (default 100), HEARTBEAT (default 30s), AUTH (1: the gateway requires
 # device keys, --device-key-file with a fresh random master key, and every
-# collar answers its CHALLENGE; default 0). Traffic stays on 127.0.0.0/8.
+# collar answers its CHALLENGE; default 0), REPORTS (default
+# target/loadtest). Traffic stays on 127.0.0.0/8.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +31,8 @@ rtt_secs=${RTT_SECS:-10}
 active=${ACTIVE:-100}
 heartbeat=${HEARTBEAT:-30s}
 auth=${AUTH:-0}
+reports=${REPORTS:-target/loadtest}
+mkdir -p "$reports"
 
 # --- What this host allows ---------------------------------------------
 hard=$(ulimit -Hn)
@@ -104,7 +111,7 @@ echo "fleet: $idle idle collars in $procs process(es) from $sources, then $activ
 cpu_connect0=$(cpu_ticks "$gateway")
 target/release/tether-load --target "$device_addr" -n "$idle" --processes "$procs" \
     --source-ips "$sources" --duration 900s --json --fail-on-loss "${auth_args[@]}" \
-    --mac-base 02:4C:00:00:00:00 >"$work/fleet.json" 2>"$work/fleet.log" &
+    --mac-base 02:4C:00:00:00:00 --html "$reports/loadtest-$n-fleet.html" >"$work/fleet.json" 2>"$work/fleet.log" &
 fleet=$!
 online=0
 for _ in $(seq 600); do
@@ -129,7 +136,7 @@ cpu_before=$(cpu_ticks "$gateway")
 rtt_status=0
 target/release/tether-load --target "$device_addr" -n "$active" --rtt --active "$active" \
     --duration "${rtt_secs}s" --json --fail-on-loss --mac-base 02:4D:00:00:00:00 "${auth_args[@]}" \
-    >"$work/rtt.json" 2>"$work/rtt.log" || rtt_status=$?
+    --html "$reports/loadtest-$n-rtt.html" >"$work/rtt.json" 2>"$work/rtt.log" || rtt_status=$?
 cpu_after=$(cpu_ticks "$gateway")
 still_online=$(http_get /health | python3 -c 'import json,sys; print(json.load(sys.stdin)["devices_online"])')
 http_get /metrics >"$work/metrics.txt"
@@ -146,9 +153,9 @@ gateway=""
 # --- Report --------------------------------------------------------------
 hz=$(getconf CLK_TCK)
 python3 - "$work" "$n" "$idle" "$active" "$base_rss" "$held_rss" "$rss_end" "$cpu_before" "$cpu_after" \
-    "$hz" "$still_online" "$fleet_status" "$rtt_status" "$auth" "$cpu_connect0" "$cpu_connect1" <<'EOF'
+    "$hz" "$still_online" "$fleet_status" "$rtt_status" "$auth" "$cpu_connect0" "$cpu_connect1" "$reports" <<'EOF'
 import json, sys
-work, n, idle, active, base, held, end, cpu0, cpu1, hz, still, fs, rs, auth, cc0, cc1 = sys.argv[1:]
+work, n, idle, active, base, held, end, cpu0, cpu1, hz, still, fs, rs, auth, cc0, cc1, reports = sys.argv[1:]
 n, idle, active, base, held, end = map(int, (n, idle, active, base, held, end))
 cpu_s = (int(cpu1) - int(cpu0)) / int(hz)
 # Gateway CPU while the fleet connected (polled every 0.5 s, so it includes
@@ -189,5 +196,6 @@ for key, value in rows:
     print(f"  {key:<{width}}  {value}")
 ok = lost == 0 and int(still) == idle and fs == "0" and rs == "0"
 print("  result:", "every collar held, none lost" if ok else "COLLARS LOST")
+print(f"  reports: {reports}/loadtest-{n}-fleet.html, {reports}/loadtest-{n}-rtt.html")
 sys.exit(0 if ok else 1)
 EOF

@@ -18,10 +18,16 @@
 # and reports process memory per connection, server CPU per round trip, and
 # RTT percentiles.
 #
+# It writes, in REPORTS (default target/models): an HTML report of each
+# tether-load run (MODEL-N-fleet.html, MODEL-N-rtt.html), the figures
+# (results.tsv), and the three models compared against the number of
+# connections (memory per connection, CPU per round trip, RTT p99) as
+# models.svg and models.html (scripts/models-chart.py), all self-contained.
+#
 # Usage: scripts/models.sh [N ...]
 # Environment: ACTIVE (default 50), RTT_SECS (default 5), TETHER_BIN (the
 # gateway binary, default target/release/tether: set it to measure another
-# build the same way). Loopback only.
+# build the same way), REPORTS. Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +36,8 @@ sizes=("$@")
 active=${ACTIVE:-50}
 rtt_secs=${RTT_SECS:-5}
 tether_bin=${TETHER_BIN:-target/release/tether}
+reports=${REPORTS:-target/models}
+mkdir -p "$reports"
 hard=$(ulimit -Hn)
 ulimit -n "$hard"
 for n in "${sizes[@]}"; do
@@ -94,7 +102,8 @@ for n in "${sizes[@]}"; do
         base_rss=$(rss_kib "$server")
         base_sockets=$(sockets "$server")
         target/release/tether-load --target "$addr" -n "$idle" --duration 600s --json \
-            --source-ips 127.0.0.2-127.0.0.3 --mac-base 02:4C:00:00:00:00 >"$work/fleet.json" 2>"$work/fleet.log" &
+            --source-ips 127.0.0.2-127.0.0.3 --mac-base 02:4C:00:00:00:00 \
+            --html "$reports/$model-$n-fleet.html" >"$work/fleet.json" 2>"$work/fleet.log" &
         fleet=$!
         for _ in $(seq 600); do
             (( $(sockets "$server") - base_sockets >= idle )) && break
@@ -104,15 +113,16 @@ for n in "${sizes[@]}"; do
         sleep 2
         if ! kill -0 "$server" 2>/dev/null || ! kill -0 "$fleet" 2>/dev/null; then
             echo "model $model at $n: the server or the idle fleet stopped while connecting" >&2
-            tail -5 "$work/server.log" "$work/fleet.log" >&2
+            tail -n 5 "$work/server.log" "$work/fleet.log" >&2
             exit 1
         fi
         held_rss=$(rss_kib "$server")
         cpu0=$(cpu_ticks "$server")
         target/release/tether-load --target "$addr" -n "$act" --rtt --active "$act" \
-            --duration "${rtt_secs}s" --json --mac-base 02:4D:00:00:00:00 >"$work/rtt.json" 2>"$work/rtt.log" || {
+            --duration "${rtt_secs}s" --json --mac-base 02:4D:00:00:00:00 \
+            --html "$reports/$model-$n-rtt.html" >"$work/rtt.json" 2>"$work/rtt.log" || {
             echo "model $model at $n: the RTT fleet failed" >&2
-            tail -5 "$work/server.log" "$work/rtt.log" >&2
+            tail -n 5 "$work/server.log" "$work/rtt.log" >&2
             exit 1
         }
         cpu1=$(cpu_ticks "$server")
@@ -147,3 +157,6 @@ echo "echo/floor: examples/echo.rs, a bare mio loop with no protocol core, timer
 echo "bytes/conn: the server's RSS growth while holding the idle collars, per collar."
 echo "CPU us/RT: the server's user+system CPU during the RTT phase per PING/PONG round trip."
 echo "round trips/s and RTT from $active collars in a closed loop on loopback; client and server share the cores."
+cp "$results" "$reports/results.tsv"
+python3 scripts/models-chart.py "$results" "$reports/models"
+echo "charts: $reports/models.html, $reports/models.svg; a report per run: $reports/MODEL-N-{fleet,rtt}.html"

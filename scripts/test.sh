@@ -20,6 +20,7 @@ PACKAGES=(
     "iproute2 ip"                 # dead peers: bringing up lo in a namespace
     "chromium chromium"           # the dashboard, in a real browser
     "chromium-driver chromedriver"
+    "systemd systemd-analyze"       # the service unit, checked by systemd-analyze verify
 )
 
 missing=()

@@ -6,7 +6,10 @@
 #
 # It prints each limit next to what TARGET connections need, and says plainly
 # what cannot be changed here and what to do instead. Without --apply it
-# changes nothing.
+# changes nothing; with --apply it applies contrib/sysctl.d/90-tether.conf
+# (the file to install in /etc/sysctl.d for boot), never lowering a value.
+# `tether check-host --connections TARGET` judges the same limits for the
+# gateway alone (and memory, TCP memory), and exits 1 if one stops it.
 set -euo pipefail
 
 apply=0
@@ -14,7 +17,7 @@ target=100000
 for arg in "$@"; do
     case "$arg" in
         --apply) apply=1 ;;
-        -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *[!0-9]*) echo "unknown argument: $arg" >&2; exit 1 ;;
         *) target=$arg ;;
     esac
@@ -108,29 +111,64 @@ if (( EUID != 0 )); then
     exit 1
 fi
 
+# The settings applied are those of contrib/sysctl.d/90-tether.conf, the
+# file a host installs in /etc/sysctl.d to keep them across reboots: the
+# two never disagree.
+conf="$(cd "$(dirname "$0")/.." && pwd)/contrib/sysctl.d/90-tether.conf"
 echo
-echo "Applying:"
-set_if_lower() { # name value
-    local current
-    current=$(sysctl_get "$1")
+echo "Applying $conf (a value already higher is kept):"
+# Whether every port of the list $2 (ports and A-B ranges) is in list $1.
+ports_within() { # have want
+    local want range lo hi p ok r a b
+    IFS=, read -ra want <<<"$2"
+    for range in "${want[@]}"; do
+        lo=${range%-*}; hi=${range#*-}
+        for ((p = lo; p <= hi; p++)); do
+            ok=0
+            IFS=, read -ra have <<<"$1"
+            for r in "${have[@]}"; do
+                a=${r%-*}; b=${r#*-}
+                (( p >= a && p <= b )) && { ok=1; break; }
+            done
+            (( ok )) || return 1
+        done
+    done
+}
+apply_setting() { # name value
+    local name=$1 value=$2 current
+    current=$(sysctl_get "$name" | xargs)
     if [[ "$current" == n/a ]]; then
-        echo "  $1: not present here, skipped"
-    elif (( current < $2 )); then
-        if sysctl -qw "$1=$2" 2>/dev/null; then echo "  $1: $current -> $2"; else echo "  $1: could not be set (read-only here)"; fi
+        echo "  $name: not present here, skipped"
+    elif [[ "$name" == net.ipv4.ip_local_reserved_ports ]] && ports_within "$current" "$value"; then
+        echo "  $name: $value already reserved ($current)"
+    elif [[ "$value" =~ ^[0-9]+$ && "$current" =~ ^[0-9]+$ ]] && (( current >= value )); then
+        echo "  $name: $current already >= $value"
+    elif [[ "$current" == "$value" ]]; then
+        echo "  $name: already $value"
     else
-        echo "  $1: $current already >= $2"
+        # Reserved ports add to the ones reserved already.
+        [[ "$name" == net.ipv4.ip_local_reserved_ports && -n "$current" ]] && value="$current,$value"
+        if sysctl -qw "$name=$value" 2>/dev/null; then
+            echo "  $name: ${current:-(empty)} -> $value"
+        else
+            echo "  $name: could not be set (read-only here)"
+        fi
     fi
 }
-set_if_lower fs.nr_open $(( need_fds > 1048576 ? need_fds : 1048576 ))
-set_if_lower fs.file-max $((2 * target + 10000))
-set_if_lower net.core.somaxconn 65535
-set_if_lower net.ipv4.tcp_max_syn_backlog 65535
-set_if_lower net.netfilter.nf_conntrack_max $((2 * target))
-# Queued connections of a worker that goes away move to another (see above).
-set_if_lower net.ipv4.tcp_migrate_req 1
-if (( port_lo > 1024 )); then
-    sysctl -qw net.ipv4.ip_local_port_range="1024 65535" && echo "  net.ipv4.ip_local_port_range: $port_lo-$port_hi -> 1024-65535"
-fi
+while IFS= read -r line; do
+    line=${line%%#*}
+    [[ -z "${line//[[:space:]]/}" ]] && continue
+    line=${line#-}
+    apply_setting "$(xargs <<<"${line%%=*}")" "$(xargs <<<"${line#*=}")"
+done <"$conf"
+for need in "fs.nr_open $need_fds" "fs.file-max $((2 * target + 10000))" "net.netfilter.nf_conntrack_max $((2 * target))"; do
+    read -r name value <<<"$need"
+    current=$(sysctl_get "$name")
+    if [[ "$current" != n/a ]] && (( current < value )); then
+        echo "  $name: $current is still below the $value that $target connections need:"
+        echo "    sysctl -w $name=$value (and raise it in $conf to keep it)"
+    fi
+done
 if (( hard < need_fds )); then
     if cap_sys_resource; then
         echo "  RLIMIT_NOFILE hard: a process limit, not a sysctl; raise it where the gateway starts:"

@@ -280,6 +280,12 @@ pub struct Config {
     #[arg(long, default_value = "10000", value_name = "N", value_parser = parse_count, help_heading = "Device security")]
     pub flap_max_tracked: usize,
 
+    /// Shape of the log lines on stderr: `text`, or `json` (one object a
+    /// line: time, level, target, message) for a log shipper.
+    #[arg(long, value_enum, default_value = "text", value_name = "FORMAT")]
+    pub log_format: crate::logfmt::LogFormat,
+
+    /// A command other than running the gateway (none: run it).
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -297,6 +303,18 @@ pub enum Command {
         /// The collar's MAC (`CE:96:C2:78:27:FC` or `ce-96-c2-78-27-fc`).
         #[arg(value_parser = parse_mac)]
         mac: Mac,
+    },
+    /// Read this host's limits (fd limits, fs.nr_open, fs.file-max,
+    /// somaxconn, the port range, conntrack, memory, TCP memory) and say
+    /// which would stop N collar connections and how to fix each; exits 1
+    /// if one would. Changes nothing. The gateway's flags before it
+    /// (--max-http-connections, --fd-reserve, --backlog, the listen
+    /// addresses) are taken into account.
+    CheckHost {
+        /// Collar connections to check for (default: --max-connections if
+        /// given, else 100000).
+        #[arg(long, value_name = "N")]
+        connections: Option<u64>,
     },
 }
 
@@ -684,5 +702,17 @@ mod tests {
         assert_eq!(c.max_connections, Some(10));
         assert_eq!(c.idle_timeout, Duration::ZERO);
         assert!(Config::try_parse_from(["tether", "--max-line", "big"]).is_err());
+    }
+
+    #[test]
+    fn subcommands_and_the_log_format() {
+        let c = Config::default();
+        assert!(c.command.is_none());
+        assert_eq!(c.log_format, crate::logfmt::LogFormat::Text);
+        let c = Config::try_parse_from(["tether", "--log-format", "json", "--fd-reserve", "8", "check-host"]).unwrap();
+        assert!(matches!(c.command, Some(Command::CheckHost { connections: None })), "{:?}", c.command);
+        assert_eq!((c.fd_reserve, c.log_format), (8, crate::logfmt::LogFormat::Json));
+        let c = Config::try_parse_from(["tether", "check-host", "--connections", "5"]).unwrap();
+        assert!(matches!(c.command, Some(Command::CheckHost { connections: Some(5) })), "{:?}", c.command);
     }
 }

@@ -35,10 +35,14 @@
 //!   `/metrics` in Prometheus text format; [`stats_json`]: the same figures
 //!   as JSON (`/stats`).
 //! - [`config`]: every setting, which is also the command line.
+//! - [`checkhost`]: `tether check-host`: the host's limits against N
+//!   connections (sans-IO checks, and reading them from `/proc`).
 //! - [`time`]: the reactor's millisecond clock.
 //! - [`supervisor`]: `--workers N`: worker processes sharing the ports,
 //!   restarted when they die, drained together.
+//! - [`logfmt`]: the binary's log lines, as text or one JSON object a line.
 
+pub mod checkhost;
 pub mod close;
 pub mod config;
 pub mod device;
@@ -49,6 +53,7 @@ pub mod fuzz;
 pub mod gateway;
 pub mod http;
 pub mod hub;
+pub mod logfmt;
 pub mod metrics;
 pub mod net;
 pub mod proto;

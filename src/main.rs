@@ -4,6 +4,8 @@
 //! With `--workers N` (N > 1) this process is the supervisor of N workers
 //! instead (`tether::supervisor`); each worker is this binary again, with
 //! `--worker-index I`, and runs the gateway as above.
+//!
+//! `tether check-host` reads the host's limits instead (`tether::checkhost`).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -12,9 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::{CommandFactory, Parser};
 use log::{error, info, warn};
 
+use tether::checkhost::{self, Readings, Want};
 use tether::config::{Command, Workers};
 use tether::supervisor::{self, Shares};
-use tether::{Config, Exit, Gateway, net};
+use tether::{Config, Exit, Gateway, logfmt, net};
 
 /// Where the binary (never the library) looks for the API token, so that
 /// it stays out of the process list.
@@ -26,6 +29,9 @@ fn main() -> ExitCode {
         let key = device_key_file.device_key(*mac);
         println!("{}", key.iter().map(|b| format!("{b:02x}")).collect::<String>());
         return ExitCode::SUCCESS;
+    }
+    if let Some(Command::CheckHost { connections }) = &config.command {
+        return check_host(&config, *connections);
     }
     // A worker was given its share by the supervisor; anyone else works
     // out how many workers there are, and each one's share.
@@ -46,11 +52,12 @@ fn main() -> ExitCode {
         );
         Config::command().error(clap::error::ErrorKind::MissingRequiredArgument, why).exit();
     }
-    init_logging(match config.worker_index {
+    let prefix = match config.worker_index {
         Some(index) => Some(format!("worker {index}: ")),
         None if supervising => Some("supervisor: ".into()),
         None => None,
-    });
+    };
+    logfmt::init(config.log_format, prefix);
     if let Some(shares) = shares {
         if supervising {
             return supervisor::run(&config, shares);
@@ -112,19 +119,21 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs to stderr at `info` unless RUST_LOG says otherwise; a worker's and
-/// the supervisor's lines say who wrote them after the target (`worker 2:`,
-/// `supervisor:`), as their lines share one stderr.
-fn init_logging(prefix: Option<String>) {
-    let mut builder = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
-    if let Some(prefix) = prefix {
-        builder.format(move |buf, record| {
-            use std::io::Write;
-            let (level, target, args) = (record.level(), record.target(), record.args());
-            writeln!(buf, "[{} {level:<5} {target}] {prefix}{args}", buf.timestamp())
-        });
-    }
-    builder.init();
+/// `tether check-host`: this host's limits against `connections` collars
+/// of a gateway started with `config`, on stdout; status 1 if a limit
+/// would stop them. It reads and changes nothing else.
+fn check_host(config: &Config, connections: Option<u64>) -> ExitCode {
+    let ceiling = net::fd_limit().map(net::fd_ceiling).unwrap_or(u64::MAX);
+    let want = match Want::new(config, connections, ceiling) {
+        Ok(want) => want,
+        Err(e) => {
+            eprintln!("tether check-host: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let findings = checkhost::check(&Readings::read(), &want);
+    print!("{}", checkhost::render(&findings, &want));
+    if checkhost::stops(&findings) { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }
 
 /// The first SIGINT/SIGTERM starts a graceful drain (the gateway watches

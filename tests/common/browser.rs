@@ -17,7 +17,8 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Condvar, Mutex, mpsc};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -260,34 +261,43 @@ impl Drop for Driver {
 }
 
 /// Starts chromedriver on a free loopback port; returns it once it says it
-/// listens.
+/// listens. The port is free on IPv4 when picked; chromedriver also binds
+/// it on IPv6, where another process may hold it (a busy host), and then
+/// exits saying so: another port is tried, a few times.
 fn start_driver() -> (Driver, u16) {
-    // A port the kernel just handed out and took back: free unless another
-    // process takes it in between, which chromedriver would report.
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let driver = Command::new(CHROMEDRIVER)
-        .arg(format!("--port={port}"))
-        .arg("--allowed-ips=127.0.0.1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromedriver starts");
-    let mut driver = Driver(driver);
-    let stdout = driver.0.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if line.contains("started successfully") {
-                let _ = tx.send(Ok(()));
-            } else if line.contains("bind() failed") || line.contains("Address already in use") {
-                let _ = tx.send(Err(line));
+    for _ in 0..5 {
+        // A port the kernel just handed out and took back: free unless another
+        // process takes it in between, which chromedriver would report.
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .arg("--allowed-ips=127.0.0.1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let mut driver = Driver(driver);
+        let stdout = driver.0.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("started successfully") {
+                    let _ = tx.send(Ok(()));
+                } else if line.contains("bind() failed")
+                    || line.contains("Address already in use")
+                    || line.contains("port not available")
+                {
+                    let _ = tx.send(Err(line));
+                }
             }
+        });
+        match rx.recv_timeout(TIMEOUT) {
+            Ok(Ok(())) => return (driver, port),
+            Ok(Err(line)) => eprintln!("chromedriver on port {port}: {line}; trying another port"),
+            Err(RecvTimeoutError::Disconnected) => panic!("chromedriver on port {port} exited without listening"),
+            Err(RecvTimeoutError::Timeout) => panic!("chromedriver did not say it listens within {TIMEOUT:?}"),
         }
-    });
-    match rx.recv_timeout(TIMEOUT) {
-        Ok(Ok(())) => (driver, port),
-        Ok(Err(line)) => panic!("chromedriver on port {port}: {line}"),
-        Err(_) => panic!("chromedriver did not say it listens within {TIMEOUT:?}"),
     }
+    panic!("chromedriver found no free port in 5 tries");
 }

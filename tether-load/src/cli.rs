@@ -6,6 +6,7 @@
 //! line into each worker's (see [`crate::plan::Share::worker_args`]).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
@@ -96,6 +97,21 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
 
+    /// Also write a self-contained HTML report of the run to FILE: charts
+    /// of collars connected, connect rate, RTT percentiles over time, the
+    /// latency distributions, heartbeats, failures and closes by reason.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+
+    /// How often the report samples the run (whole seconds; longer when
+    /// --duration would need more than --max-samples).
+    #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = parse_duration)]
+    pub sample_interval: Duration,
+
+    /// Most samples the report keeps, which bounds its memory.
+    #[arg(long, default_value = "3600", value_name = "N")]
+    pub max_samples: u64,
+
     /// Exit with status 2 if any collar failed or was closed by the gateway
     /// (status 1, with or without this flag, if none connected at all).
     #[arg(long)]
@@ -131,6 +147,12 @@ impl Args {
         }
         if !self.connect_rate.is_finite() || self.connect_rate < 0.0 {
             return Err("--connect-rate must be a number of connections per second, 0 or more".into());
+        }
+        if self.sample_interval.is_zero() {
+            return Err("--sample-interval must be more than 0".into());
+        }
+        if self.max_samples == 0 {
+            return Err("--max-samples must be at least 1".into());
         }
         if self.max_in_flight == 0 {
             return Err("--max-in-flight must be at least 1".into());
@@ -174,6 +196,7 @@ mod tests {
         assert_eq!(a.ping_interval, Duration::ZERO);
         assert_eq!(a.mac_base.to_string(), DEFAULT_MAC_BASE);
         assert!(a.source_ips.is_none() && !a.rtt && !a.json && !a.worker);
+        assert_eq!((a.html, a.sample_interval, a.max_samples), (None, Duration::from_secs(1), 3600));
     }
 
     #[test]
@@ -203,6 +226,8 @@ mod tests {
             (&["--connect-rate=-1"], "--connect-rate"),
             (&["--connect-rate", "NaN"], "--connect-rate"),
             (&["--max-in-flight", "0"], "--max-in-flight"),
+            (&["--sample-interval", "0"], "--sample-interval"),
+            (&["--max-samples", "0"], "--max-samples"),
             (&["-n", "2", "--processes", "3"], "--processes"),
             (&["--processes", "0"], "--processes"),
             (&["--active", "2"], "--rtt"),

@@ -31,6 +31,9 @@
 //! - `summary`: the end-of-run summary, its JSON fields, merging.
 //! - `report`: the summary as text.
 //! - `progress`: the once-a-second progress line, summable over processes.
+//! - `timeline`: the run sampled over time for the report (sans-IO).
+//! - `html`: the self-contained HTML report (`--html`), its script and style
+//!   in `html/`.
 //! - `workers`: `--processes`: starting workers and collecting from them.
 //! - `plan`: MACs, and each worker's share of the run (sans-IO).
 //! - `sources`: parsing and sharing `--source-ips` (sans-IO).
@@ -55,6 +58,7 @@ mod cli;
 mod collar;
 mod connect;
 mod fleet;
+mod html;
 mod outcome;
 mod pacing;
 mod plan;
@@ -64,6 +68,7 @@ mod report;
 mod sources;
 mod stats;
 mod summary;
+mod timeline;
 mod workers;
 
 use std::io::{self, Write};
@@ -75,6 +80,7 @@ use cli::Args;
 use fleet::{Fleet, Setup};
 use progress::{Printer, Progress};
 use summary::Summary;
+use timeline::{Sampler, Timeline};
 
 /// Descriptors a process keeps for itself beyond its collars' sockets
 /// (stdio, the poller, the signal pipe, a few spare).
@@ -116,9 +122,9 @@ fn main() -> ExitCode {
             }
         };
     }
-    let summary = if args.processes > 1 { workers::run(&args) } else { run_alone(&args) };
-    let summary = match summary {
-        Ok(summary) => summary,
+    let run = if args.processes > 1 { workers::run(&args) } else { run_alone(&args) };
+    let (summary, timeline) = match run {
+        Ok(run) => run,
         Err(e) => {
             eprintln!("tether-load: {e}");
             return ExitCode::FAILURE;
@@ -127,6 +133,14 @@ fn main() -> ExitCode {
     if let Err(e) = print(&args, &summary) {
         eprintln!("tether-load: cannot write the summary: {e}");
         return ExitCode::FAILURE;
+    }
+    if let (Some(path), Some(timeline)) = (&args.html, timeline) {
+        let command: Vec<String> = std::env::args().collect();
+        let page = html::render(&args, &command.join(" "), &summary, &timeline);
+        if let Err(e) = std::fs::write(path, page) {
+            eprintln!("tether-load: cannot write the report to {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
     }
     let (status, why) = exit_status(&summary, args.fail_on_loss);
     if let Some(why) = why {
@@ -144,18 +158,42 @@ fn exit_status(summary: &Summary, fail_on_loss: bool) -> (u8, Option<String>) {
     if fail_on_loss && summary.losses() > 0 { (2, None) } else { (0, None) }
 }
 
-/// The whole run in this process, progress lines on stderr.
-fn run_alone(args: &Args) -> Result<Summary, String> {
+/// The whole run in this process, progress lines on stderr; with
+/// `--html`, its timeline too.
+fn run_alone(args: &Args) -> Result<(Summary, Option<Timeline>), String> {
     let fleet = Fleet::new(Setup::from_args(args)).map_err(|e| format!("cannot start: {e}"))?;
     let mut printer = Printer::new(args.collars);
+    let (mut sampler, mut timeline) = sampling(args, 1);
     let (stats, timing) = fleet
         .run(|at, stats| {
             // A progress line that cannot be shown is no reason to stop.
             let _ = writeln!(io::stderr(), "{}", printer.line(at, Progress::of(stats)));
+            if let (Some(sampler), Some(timeline)) = (&mut sampler, &mut timeline)
+                && let Some(sample) = sampler.tick(at, stats)
+            {
+                timeline.add(0, sample);
+            }
             Ok(())
         })
         .map_err(|e| format!("event loop failed: {e}"))?;
-    Ok(Summary::new(&args.target.to_string(), args.collars, &stats, timing))
+    let timeline = timeline.zip(sampler.as_mut()).map(|(mut timeline, sampler)| {
+        timeline.add(0, sampler.finish(timing.elapsed, &stats));
+        timeline.finish()
+    });
+    Ok((Summary::new(&args.target.to_string(), args.collars, &stats, timing), timeline))
+}
+
+/// With `--html`, a sampler for this process and a timeline for the
+/// samples of `sources` processes, at the interval the flags give.
+pub fn sampling(args: &Args, sources: usize) -> (Option<Sampler>, Option<Timeline>) {
+    if args.html.is_none() {
+        return (None, None);
+    }
+    let micros = |d: std::time::Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    let interval = timeline::interval(micros(args.sample_interval), micros(args.duration), args.max_samples);
+    // The run fits in --max-samples intervals; its end adds the last one.
+    let points = usize::try_from(args.max_samples).unwrap_or(usize::MAX).saturating_add(1);
+    (Some(Sampler::new(interval)), Some(Timeline::new(interval, sources, points)))
 }
 
 /// The summary on stdout: JSON with `--json`, else the text report. An

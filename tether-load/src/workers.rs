@@ -9,8 +9,9 @@
 //! override them.
 //!
 //! A worker writes one JSON [`Message`] per line on stdout: a
-//! `{"type":"progress",…}` snapshot once a second and one
-//! `{"type":"summary",…}` at the end. Its stderr is the parent's, so its
+//! `{"type":"progress",…}` snapshot once a second, with `--html` a
+//! `{"type":"sample",…}` at each sample time (see [`crate::timeline`]), and
+//! one `{"type":"summary",…}` at the end. Its stderr is the parent's, so its
 //! errors reach the user directly. The parent prints the sum of the latest
 //! snapshots once a second, and merges the summaries at the end
 //! ([`Summary::merge`]).
@@ -37,6 +38,7 @@ use crate::fleet::{Fleet, Setup};
 use crate::plan::Share;
 use crate::progress::{Printer, Progress};
 use crate::summary::Summary;
+use crate::timeline::{Sample, Timeline};
 
 /// How long after the end of the run the parent waits for the summaries.
 const GRACE: Duration = Duration::from_secs(10);
@@ -48,6 +50,8 @@ const LATE_LINE: Duration = Duration::from_millis(1500);
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Message {
     Progress(Progress),
+    /// With `--html`: a sample of the run for the report's timeline.
+    Sample(Sample),
     Summary(Box<Summary>),
 }
 
@@ -55,10 +59,21 @@ pub enum Message {
 pub fn work(args: &Args) -> Result<(), String> {
     let fleet = Fleet::new(Setup::from_args(args)).map_err(|e| format!("cannot start: {e}"))?;
     let mut stdout = io::stdout().lock();
+    let (mut sampler, _) = crate::sampling(args, 1);
     // A failed write means the parent is gone: the run stops.
     let (stats, timing) = fleet
-        .run(|_, stats| send(&mut stdout, &Message::Progress(Progress::of(stats))))
+        .run(|at, stats| {
+            send(&mut stdout, &Message::Progress(Progress::of(stats)))?;
+            match sampler.as_mut().and_then(|sampler| sampler.tick(at, stats)) {
+                Some(sample) => send(&mut stdout, &Message::Sample(sample)),
+                None => Ok(()),
+            }
+        })
         .map_err(|e| format!("event loop failed: {e}"))?;
+    if let Some(sampler) = &mut sampler {
+        let last = sampler.finish(timing.elapsed, &stats);
+        send(&mut stdout, &Message::Sample(last)).map_err(|e| format!("cannot report: {e}"))?;
+    }
     let summary = Summary::new(&args.target.to_string(), args.collars, &stats, timing);
     send(&mut stdout, &Message::Summary(Box::new(summary))).map_err(|e| format!("cannot report: {e}"))
 }
@@ -70,8 +85,8 @@ fn send(out: &mut impl Write, message: &Message) -> io::Result<()> {
 }
 
 /// The parent's side: runs `args.processes` workers and returns the merged
-/// summary.
-pub fn run(args: &Args) -> Result<Summary, String> {
+/// summary, and with `--html` the timeline of their samples.
+pub fn run(args: &Args) -> Result<(Summary, Option<Timeline>), String> {
     let interrupted = Arc::new(AtomicBool::new(false));
     for signal in [libc::SIGINT, libc::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&interrupted))
@@ -115,7 +130,8 @@ pub fn run(args: &Args) -> Result<Summary, String> {
     }
     drop(tx);
 
-    let summaries = collect(args, &rx, &workers, &interrupted);
+    let (_, mut timeline) = crate::sampling(args, workers.len());
+    let summaries = collect(args, &rx, &workers, &interrupted, &mut timeline);
     // Whatever happened, no worker outlives the parent: those that did not
     // report are killed (the others are exiting by themselves).
     for (child, summary) in workers.iter_mut().zip(&summaries) {
@@ -132,7 +148,8 @@ pub fn run(args: &Args) -> Result<Summary, String> {
             (None, Err(e)) => return Err(format!("worker {w} ended without a summary ({e})")),
         }
     }
-    Summary::merge(&parts).ok_or_else(|| "no worker reported".to_owned())
+    let summary = Summary::merge(&parts).ok_or_else(|| "no worker reported".to_owned())?;
+    Ok((summary, timeline.map(Timeline::finish)))
 }
 
 /// Reads the workers' lines until each has closed its stdout (or time is
@@ -144,6 +161,7 @@ fn collect(
     rx: &mpsc::Receiver<(usize, Option<String>)>,
     workers: &[Child],
     interrupted: &AtomicBool,
+    timeline: &mut Option<Timeline>,
 ) -> Vec<Option<Summary>> {
     let n = workers.len();
     let started = Instant::now();
@@ -171,10 +189,26 @@ fn collect(
                     latest[w] = p;
                     fresh[w] = true;
                 }
-                Ok(Message::Summary(s)) => summaries[w] = Some(*s),
+                Ok(Message::Sample(sample)) => {
+                    if let Some(timeline) = timeline {
+                        timeline.add(w, sample);
+                    }
+                }
+                Ok(Message::Summary(s)) => {
+                    summaries[w] = Some(*s);
+                    // A worker's last sample comes before its summary.
+                    if let Some(timeline) = timeline {
+                        timeline.done(w);
+                    }
+                }
                 Err(e) => eprintln!("tether-load: worker {w} wrote an unreadable line ({e}): {line}"),
             },
-            Ok((_, None)) => open -= 1,
+            Ok((w, None)) => {
+                open -= 1;
+                if let Some(timeline) = timeline {
+                    timeline.done(w);
+                }
+            }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
