@@ -494,3 +494,54 @@ fn a_gateway_whose_liveness_key_expired_claims_its_collars_again() {
     assert_eq!(redis.text(&["HGET", &format!("tether:dev:{}", upper(&mac(91))), "gw"]).as_deref(), Some(id_a.as_str()));
     assert!(a.metrics().contains("tether_redis_liveness_expired_total 1\n"));
 }
+
+#[test]
+fn a_mac_fought_over_across_gateways_is_quarantined_fleet_wide() {
+    let Some(redis) = RedisServer::start("a_mac_fought_over_across_gateways_is_quarantined_fleet_wide") else {
+        return;
+    };
+    let guarded = || Config {
+        flap_limit: 2,
+        flap_window: Duration::from_secs(60),
+        flap_quarantine: Duration::from_secs(60),
+        ..config()
+    };
+    let (a, b) = (gateway_with(&redis, guarded()), gateway_with(&redis, guarded()));
+    let m = mac(101);
+    let mut events = subscribe(&b, "");
+    // Two collars with one MAC, on two gateways, each taking it back in
+    // turn: no gateway sees more than two takeovers, the fleet sees three.
+    let mut held = Vec::new();
+    for (i, gateway) in [&a, &b, &a, &b].into_iter().enumerate() {
+        held.push(online(gateway, &m));
+        if i > 0 {
+            held[i - 1].expect(b"BYE replaced\n");
+        }
+    }
+    let flapping = loop {
+        let (_, event, data) = sse(&events.read_event());
+        if event == "flapping" {
+            break data;
+        }
+    };
+    assert!(flapping.contains(&format!(r#""mac":"{}","takeovers":3,"until":""#, upper(&m))), "{flapping}");
+    // The winner of the last takeover stays.
+    let winner = held.last_mut().unwrap();
+    winner.send(b"PING\n");
+    winner.expect(b"PONG\n");
+    // On B, which saw the quarantine start, the next IDENTIFY is refused at
+    // once; on A, the claim is refused by Redis (after A's OK), and A
+    // refuses at once from then on.
+    let mut late = b.connect();
+    late.send(format!("IDENTIFY:{m}\n").as_bytes());
+    assert_eq!(late.read_to_eof(), b"ERR flapping\nBYE flapping\n");
+    let mut late = a.connect();
+    late.send(format!("IDENTIFY:{m}\n").as_bytes());
+    assert_eq!(late.read_to_eof(), b"OK\nBYE flapping\n");
+    let mut late = a.connect();
+    late.send(format!("IDENTIFY:{m}\n").as_bytes());
+    assert_eq!(late.read_to_eof(), b"ERR flapping\nBYE flapping\n");
+    assert!(redis.int(&["PTTL", &format!("tether:quarantine:{}", upper(&m))]) > 50_000);
+    assert!(b.metrics().contains("tether_flap_quarantines_total 1\n"));
+    assert!(a.metrics().contains("tether_flap_refusals_total 2\n"));
+}

@@ -1011,7 +1011,16 @@ impl Hub {
                 let args: Vec<&[u8]> = args.iter().copied().chain([epoch.as_bytes()]).collect();
                 self.fcall("tether_reclaim", &args, Pending::Claim { mac, token }, ops)
             }
-            None => self.fcall("tether_claim", &args, Pending::Claim { mac, token }, ops),
+            None => {
+                // The fleet-wide flapping guard counts takeovers in Redis
+                // with the same settings as this gateway's own.
+                let flap = self.flap.settings();
+                let (limit, window, quarantine) =
+                    (flap.limit.to_string(), millis(flap.window).to_string(), millis(flap.quarantine).to_string());
+                let args: Vec<&[u8]> =
+                    args.iter().copied().chain([limit.as_bytes(), window.as_bytes(), quarantine.as_bytes()]).collect();
+                self.fcall("tether_claim", &args, Pending::Claim { mac, token }, ops)
+            }
         };
     }
 
@@ -1019,7 +1028,36 @@ impl Hub {
     /// previous epoch}`; epoch 0 from a re-claim: another gateway claimed
     /// it while we were cut off.
     fn claimed(&mut self, mac: Mac, token: Token, reply: &OwnedFrame, ops: &mut Ops<'_, Proto>) {
-        let Some(epoch) = reply.items().first().and_then(Frame::int).map(|e| e as u64) else { return };
+        let Some(epoch) = reply.items().first().and_then(Frame::int) else { return };
+        if epoch < 0 {
+            // The MAC is quarantined fleet-wide for flapping: nothing was
+            // claimed, and the collar (admitted here before Redis answered)
+            // is closed with the word; this gateway refuses it at once from
+            // now on too.
+            let left = reply.items().get(1).and_then(Frame::int).unwrap_or(0).max(0) as u64;
+            let now = ops.now();
+            self.flap.quarantine(mac, now, now + left);
+            if self.cluster_mut().claims.get(&mac).is_some_and(|c| c.token == token) {
+                self.cluster_mut().claims.remove(&mac);
+                ops.stats().flap_refusals += 1;
+                debug!("{mac}: quarantined for flapping, fleet-wide: refused");
+                ops.close(token, CloseReason::Flapping);
+            }
+            return;
+        }
+        let epoch = epoch as u64;
+        if let Some(takeovers) = reply.items().get(3).and_then(Frame::int).filter(|&n| n > 0) {
+            // This takeover was one too many, fleet-wide: it stands, and the
+            // MAC is quarantined.
+            let flap = self.flap.settings();
+            let now = ops.now();
+            let until = now + millis(flap.quarantine);
+            self.flap.quarantine(mac, now, until);
+            ops.stats().flap_quarantines += 1;
+            debug!("{mac}: taken over {takeovers} times across the fleet, quarantined");
+            let kind = EventKind::Flapping { takeovers: takeovers as u32, until_unix_ms: self.clock.unix_ms(until) };
+            self.publish(mac, kind, ops);
+        }
         if epoch == 0 {
             if self.cluster_mut().claims.get(&mac).is_some_and(|c| c.token == token) {
                 debug!("{mac}: claimed by another gateway while this one was cut off from Redis");

@@ -87,6 +87,32 @@ impl FlapGuard {
         self.macs.len()
     }
 
+    /// The guard's settings.
+    pub fn settings(&self) -> FlapSettings {
+        self.settings
+    }
+
+    /// Quarantines `mac` until `until` (the fleet's guard, in Redis, found
+    /// it flapping), so that this gateway refuses it at once too.
+    pub fn quarantine(&mut self, mac: Mac, now: Millis, until: Millis) {
+        if self.settings.limit == 0 {
+            return;
+        }
+        self.expire(now);
+        if !self.macs.contains_key(&mac) && self.macs.len() >= self.settings.max_tracked {
+            self.evict_oldest();
+        }
+        let limit = self.settings.limit as usize;
+        let track = self.macs.entry(mac).or_insert_with(|| Track {
+            times: VecDeque::with_capacity(limit + 1),
+            until: 0,
+            touched: now,
+        });
+        track.touched = now;
+        track.until = track.until.max(until);
+        self.order.push_back((now, mac));
+    }
+
     /// Whether an `IDENTIFY` for `mac` is refused at `now`.
     pub fn quarantined(&self, mac: Mac, now: Millis) -> bool {
         self.macs.get(&mac).is_some_and(|track| now < track.until)

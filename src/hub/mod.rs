@@ -172,7 +172,11 @@ impl Hub {
             debug!("{mac}: {origin:?} takes over from {old:?}");
             self.publish(mac, EventKind::Disconnected { reason: CloseReason::Replaced }, ops);
             ops.close(old, CloseReason::Replaced);
-            quarantine = self.flap.taken_over(mac, now);
+            // With Redis up, takeovers are counted fleet-wide there (by the
+            // claim); this gateway counts them itself otherwise.
+            if self.cluster.as_ref().is_none_or(|c| !c.up()) {
+                quarantine = self.flap.taken_over(mac, now);
+            }
         }
         debug!("{origin:?} identified as {mac}");
         self.publish(mac, EventKind::Connected { peer }, ops);

@@ -17,6 +17,10 @@
 --   gw:<id>:devs    set of the MACs gateway <id> holds
 --   gw:<id>:alive   a key with a short TTL, refreshed while <id> lives
 --   gateways        set of the gateway ids that hold or held devices
+--   flap:<MAC>      sorted set: the MAC's takeovers within the flapping
+--                   window (times in ms), fleet-wide, expiring with it
+--   quarantine:<MAC> a key that lives as long as the MAC is quarantined
+--                   for flapping
 -- Channels: gw:<id> carries what other gateways tell gateway <id>.
 
 local P = 'tether:'
@@ -32,12 +36,40 @@ local function next_epoch()
   return string.format('%d', redis.call('INCR', counter))
 end
 
+-- Counts a takeover of `mac` in the fleet's sliding window; when it is
+-- one more than `limit`, quarantines the MAC for `quarantine` ms and
+-- returns the count (else 0). The takeover that crosses the limit stands.
+local function count_takeover(mac, epoch, limit, window, quarantine)
+  local key = P .. 'flap:' .. mac
+  local now = redis.call('TIME')
+  local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  redis.call('ZADD', key, ms, epoch)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', ms - window)
+  redis.call('PEXPIRE', key, window)
+  local n = redis.call('ZCARD', key)
+  if n > limit then
+    redis.call('SET', P .. 'quarantine:' .. mac, n, 'PX', quarantine)
+    redis.call('DEL', key)
+    return n
+  end
+  return 0
+end
+
 -- A gateway claims a MAC: the claim gets the next epoch, the entry is
 -- overwritten, and the previous owner (if another gateway) is told, so it
--- closes its connection if its epoch is older. Returns
--- {epoch, previous gateway or nil, previous epoch or nil}.
+-- closes its connection if its epoch is older. A MAC taken over more than
+-- `limit` times within `window` ms, fleet-wide, is quarantined for
+-- `quarantine` ms (limit 0: no guard). Arguments: mac, gw, peer, since,
+-- limit, window, quarantine. Returns {epoch, previous gateway or nil,
+-- previous epoch or nil, takeovers if this one started a quarantine else
+-- 0}, or {-1, ms left} for a quarantined MAC (nothing claimed).
 local function claim(keys, args)
   local mac, gw, peer, since = args[1], args[2], args[3], args[4]
+  local limit, window, quarantine = tonumber(args[5]), tonumber(args[6]), tonumber(args[7])
+  local left = redis.call('PTTL', P .. 'quarantine:' .. mac)
+  if left > 0 then
+    return {-1, left}
+  end
   local dev = P .. 'dev:' .. mac
   local epoch = next_epoch()
   local prev = redis.call('HMGET', dev, 'gw', 'epoch')
@@ -49,7 +81,11 @@ local function claim(keys, args)
     redis.call('SREM', P .. 'gw:' .. prev[1] .. ':devs', mac)
     redis.call('PUBLISH', P .. 'gw:' .. prev[1], 'replaced ' .. mac .. ' ' .. epoch)
   end
-  return {tonumber(epoch), prev[1], prev[2]}
+  local flapped = 0
+  if prev[1] and limit > 0 then
+    flapped = count_takeover(mac, epoch, limit, window, quarantine)
+  end
+  return {tonumber(epoch), prev[1], prev[2], flapped}
 end
 
 -- A gateway whose links came back claims each of its collars again: it
@@ -57,7 +93,8 @@ end
 -- afresh one the directory lost (Redis restarted empty, or a sweep took it
 -- while this gateway was cut off), and learns it lost one that another
 -- gateway claimed meanwhile: {0, that gateway, its epoch}. Otherwise as
--- `claim`. Arguments: mac, gw, peer, since, the epoch it held.
+-- `claim` (a collar claimed afresh is no takeover: it is not counted for
+-- flapping). Arguments: mac, gw, peer, since, the epoch it held.
 local function reclaim(keys, args)
   local mac, gw, epoch = args[1], args[2], args[5]
   local dev = P .. 'dev:' .. mac
@@ -70,7 +107,7 @@ local function reclaim(keys, args)
   if cur[1] and cur[1] ~= gw then
     return {0, cur[1], cur[2]}
   end
-  return claim(keys, args)
+  return claim(keys, {args[1], args[2], args[3], args[4], '0', '0', '0'})
 end
 
 -- The holder of `epoch` lets go: compare and delete, so that an old owner
