@@ -260,7 +260,8 @@ print(f"loadtest N={n} ({workers} workers, Redis)")
 for key, value in rows:
     print(f"  {key:<{width}}  {value}")
 ok = (old_lost == 0 and rtt_lost == 0 and new_lost == 0 and int(still) == idle and rs == "0"
-      and storm_ok == "1" and int(storm_claims) >= idle and replaced + presumed_dead == idle)
+      and storm_ok == "1" and int(storm_claims) >= idle and int(after_storm) == idle and ss == "0"
+      and replaced + presumed_dead == idle)
 print("  result:", "every collar held, and every one re-identified after the storm" if ok else "COLLARS LOST")
 sys.exit(0 if ok else 1)
 EOF

@@ -78,6 +78,7 @@ impl Gateway {
             ttl: config.redis_ttl,
             timeout: config.redis_timeout,
             reconnect_max: config.redis_reconnect_max,
+            remote_wait: config.max_wait,
         });
         let hub = Hub::new(reactor.clock(), config.event_history, config.cors_origin.clone(), cluster)
             .with_flap_guard(config.flap());

@@ -545,3 +545,61 @@ fn a_mac_fought_over_across_gateways_is_quarantined_fleet_wide() {
     assert!(b.metrics().contains("tether_flap_quarantines_total 1\n"));
     assert!(a.metrics().contains("tether_flap_refusals_total 2\n"));
 }
+
+#[test]
+fn a_collar_that_leaves_while_its_gateway_is_cut_off_leaves_the_directory_when_it_is_back() {
+    let Some(redis) =
+        RedisServer::start("a_collar_that_leaves_while_its_gateway_is_cut_off_leaves_the_directory_when_it_is_back")
+    else {
+        return;
+    };
+    let (a, id_a) = gateway_and_id(&redis, config());
+    let gone = online(&a, &mac(111));
+    let _stays = online(&a, &mac(112));
+    // A is cut off; Redis keeps its data. The collar leaves meanwhile:
+    // A cannot release its entry then.
+    let clients = redis.text(&["CLIENT", "LIST"]).unwrap();
+    for line in clients.lines().filter(|l| l.contains(&format!("name=tether:{id_a}"))) {
+        let id = line.split_whitespace().find_map(|f| f.strip_prefix("id=")).unwrap();
+        redis.cmd(&["CLIENT", "KILL", "ID", id]);
+    }
+    drop(gone);
+    a.expect_log(&format!("{} offline", upper(&mac(111))));
+    // Back: A compares the directory with what it holds and lets go.
+    a.expect_log("again: claiming every local collar");
+    a.expect_log("released 1 directory entries of collars that left while the links were down");
+    let deadline = Instant::now() + common::TIMEOUT;
+    while redis.int(&["ZCARD", "tether:devices"]) != 1 {
+        assert!(Instant::now() < deadline, "the entry stayed");
+    }
+    assert_eq!(redis.int(&["EXISTS", &format!("tether:dev:{}", upper(&mac(111)))]), 0);
+    assert_eq!(redis.int(&["EXISTS", &format!("tether:dev:{}", upper(&mac(112)))]), 1);
+}
+
+#[test]
+fn a_location_query_from_another_gateway_that_is_never_answered_does_not_hold_the_collar() {
+    let Some(redis) =
+        RedisServer::start("a_location_query_from_another_gateway_that_is_never_answered_does_not_hold_the_collar")
+    else {
+        return;
+    };
+    // The owner gives other gateways' queries up after --max-wait (1 s here).
+    let (a, c) = (gateway(&redis), gateway_with(&redis, Config { max_wait: Duration::from_secs(1), ..config() }));
+    let m = mac(121);
+    let mut collar = online(&c, &m);
+    let path = format!("/devices/{}/location?timeout=300ms", upper(&m));
+    let reply = a.api().get(&path);
+    assert_eq!(reply.status, 504, "{}", reply.body);
+    collar.expect(b"location\n");
+    // The collar never answered that one. Once C gave the query up, the next
+    // one (from anywhere) asks the collar again instead of waiting on the
+    // first.
+    c.expect_log("given up");
+    let api = a.api();
+    let later = format!("/devices/{}/location?timeout=5s", upper(&m));
+    let query = thread::spawn(move || api.get(&later));
+    collar.expect_within(b"location\n", Duration::from_secs(3));
+    collar.send(b"LOCATION:3,4\n");
+    let reply = query.join().unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+}

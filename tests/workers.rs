@@ -261,6 +261,9 @@ fn sigterm_drains_every_worker_and_the_supervisor_exits_zero() {
     }
     drop(clients);
     assert_eq!(sup.tether.wait().code(), Some(0));
+    // Their links to Redis closed last, after the collars' releases were
+    // answered: nothing is left in the directory to wait for a sweep.
+    assert_eq!(sup.redis.int(&["ZCARD", "tether:devices"]), 0);
     let drained = sup.pids.iter().enumerate();
     expect_lines(
         &sup.tether,

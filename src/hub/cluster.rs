@@ -41,7 +41,7 @@
 //! back-off, and once both are up again every local collar is claimed
 //! again (the higher epoch wins; a loser closes).
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -64,6 +64,11 @@ use crate::time::{Millis, millis};
 /// First wait before redialing; doubled after each failure up to
 /// `--redis-reconnect-max`.
 const FIRST_BACKOFF: Millis = 100;
+/// Wait before claiming again after a claim failed.
+const CLAIM_RETRY: Millis = 1000;
+/// How long a link found overdue gets before it is judged dead: two ticks
+/// of the wheel, so at least one more turn reads it.
+const GRACE: Millis = 20;
 /// Key and channel prefix.
 const PREFIX: &str = "tether:";
 
@@ -80,6 +85,9 @@ pub struct ClusterSettings {
     pub timeout: Duration,
     /// Longest wait between reconnect attempts.
     pub reconnect_max: Duration,
+    /// How long another gateway's location query may wait on one of our
+    /// collars (`--max-wait`, the longest its asker waits).
+    pub remote_wait: Duration,
 }
 
 /// The four links.
@@ -156,12 +164,16 @@ enum Pending {
     Get {
         origin: Token,
     },
-    /// Where `mac` is, to carry `ask` there.
+    /// Where `mac` is, to carry `ask` there, for request `rpc` (registered
+    /// already, so that its origin's timeout or departure forgets it).
     Route {
-        origin: Token,
+        rpc: u64,
         mac: Mac,
         ask: Ask,
     },
+    /// This gateway's entries in the directory, after a reconnect: those
+    /// of collars no longer here are released.
+    Owned,
     /// A request published to another gateway: with no subscriber, no
     /// gateway holds that channel any more.
     Publish {
@@ -273,6 +285,14 @@ pub struct Cluster {
     rpc_of: HashMap<Token, u64>,
     rpc_deadlines: BTreeSet<(Millis, u64)>,
     next_rpc: u64,
+    /// Location queries of other gateways waiting on our collars, by when
+    /// they are given up (`--max-wait`): the asker answers 504 by then, and
+    /// the waiter must not keep the collar's query slot for ever.
+    remote_waits: BTreeMap<(Millis, u64), (Token, Waiter)>,
+    /// When to claim every local collar again, after a claim failed.
+    claims_due: Option<Millis>,
+    /// A link was found overdue: judged dead if still so then.
+    grace_until: Option<Millis>,
     /// The gateway is shutting down: no more dialing; the command link
     /// closes once its pending replies are in.
     draining: bool,
@@ -306,6 +326,9 @@ impl Cluster {
             rpc_of: HashMap::new(),
             rpc_deadlines: BTreeSet::new(),
             next_rpc: 1,
+            remote_waits: BTreeMap::new(),
+            claims_due: None,
+            grace_until: None,
             draining: false,
             buf: Vec::new(),
             stats: ClusterStats::default(),
@@ -328,11 +351,22 @@ impl Cluster {
 
     /// The earliest of this side's deadlines.
     pub fn deadline(&self) -> Option<Millis> {
-        let overdue = self.overdue_at();
-        let tail = self.tail_pending.front().map(|&(sent, request)| self.tail_due(sent, request));
-        let control = self.control_pending.front().map(|&(sent, _)| sent + millis(self.settings.timeout));
+        // During a grace, the overdue links' time is the grace's end.
+        let links = match self.grace_until {
+            Some(at) => [Some(at), None, None],
+            None => [
+                self.overdue_at(),
+                self.tail_pending.front().map(|&(sent, request)| self.tail_due(sent, request)),
+                self.control_pending.front().map(|&(sent, _)| sent + millis(self.settings.timeout)),
+            ],
+        };
         let rpc = self.rpc_deadlines.first().map(|&(at, _)| at);
-        [self.retry_at, self.refresh_at, self.sweep_at, overdue, tail, control, rpc].into_iter().flatten().min()
+        let waits = self.remote_waits.first_key_value().map(|(&(at, _), _)| at);
+        links
+            .into_iter()
+            .chain([self.retry_at, self.refresh_at, self.sweep_at, rpc, waits, self.claims_due])
+            .flatten()
+            .min()
     }
 
     /// When the command link is overdue, if it owes replies.
@@ -367,11 +401,22 @@ impl Cluster {
 
     fn take_rpc(&mut self, rpc: u64) -> Option<Rpc> {
         let entry = self.rpcs.remove(&rpc)?;
-        self.rpc_of.remove(&entry.origin);
+        if self.rpc_of.get(&entry.origin) == Some(&rpc) {
+            self.rpc_of.remove(&entry.origin);
+        }
         if let Some(at) = entry.deadline {
             self.rpc_deadlines.remove(&(at, rpc));
         }
         Some(entry)
+    }
+
+    /// Registers a request of `origin` to be carried to another gateway.
+    fn new_rpc(&mut self, origin: Token) -> u64 {
+        let rpc = self.next_rpc;
+        self.next_rpc += 1;
+        self.rpcs.insert(rpc, Rpc { origin, deadline: None });
+        self.rpc_of.insert(origin, rpc);
+        rpc
     }
 
     /// Forgets the request `origin` is waiting for (it timed out or left);
@@ -516,11 +561,13 @@ impl Hub {
         }
     }
 
-    /// Claims every local collar again (see `claim`).
+    /// Claims every local collar again (see `claim`): not takeovers, so
+    /// not counted for flapping.
     fn claim_all(&mut self, ops: &mut Ops<'_, Proto>) {
+        self.cluster_mut().claims_due = None;
         let local: Vec<(Mac, Token)> = self.registry.iter().map(|(&mac, &token)| (mac, token)).collect();
         for (mac, token) in local {
-            self.claim(mac, token, ops);
+            self.claim_as(mac, token, false, ops);
         }
     }
 
@@ -619,12 +666,21 @@ impl Hub {
             }
             TailRequest::Read => {
                 // Null: the block timed out with nothing new.
+                let mut read = 0;
                 for stream in frame.items() {
                     for entry in stream.items().get(1).map(Frame::items).unwrap_or_default() {
                         self.stream_entry(entry, ops);
+                        read += 1;
                     }
                 }
-                self.tail_next(ops);
+                // A full batch: this gateway may be falling behind a stream
+                // trimmed as it goes; see that the last entry read is still
+                // there before reading on.
+                if read >= TAIL_BATCH {
+                    self.tail_resume(ops);
+                } else {
+                    self.tail_next(ops);
+                }
             }
         }
     }
@@ -716,6 +772,33 @@ impl Hub {
         cluster.alive_confirmed = false;
         self.refresh(ops);
         self.claim_all(ops);
+        // Entries this gateway made and can no longer release by itself:
+        // collars that left while the links were down (their release could
+        // not be sent), claims whose reply was lost with the link. Asked
+        // after the claims above, which Redis carries out first.
+        let id = self.cluster_mut().settings.gateway_id.clone();
+        self.fcall("tether_owned", &[id.as_bytes()], Pending::Owned, ops);
+    }
+
+    /// Releases the directory's entries of this gateway whose collar is not
+    /// here any more (`{mac, epoch, ...}`), by compare-and-delete on the
+    /// epoch each has.
+    fn reconcile(&mut self, owned: &OwnedFrame, ops: &mut Ops<'_, Proto>) {
+        let id = self.cluster_mut().settings.gateway_id.clone();
+        let mut stale = 0;
+        for pair in owned.items().chunks_exact(2) {
+            let (Some(mac_text), Some(epoch)) = (pair[0].text(), pair[1].text()) else { continue };
+            let Ok(mac) = mac_text.parse::<Mac>() else { continue };
+            if self.cluster_mut().claims.contains_key(&mac) {
+                continue;
+            }
+            stale += 1;
+            let args: [&[u8]; 3] = [mac_text.as_bytes(), id.as_bytes(), epoch.as_bytes()];
+            self.fcall("tether_release", &args, Pending::Quiet("release"), ops);
+        }
+        if stale > 0 {
+            info!("redis: released {stale} directory entries of collars that left while the links were down");
+        }
     }
 
     /// Refreshes this gateway's liveness key.
@@ -776,8 +859,21 @@ impl Hub {
     /// A command that will get no reply: answer whoever waited on it.
     fn failed(&mut self, pending: Pending, ops: &mut Ops<'_, Proto>) {
         match pending {
-            Pending::Page { origin, .. } | Pending::Get { origin, .. } | Pending::Route { origin, .. } => {
+            Pending::Page { origin, .. } | Pending::Get { origin, .. } => {
                 ops.reply(origin, Reply::Answer(Answer::error(503, "the directory (redis) is unavailable")));
+            }
+            Pending::Route { rpc, .. } => {
+                if let Some(entry) = self.cluster_mut().take_rpc(rpc) {
+                    ops.reply(entry.origin, Reply::Answer(Answer::error(503, "the directory (redis) is unavailable")));
+                }
+            }
+            Pending::Claim { mac, token } => {
+                // Not claimed: try again soon (a claim is idempotent), so
+                // that the collar is not left out of the directory.
+                let cluster = self.cluster_mut();
+                if cluster.claims.get(&mac).is_some_and(|c| c.token == token && c.epoch.is_none()) {
+                    cluster.claims_due.get_or_insert(ops.now() + CLAIM_RETRY);
+                }
             }
             Pending::Publish { rpc } => {
                 if let Some(entry) = self.cluster_mut().take_rpc(rpc) {
@@ -811,31 +907,60 @@ impl Hub {
             }
         }
         let cluster = self.cluster_mut();
-        if cluster.overdue_at().is_some_and(|at| at <= now) {
-            warn!("redis: no reply within {:?}: closing the link", cluster.settings.timeout);
-            if let Some(token) = cluster.command.token {
-                ops.close(token, CloseReason::LinkTimeout);
+        let overdue = [
+            (cluster.overdue_at(), cluster.command.token, "the command link"),
+            (
+                cluster.tail_pending.front().map(|&(sent, r)| cluster.tail_due(sent, r)),
+                cluster.tail.token,
+                "the event stream",
+            ),
+            (
+                cluster.control_pending.front().map(|&(sent, _)| sent + millis(cluster.settings.timeout)),
+                cluster.control.token,
+                "the liveness refresh",
+            ),
+        ]
+        .into_iter()
+        .find(|(at, _, _)| at.is_some_and(|at| at <= now));
+        match (overdue, cluster.grace_until) {
+            (None, _) => cluster.grace_until = None,
+            // One more turn first: the run phase reads what arrived (a
+            // reply may wait unread behind a turn's budget) before a link
+            // is judged dead.
+            (Some(_), None) => cluster.grace_until = Some(now + GRACE),
+            (Some(_), Some(at)) if at > now => {}
+            (Some((_, token, what)), Some(_)) => {
+                warn!("redis: no progress on {what} within {:?}: closing the links", cluster.settings.timeout);
+                cluster.grace_until = None;
+                if let Some(token) = token {
+                    ops.close(token, CloseReason::LinkTimeout);
+                }
+                return self.link_down(ops);
             }
-            return self.link_down(ops);
         }
-        if let Some(&(sent, request)) = cluster.tail_pending.front()
-            && cluster.tail_due(sent, request) <= now
-        {
-            warn!("redis: the event stream did not answer within {:?}: closing the link", cluster.settings.timeout);
-            if let Some(token) = cluster.tail.token {
-                ops.close(token, CloseReason::LinkTimeout);
+        let waits = &mut self.cluster.as_mut().expect("with --redis").remote_waits;
+        while let Some((&(at, serial), _)) = waits.first_key_value() {
+            if at > now {
+                break;
             }
-            return self.link_down(ops);
-        }
-        if let Some(&(sent, _)) = cluster.control_pending.front()
-            && sent + millis(cluster.settings.timeout) <= now
-        {
-            warn!("redis: no reply to the liveness refresh within {:?}: closing the links", cluster.settings.timeout);
-            if let Some(token) = cluster.control.token {
-                ops.close(token, CloseReason::LinkTimeout);
+            let Some((device, waiter)) = waits.remove(&(at, serial)) else { break };
+            if let Waiter::Remote { gateway, rpc } = &waiter {
+                debug!("redis: location query {rpc} of gateway {gateway} given up");
             }
-            return self.link_down(ops);
+            // Given up: the asker answered 504 by now. With nobody left
+            // waiting, the next query asks the collar again.
+            if let Some(waiters) = self.locating.get_mut(&device) {
+                waiters.retain(|w| *w != waiter);
+                if waiters.is_empty() {
+                    self.locating.remove(&device);
+                }
+            }
         }
+        let cluster = self.cluster_mut();
+        if cluster.claims_due.is_some_and(|at| at <= now) && cluster.up() {
+            self.claim_all(ops);
+        }
+        let cluster = self.cluster_mut();
         while let Some(&(at, rpc)) = cluster.rpc_deadlines.first() {
             if at > now {
                 break;
@@ -886,6 +1011,11 @@ impl Hub {
                 let cluster = self.cluster_mut();
                 cluster.draining = true;
                 cluster.retry_at = None;
+                match role {
+                    Role::Tail => cluster.tail_pending.clear(),
+                    Role::Control => cluster.control_pending.clear(),
+                    _ => {}
+                }
                 if role != Role::Command || cluster.pending.is_empty() {
                     ops.close(origin, CloseReason::Shutdown);
                 }
@@ -945,7 +1075,8 @@ impl Hub {
                 };
                 ops.reply(origin, Reply::Answer(answer));
             }
-            Pending::Route { origin, mac, ask } => self.route(origin, mac, ask, &frame, ops),
+            Pending::Route { rpc, mac, ask } => self.route(rpc, mac, ask, &frame, ops),
+            Pending::Owned => self.reconcile(&frame, ops),
             Pending::Publish { rpc } => {
                 if frame.int() == Some(0)
                     && let Some(entry) = self.cluster_mut().take_rpc(rpc)
@@ -990,6 +1121,12 @@ impl Hub {
     /// it again (`tether_reclaim`): kept if still ours, lost if another
     /// gateway claimed it meanwhile.
     pub(super) fn claim(&mut self, mac: Mac, token: Token, ops: &mut Ops<'_, Proto>) {
+        self.claim_as(mac, token, true, ops);
+    }
+
+    /// `claim`, counted for flapping in Redis if `takeover` (a new
+    /// `IDENTIFY`, not a claim made again).
+    fn claim_as(&mut self, mac: Mac, token: Token, takeover: bool, ops: &mut Ops<'_, Proto>) {
         let held = self.cluster_mut().claims.get(&mac).filter(|c| c.token == token).and_then(|c| c.epoch);
         let peer = ops.peer(token).map(ToString::to_string).unwrap_or_default();
         let since = match ops.session(token) {
@@ -1015,8 +1152,9 @@ impl Hub {
                 // The fleet-wide flapping guard counts takeovers in Redis
                 // with the same settings as this gateway's own.
                 let flap = self.flap.settings();
+                let limit = if takeover { flap.limit } else { 0 };
                 let (limit, window, quarantine) =
-                    (flap.limit.to_string(), millis(flap.window).to_string(), millis(flap.quarantine).to_string());
+                    (limit.to_string(), millis(flap.window).to_string(), millis(flap.quarantine).to_string());
                 let args: Vec<&[u8]> =
                     args.iter().copied().chain([limit.as_bytes(), window.as_bytes(), quarantine.as_bytes()]).collect();
                 self.fcall("tether_claim", &args, Pending::Claim { mac, token }, ops)
@@ -1150,26 +1288,38 @@ impl Hub {
         let mac_text = mac.to_string();
         let pending = match what {
             Remote::Device => Pending::Get { origin },
-            Remote::Command(line) => Pending::Route { origin, mac, ask: Ask::Command(line) },
-            Remote::Location => Pending::Route { origin, mac, ask: Ask::Location },
+            Remote::Command(line) => {
+                Pending::Route { rpc: self.cluster_mut().new_rpc(origin), mac, ask: Ask::Command(line) }
+            }
+            Remote::Location => Pending::Route { rpc: self.cluster_mut().new_rpc(origin), mac, ask: Ask::Location },
         };
-        if self.fcall("tether_get", &[mac_text.as_bytes()], pending, ops) { None } else { unavailable() }
+        let rpc = match &pending {
+            Pending::Route { rpc, .. } => Some(*rpc),
+            _ => None,
+        };
+        if self.fcall("tether_get", &[mac_text.as_bytes()], pending, ops) {
+            return None;
+        }
+        if let Some(rpc) = rpc {
+            self.cluster_mut().take_rpc(rpc);
+        }
+        unavailable()
     }
 
     /// The directory says where `mac` is: carry the request there.
-    fn route(&mut self, origin: Token, mac: Mac, ask: Ask, entry: &OwnedFrame, ops: &mut Ops<'_, Proto>) {
-        let Some(gateway) = entry.items().get(1).and_then(Frame::text) else {
-            return ops.reply(origin, Reply::Answer(Answer::error(404, "device not online")));
-        };
-        let gateway = gateway.to_string();
+    fn route(&mut self, rpc: u64, mac: Mac, ask: Ask, entry: &OwnedFrame, ops: &mut Ops<'_, Proto>) {
         let now = ops.now();
         let cluster = self.cluster_mut();
-        if gateway == cluster.settings.gateway_id {
-            // Ours by the directory, not in the registry: it is leaving.
+        // Its request timed out or went away during the lookup: nothing to
+        // carry, and nobody to answer.
+        let Some(origin) = cluster.rpcs.get(&rpc).map(|r| r.origin) else { return };
+        let gateway = entry.items().get(1).and_then(Frame::text).map(str::to_string);
+        let Some(gateway) = gateway.filter(|g| *g != cluster.settings.gateway_id) else {
+            // Not in the directory, or ours by it but not in the registry
+            // (it is leaving).
+            cluster.take_rpc(rpc);
             return ops.reply(origin, Reply::Answer(Answer::error(404, "device not online")));
-        }
-        let rpc = cluster.next_rpc;
-        cluster.next_rpc += 1;
+        };
         let me = cluster.settings.gateway_id.clone();
         let mut message = match &ask {
             Ask::Command(_) => format!("cmd {me} {rpc} {mac} ").into_bytes(),
@@ -1182,9 +1332,8 @@ impl Hub {
             }
             Ask::Location => None,
         };
-        cluster.rpcs.insert(rpc, Rpc { origin, deadline });
-        cluster.rpc_of.insert(origin, rpc);
         if let Some(at) = deadline {
+            cluster.rpcs.insert(rpc, Rpc { origin, deadline });
             cluster.rpc_deadlines.insert((at, rpc));
         }
         cluster.stats.rpc_sent += 1;
@@ -1262,8 +1411,19 @@ impl Hub {
                     let line = parts.next().unwrap_or_default().to_vec();
                     let answer = self.command(mac, line, ops);
                     self.answer_remote(&from, rpc, &answer, ops);
-                } else if let Some(answer) = self.locate(Waiter::Remote { gateway: from.clone(), rpc }, mac, ops) {
-                    self.answer_remote(&from, rpc, &answer, ops);
+                } else {
+                    let waiter = Waiter::Remote { gateway: from.clone(), rpc };
+                    match self.locate(waiter.clone(), mac, ops) {
+                        Some(answer) => self.answer_remote(&from, rpc, &answer, ops),
+                        None => {
+                            let device = self.device(mac, ops).expect("locate found it");
+                            let cluster = self.cluster_mut();
+                            let at = ops.now() + millis(cluster.settings.remote_wait);
+                            let serial = cluster.next_rpc;
+                            cluster.next_rpc += 1;
+                            cluster.remote_waits.insert((at, serial), (device, waiter));
+                        }
+                    }
                 }
             }
             b"ans" => {
@@ -1340,6 +1500,7 @@ mod tests {
             ttl: Duration::from_secs(3),
             timeout: Duration::from_millis(500),
             reconnect_max: Duration::from_secs(5),
+            remote_wait: Duration::from_secs(60),
         };
         let mut cluster = Cluster::new(settings, 100);
         assert_eq!(cluster.deadline(), Some(0), "dial at once");
@@ -1354,6 +1515,13 @@ mod tests {
         assert_eq!(cluster.deadline(), Some(800));
         cluster.rpc_deadlines.insert((550, 1));
         assert_eq!(cluster.deadline(), Some(550));
+        // A link found overdue gets a grace: until then, its time is the
+        // grace's end (no spinning on a deadline in the past).
+        cluster.rpc_deadlines.clear();
+        cluster.grace_until = Some(820);
+        assert_eq!(cluster.deadline(), Some(820));
+        cluster.claims_due = Some(700);
+        assert_eq!(cluster.deadline(), Some(700));
         assert!(!cluster.up());
     }
 }

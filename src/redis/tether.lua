@@ -211,6 +211,21 @@ local function page(keys, args)
   return out
 end
 
+-- The directory's entries of gateway <id>, as {mac, epoch, ...}: what a
+-- gateway whose links came back compares with the collars it holds.
+local function owned(keys, args)
+  local gw = args[1]
+  local out = {}
+  for _, mac in ipairs(redis.call('SMEMBERS', P .. 'gw:' .. gw .. ':devs')) do
+    local cur = redis.call('HMGET', P .. 'dev:' .. mac, 'gw', 'epoch')
+    if cur[1] == gw then
+      table.insert(out, mac)
+      table.insert(out, cur[2])
+    end
+  end
+  return out
+end
+
 -- One collar's entry, or nil.
 local function get(keys, args)
   return entry(args[1])
@@ -224,3 +239,4 @@ redis.register_function('tether_alive', alive)
 redis.register_function('tether_sweep', sweep)
 redis.register_function{function_name = 'tether_page', callback = page, flags = {'no-writes'}}
 redis.register_function{function_name = 'tether_get', callback = get, flags = {'no-writes'}}
+redis.register_function{function_name = 'tether_owned', callback = owned, flags = {'no-writes'}}
