@@ -227,12 +227,15 @@ storm = json.load(open(f"{work}/storm.json"))
 closes = json.load(open(f"{work}/closes.json"))
 trips = rtt["rtt_us"]["count"]
 # The old fleet was replaced by design: each of its connections must have
-# been told `BYE replaced`, or (a PING in flight when its link dropped)
-# closed as presumed dead, without a BYE; nothing else.
+# been told `BYE replaced`, or (a PING in flight when its link dropped, and
+# the storm slower than the heartbeat timeout) closed as presumed dead: a
+# reset, as the gateway closes those abortively, or a close without a BYE.
+# Nothing else, and no more of those than the gateway counted.
 old = fleet["connections"]
 replaced = fleet["closed_by_server"]["bye"].get("replaced", 0)
-presumed_dead = fleet["closed_by_server"]["without_bye"]
-old_lost = old["failed"] + old["closed_by_server"] - replaced - presumed_dead
+presumed_dead = fleet["closed_by_server"]["without_bye"] + fleet["failed"]["reset"]
+dead_closes = sum(closes["closes"].get(r, 0) for r in ("heartbeat-timeout", "tcp-timeout"))
+old_lost = old["failed"] + old["closed_by_server"] - replaced - min(presumed_dead, dead_closes)
 new_lost = storm["connections"]["failed"] + storm["connections"]["closed_by_server"]
 rtt_lost = rtt["connections"]["failed"] + rtt["connections"]["closed_by_server"]
 rows = [
