@@ -18,6 +18,10 @@ pub struct HubLevels {
     pub sse_subscribers: usize,
     pub long_polls: usize,
     pub events_held: usize,
+    /// The position of the newest event in this gateway's log (its local
+    /// id: `L<n>`, or plainly `n` without `--redis`), for a client that
+    /// wants to replay the last few.
+    pub event_position: u64,
     /// Bytes held by the rendered frames of recent events.
     pub frame_cache_bytes: usize,
     /// Output accepted for sending that the kernel has not taken yet.
@@ -61,6 +65,12 @@ pub fn render(out: &mut String, stats: &Stats, levels: &Levels, hub: &HubLevels)
     m.single("tether_sse_subscribers", "gauge", "Open Server-Sent Events streams.", hub.sse_subscribers as u64);
     m.single("tether_long_polls", "gauge", "Long-poll requests waiting for an answer.", hub.long_polls as u64);
     m.single("tether_events_held", "gauge", "Events held in the replay ring.", hub.events_held as u64);
+    m.single(
+        "tether_event_position",
+        "gauge",
+        "Local id of the newest event in the log (Last-Event-ID L<n>, or n without --redis).",
+        hub.event_position,
+    );
     m.single(
         "tether_event_frame_bytes",
         "gauge",

@@ -67,6 +67,7 @@ struct StatsView {
     sse_subscribers: usize,
     long_polls: usize,
     events_held: usize,
+    event_position: u64,
     event_frame_bytes: usize,
     events_published: u64,
     events_delivered: u64,
@@ -144,6 +145,7 @@ pub fn render(stats: &Stats, levels: &Levels, hub: &HubLevels) -> Vec<u8> {
         sse_subscribers: hub.sse_subscribers,
         long_polls: hub.long_polls,
         events_held: hub.events_held,
+        event_position: hub.event_position,
         event_frame_bytes: hub.frame_cache_bytes,
         events_published: stats.events_published,
         events_delivered: stats.events_delivered,
@@ -250,6 +252,7 @@ mod tests {
             sse_subscribers: 1,
             long_polls: 4,
             events_held: 13,
+            event_position: 40,
             frame_cache_bytes: 256,
             unsent_bytes: 17,
             uptime_seconds: 12.5,
@@ -279,7 +282,7 @@ mod tests {
         let expected = format!(
             concat!(
                 "{{\"uptime_seconds\":12.5,\"start_time_seconds\":1764400000.25,\"connections\":{{\"device\":2,\"http\":1}},\"devices_online\":2,",
-                "\"sse_subscribers\":1,\"long_polls\":4,\"events_held\":13,\"event_frame_bytes\":256,",
+                "\"sse_subscribers\":1,\"long_polls\":4,\"events_held\":13,\"event_position\":40,\"event_frame_bytes\":256,",
                 "\"events_published\":13,\"events_delivered\":14,\"accepted\":{{\"device\":3,\"http\":2}},",
                 "\"closed\":{{\"device\":{},\"http\":{}}},\"rejected\":{{\"server-full\":2,\"emfile\":4}},",
                 "\"accept_errors\":5,",

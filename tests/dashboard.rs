@@ -106,6 +106,7 @@ fn stats_gives_the_figures_of_metrics() {
         "sse_subscribers",
         "long_polls",
         "events_held",
+        "event_position",
         "event_frame_bytes",
         "events_published",
         "events_delivered",

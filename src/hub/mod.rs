@@ -304,6 +304,7 @@ impl Hub {
             sse_subscribers: self.feeds.streams(),
             long_polls: self.feeds.polls() + self.waiting_on.len(),
             events_held: self.log.len(),
+            event_position: self.log.last_id(),
             frame_cache_bytes: self.feeds.frame_bytes(),
             unsent_bytes: ops.unsent_bytes(),
             uptime_seconds: ops.now() as f64 / 1000.0,

@@ -240,7 +240,9 @@ async function pollStats() {
 
 /// The stream's first cursor: a few events back from the latest.
 function replayFrom(stats) {
-  return String(Math.max(0, stats.events_published - Math.min(stats.events_held, FEED_REPLAY)));
+  // A position in the gateway's own log (`L<n>`): the same whether the
+  // events' ids are the gateway's own or, with Redis, the fleet stream's.
+  return 'L' + Math.max(0, stats.event_position - Math.min(stats.events_held, FEED_REPLAY));
 }
 
 /// The gateway restarted: its event ids start again, and what the page
