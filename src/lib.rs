@@ -36,6 +36,8 @@
 //!   as JSON (`/stats`).
 //! - [`config`]: every setting, which is also the command line.
 //! - [`time`]: the reactor's millisecond clock.
+//! - [`tls`]: a TLS listener's certificate, key and client CA, loaded
+//!   into a rustls configuration (the reactor drives rustls itself).
 //! - [`supervisor`]: `--workers N`: worker processes sharing the ports,
 //!   restarted when they die, drained together.
 
@@ -58,6 +60,7 @@ pub mod stats;
 pub mod stats_json;
 pub mod supervisor;
 pub mod time;
+pub mod tls;
 pub mod wheel;
 
 pub use config::Config;

@@ -68,6 +68,7 @@ mod run;
 pub mod session;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 pub mod token;
 
 use std::collections::VecDeque;
@@ -88,6 +89,7 @@ pub use conn::{Conn, Peer, Phase};
 pub use listener::{Kind, Spec};
 pub use outbuf::{OutBuf, Pool};
 pub use session::{Cx, CxOf, Next, OutputLimit, Session};
+pub use tls::PeerIdentity;
 
 use crate::close::CloseReason;
 use crate::stats::{Stats, Throttle};
@@ -268,6 +270,11 @@ impl<A: App> Reactor<A> {
     /// The address the listener of `kind` is bound to.
     pub fn local_addr(&self, kind: Kind) -> stdio::Result<SocketAddr> {
         self.listeners[listener::kind_index(&self.listeners, kind)].local_addr()
+    }
+
+    /// The address of the first listener whose spec passes `which`.
+    pub fn local_addr_where(&self, which: impl Fn(&Spec) -> bool) -> Option<SocketAddr> {
+        self.listeners.iter().find(|l| which(&l.spec)).and_then(|l| l.local_addr().ok())
     }
 
     /// The listeners' specs, in the order given.

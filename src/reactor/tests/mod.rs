@@ -367,6 +367,7 @@ impl Setup {
             per_ip: self.per_ip,
             evict_idle: self.evict_idle,
             open_while_draining: false,
+            tls: None,
         };
         let settings = Settings {
             budgets: self.budgets,

@@ -1,0 +1,187 @@
+//! TLS on the collar port and the API (issue 10), over real TLS with
+//! `rcgen` certificates: the device protocol end to end inside TLS beside
+//! the plain listener, mutual TLS (matching, mismatching and missing
+//! client certificates), and what a TLS port does with plain text, a
+//! truncated handshake and a handshake that never finishes.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::{Client, Gateway, Pki, TlsClient, closed, config};
+use tether::Config;
+use tether::close::CloseReason;
+
+/// A gateway config with the TLS collar listener on a free port.
+fn tls_config(pki: &Pki) -> Config {
+    Config {
+        device_tls_listen: Some("127.0.0.1:0".parse().unwrap()),
+        device_tls_cert: Some(pki.cert()),
+        device_tls_key: Some(pki.key()),
+        ..config()
+    }
+}
+
+/// Reads until the peer closes; what it sent before.
+fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
+    stream.set_read_timeout(Some(common::TIMEOUT)).unwrap();
+    let mut got = Vec::new();
+    match stream.read_to_end(&mut got) {
+        Ok(_) => got,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => got,
+        Err(e) => panic!("not closed: {e} (after {got:?})"),
+    }
+}
+
+#[test]
+fn the_device_protocol_runs_inside_tls_beside_the_plain_listener() {
+    let pki = Pki::new("e2e");
+    let gw = Gateway::start(tls_config(&pki));
+    let mut collar = TlsClient::connect(gw.tls.unwrap(), pki.client_config(None)).unwrap();
+    collar.send(b"PING\n");
+    collar.expect(b"PONG\n");
+    collar.send(b"IDENTIFY:ce-96-c2-78-27-fc\nPING\nLOCATION:");
+    collar.expect(b"OK\nPONG\n");
+    collar.send(b"48.85,2.35\n");
+    // The plain listener still serves, side by side.
+    let mut plain = gw.device("02:00:00:00:00:01");
+    plain.send(b"PING\n");
+    plain.expect(b"PONG\n");
+    // The collar on TLS is online like any other: the API sends it a command.
+    let reply = gw.api().post("/devices/CE:96:C2:78:27:FC/commands", "beep 3");
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    collar.expect(b"beep 3\n");
+    // A line too long inside TLS is still one: BYE, then close_notify.
+    collar.send(&vec![b'x'; 2000]);
+    collar.expect(b"BYE line-too-long\n");
+    collar.expect_close_notify();
+    drop(plain);
+    let stats = gw.stop_drained();
+    assert_eq!(closed(&stats, CloseReason::LineTooLong), 1);
+    assert_eq!(stats.accepted, [2, 1]);
+}
+
+#[test]
+fn plain_text_to_the_tls_port_is_closed_as_a_tls_error() {
+    let pki = Pki::new("plain");
+    let gw = Gateway::start(tls_config(&pki));
+    let mut client = Client::connect(gw.tls.unwrap());
+    client.send(b"IDENTIFY:CE:96:C2:78:27:FC\n");
+    let answer = read_to_close(&mut client.stream);
+    // A TLS alert record (type 21), never a line in clear text.
+    assert!(answer.is_empty() || answer[0] == 21, "{answer:?}");
+    gw.expect_log("TLS from 127.0.0.1");
+    let stats = gw.stop_drained();
+    assert_eq!(closed(&stats, CloseReason::TlsError), 1);
+}
+
+#[test]
+fn a_truncated_handshake_is_closed_as_a_tls_error() {
+    let pki = Pki::new("truncated");
+    let gw = Gateway::start(tls_config(&pki));
+    // A ClientHello record header announcing 512 bytes, then the record
+    // cut short and the write side closed.
+    let mut stream = TcpStream::connect(gw.tls.unwrap()).unwrap();
+    stream.write_all(&[22, 3, 1, 2, 0, 1, 0, 1, 252, 3, 3]).unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    read_to_close(&mut stream);
+    gw.expect_log("the handshake was cut short");
+    let stats = gw.stop_drained();
+    assert_eq!(closed(&stats, CloseReason::TlsError), 1);
+}
+
+#[test]
+fn a_handshake_that_never_finishes_is_closed_at_the_handshake_timeout() {
+    let pki = Pki::new("stalled");
+    let gw = Gateway::start(Config { handshake_timeout: Duration::from_millis(200), ..tls_config(&pki) });
+    // Half a ClientHello, and then nothing.
+    let mut stream = TcpStream::connect(gw.tls.unwrap()).unwrap();
+    stream.write_all(&[22, 3, 1, 2, 0, 1, 0, 1, 252, 3, 3]).unwrap();
+    let answer = read_to_close(&mut stream);
+    assert_eq!(answer, b"", "no BYE in clear text on a TLS port");
+    let stats = gw.stop_drained();
+    assert_eq!(closed(&stats, CloseReason::HandshakeTimeout), 1);
+}
+
+#[test]
+fn mutual_tls_admits_the_mac_the_certificate_names_without_a_challenge() {
+    let pki = Pki::new("mtls-match");
+    let keys = common::KeyFile::new("mtls-match", &[[7; 32]]);
+    let collar = pki.issue("collar", "CE:96:C2:78:27:FC", &[]);
+    let gw = Gateway::start(Config {
+        device_tls_client_ca: Some(pki.ca()),
+        device_key_file: Some(keys.keys.clone()),
+        ..tls_config(&pki)
+    });
+    let mut client = TlsClient::connect(gw.tls.unwrap(), pki.client_config(Some(&collar))).unwrap();
+    client.send(b"IDENTIFY:ce-96-c2-78-27-fc\n");
+    client.expect(b"OK\n");
+    client.send(b"PING\n");
+    client.expect(b"PONG\n");
+    // The plain listener still asks for the key.
+    let mut plain = gw.connect();
+    plain.send(b"IDENTIFY:02:00:00:00:00:01\n");
+    plain.expect(b"CHALLENGE ");
+}
+
+#[test]
+fn mutual_tls_refuses_an_identify_for_another_mac() {
+    let pki = Pki::new("mtls-mismatch");
+    let collar = pki.issue("collar", "CE:96:C2:78:27:FC", &[]);
+    let gw = Gateway::start(Config { device_tls_client_ca: Some(pki.ca()), ..tls_config(&pki) });
+    let mut client = TlsClient::connect(gw.tls.unwrap(), pki.client_config(Some(&collar))).unwrap();
+    client.send(b"IDENTIFY:02:00:00:00:00:01\n");
+    client.expect(b"ERR bad-mac\nBYE auth-failed\n");
+    client.expect_close_notify();
+    let stats = gw.stop_drained();
+    assert_eq!(closed(&stats, CloseReason::AuthFailed), 1);
+}
+
+#[test]
+fn mutual_tls_refuses_a_certificate_that_names_no_mac() {
+    let pki = Pki::new("mtls-nomac");
+    let collar = pki.issue("collar", "not a mac", &[]);
+    let gw = Gateway::start(Config { device_tls_client_ca: Some(pki.ca()), ..tls_config(&pki) });
+    let mut client = TlsClient::connect(gw.tls.unwrap(), pki.client_config(Some(&collar))).unwrap();
+    client.send(b"IDENTIFY:CE:96:C2:78:27:FC\n");
+    client.expect(b"ERR bad-mac\nBYE auth-failed\n");
+}
+
+#[test]
+fn mutual_tls_without_a_client_certificate_is_a_tls_error() {
+    let pki = Pki::new("mtls-missing");
+    let gw = Gateway::start(Config { device_tls_client_ca: Some(pki.ca()), ..tls_config(&pki) });
+    // In TLS 1.3 the client finishes its side before the server checks its
+    // (missing) certificate: the refusal comes as an alert on the first read.
+    let outcome = TlsClient::connect(gw.tls.unwrap(), pki.client_config(None)).and_then(|mut client| {
+        client.tls.write_all(b"PING\n")?;
+        let mut buf = [0; 16];
+        client.tls.read(&mut buf)
+    });
+    let e = outcome.expect_err("a TLS alert");
+    assert!(e.to_string().contains("CertificateRequired") || e.to_string().contains("certificate"), "{e}");
+    gw.expect_log("TLS from 127.0.0.1");
+    let stats = gw.stop_drained();
+    assert_eq!(closed(&stats, CloseReason::TlsError), 1);
+}
+
+#[test]
+fn mutual_tls_refuses_a_certificate_from_another_ca() {
+    let pki = Pki::new("mtls-ca");
+    let other = Pki::new("mtls-other");
+    let stranger = other.issue("collar", "CE:96:C2:78:27:FC", &[]);
+    let gw = Gateway::start(Config { device_tls_client_ca: Some(pki.ca()), ..tls_config(&pki) });
+    // Trusts the gateway's CA, presents a certificate of another one.
+    let mut config = (*pki.client_config(None)).clone();
+    config.client_auth_cert_resolver = other.client_config(Some(&stranger)).client_auth_cert_resolver.clone();
+    let outcome = TlsClient::connect(gw.tls.unwrap(), std::sync::Arc::new(config)).and_then(|mut client| {
+        client.tls.write_all(b"PING\n")?;
+        let mut buf = [0; 16];
+        client.tls.read(&mut buf)
+    });
+    outcome.expect_err("a TLS alert");
+    let stats = gw.stop_drained();
+    assert_eq!(closed(&stats, CloseReason::TlsError), 1);
+}
