@@ -185,3 +185,68 @@ fn mutual_tls_refuses_a_certificate_from_another_ca() {
     let stats = gw.stop_drained();
     assert_eq!(closed(&stats, CloseReason::TlsError), 1);
 }
+
+/// A gateway config serving the API over HTTPS.
+fn https_config(pki: &Pki) -> Config {
+    Config { http_tls_cert: Some(pki.cert()), http_tls_key: Some(pki.key()), ..config() }
+}
+
+#[test]
+fn the_api_answers_over_https() {
+    let pki = Pki::new("https-health");
+    let gw = Gateway::start(https_config(&pki));
+    let _collar = gw.device("CE:96:C2:78:27:FC");
+    let mut client = TlsClient::connect(gw.http, pki.client_config(None)).unwrap();
+    // Two requests on one connection, the second closing it.
+    client.send(b"GET /health HTTP/1.1\r\nHost: tether\r\n\r\n");
+    let body = r#"{"status":"ok","uptime_s":<INT>,"devices_online":1,"connections":2}"#;
+    let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ";
+    client.expect(head.as_bytes());
+    let mut rest = Vec::new();
+    let mut byte = [0];
+    while !rest.ends_with(b"\r\n\r\n") {
+        client.tls.read_exact(&mut byte).unwrap();
+        rest.push(byte[0]);
+    }
+    let length: usize = String::from_utf8_lossy(&rest).split("\r\n").next().unwrap().parse().unwrap();
+    let mut got = vec![0; length];
+    client.tls.read_exact(&mut got).unwrap();
+    common::assert_like(&String::from_utf8(got).unwrap(), body);
+    client.send(b"GET /nope HTTP/1.1\r\nHost: tether\r\nConnection: close\r\n\r\n");
+    let body = r#"{"error":"no such endpoint"}"#;
+    client.expect(common::json_response("404 Not Found", body, &[], true).as_bytes());
+    client.expect_close_notify();
+    // The plain protocol on the HTTPS port is a TLS error, not a 400.
+    let mut plain = Client::connect(gw.http);
+    plain.send(b"GET /health HTTP/1.1\r\n\r\n");
+    let answer = read_to_close(&mut plain.stream);
+    assert!(answer.is_empty() || answer[0] == 21, "{answer:?}");
+    let stats = gw.stop_drained();
+    assert_eq!(stats.closed(tether::reactor::Kind::Http, CloseReason::TlsError), 1);
+}
+
+#[test]
+fn an_event_stream_runs_over_https() {
+    let pki = Pki::new("https-sse");
+    let gw = Gateway::start(https_config(&pki));
+    let mut stream = TlsClient::connect(gw.http, pki.client_config(None)).unwrap();
+    stream.send(b"GET /events HTTP/1.1\r\nHost: tether\r\n\r\n");
+    stream.expect(common::STREAM_START.as_bytes());
+    let mut collar = gw.device("CE:96:C2:78:27:FC");
+    let peer = collar.stream.local_addr().unwrap();
+    collar.send(b"LOCATION:48.5,2.25\n");
+    let mut frames = String::new();
+    let mut buf = [0; 4096];
+    while frames.matches("\n\n").count() < 2 {
+        let n = stream.tls.read(&mut buf).unwrap();
+        assert!(n > 0, "the stream ended after {frames:?}");
+        frames.push_str(std::str::from_utf8(&buf[..n]).unwrap());
+    }
+    common::assert_like(
+        &frames,
+        &format!(
+            "id: 1\nevent: connected\ndata: {{\"mac\":\"CE:96:C2:78:27:FC\",\"peer\":\"{peer}\",\"at\":\"<TIME>\"}}\n\n\
+             id: 2\nevent: location\ndata: {{\"mac\":\"CE:96:C2:78:27:FC\",\"lat\":48.5,\"lon\":2.25,\"at\":\"<TIME>\"}}\n\n"
+        ),
+    );
+}
