@@ -250,3 +250,34 @@ fn an_event_stream_runs_over_https() {
         ),
     );
 }
+
+/// Limits keep their meaning inside TLS: a collar that sends PINGs and
+/// never reads is closed as a slow consumer once more than `--max-output`
+/// of plaintext is unsent, and when it reads at last it finds whole
+/// `PONG` lines, its `BYE` and the `close_notify`.
+#[test]
+fn a_collar_that_does_not_read_is_closed_as_a_slow_consumer_inside_tls() {
+    let pki = Pki::new("slow");
+    let gw = Gateway::start(Config { max_output: 4096, linger_timeout: common::TIMEOUT, ..tls_config(&pki) });
+    let stream = Client::connect_with_recv_buffer(gw.tls.unwrap(), 4096).stream;
+    let mut collar = TlsClient::over(stream, pki.client_config(None)).unwrap();
+    collar.send(b"IDENTIFY:CE:96:C2:78:27:FC\n");
+    collar.tls.sock.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    let chunk = b"PING\n".repeat(1000);
+    // Bounded: 8 MiB of PONGs is far more than the kernel's buffers hold.
+    let mut sent = 0;
+    while sent < 8 << 20 && collar.tls.write_all(&chunk).and_then(|()| collar.tls.flush()).is_ok() {
+        sent += chunk.len();
+    }
+    gw.expect_log("closing: slow-consumer");
+    let mut received = Vec::new();
+    collar.tls.read_to_end(&mut received).expect("the gateway's close_notify");
+    let bye = b"BYE slow-consumer\n";
+    assert!(received.starts_with(b"OK\n") && received.ends_with(bye), "...{:?}", received.escape_ascii().to_string());
+    let lines = &received[3..received.len() - bye.len()];
+    assert!(lines.chunks(5).all(|line| line == b"PONG\n"), "a torn line");
+    assert!(lines.len() / 5 < sent / 5, "{} PONGs for {} PINGs", lines.len() / 5, sent / 5);
+    drop(collar);
+    let stats = gw.stop_drained();
+    assert_eq!(closed(&stats, CloseReason::SlowConsumer), 1);
+}

@@ -110,7 +110,11 @@ pub struct TlsClient {
 impl TlsClient {
     /// Connects and completes the handshake (for `localhost`).
     pub fn connect(addr: SocketAddr, config: Arc<ClientConfig>) -> io::Result<TlsClient> {
-        let stream = TcpStream::connect(addr)?;
+        TlsClient::over(TcpStream::connect(addr)?, config)
+    }
+
+    /// Completes the handshake on a connected stream.
+    pub fn over(stream: TcpStream, config: Arc<ClientConfig>) -> io::Result<TlsClient> {
         stream.set_read_timeout(Some(TIMEOUT))?;
         stream.set_nodelay(true)?;
         let conn = ClientConnection::new(config, ServerName::try_from("localhost").unwrap()).unwrap();
