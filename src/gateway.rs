@@ -46,8 +46,11 @@ impl Gateway {
             // A worker shares both ports with the others (see `supervisor`).
             reuse_port: config.worker_index.is_some(),
         };
-        let device_tls = config.device_tls().map(|files| files.load()).transpose()?;
-        let http_tls = config.http_tls().map(|files| files.load()).transpose()?;
+        let device_tls = config.device_tls().map(|files| files.load().map(|tls| (tls, files))).transpose()?;
+        let (http_tls, http_tls_files) = match config.http_tls() {
+            Some(files) => (Some(files.load()?), Some(files)),
+            None => (None, None),
+        };
         let mut specs = vec![
             Spec {
                 kind: Kind::Device,
@@ -58,6 +61,7 @@ impl Gateway {
                 evict_idle: false,
                 open_while_draining: false,
                 tls: None,
+                tls_files: None,
             },
             Spec {
                 kind: Kind::Http,
@@ -68,12 +72,13 @@ impl Gateway {
                 evict_idle: true,
                 open_while_draining: true,
                 tls: http_tls,
+                tls_files: http_tls_files,
             },
         ];
         // The TLS collar listener, beside the plain one (which stays the
         // first device listener): each has the collar cap.
-        if let (Some(addr), Some(tls)) = (config.device_tls_listen, device_tls) {
-            specs.push(Spec { addr, tls: Some(tls), ..specs[0].clone() });
+        if let (Some(addr), Some((tls, files))) = (config.device_tls_listen, device_tls) {
+            specs.push(Spec { addr, tls: Some(tls), tls_files: Some(files), ..specs[0].clone() });
         }
         let settings = Settings {
             budgets: config.budgets(),

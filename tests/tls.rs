@@ -281,3 +281,72 @@ fn a_collar_that_does_not_read_is_closed_as_a_slow_consumer_inside_tls() {
     let stats = gw.stop_drained();
     assert_eq!(closed(&stats, CloseReason::SlowConsumer), 1);
 }
+
+/// The address of the binary's TLS collar listener, from its banner.
+fn tls_addr(gw: &common::Process) -> std::net::SocketAddr {
+    let banner = gw.preamble.iter().find_map(|line| line.split("devices: TLS on ").nth(1)).expect("a TLS banner");
+    banner.split([',', ' ']).next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn sighup_reloads_the_certificate_and_a_broken_file_keeps_the_one_in_force() {
+    let first = Pki::new("reload-first");
+    let second = Pki::new("reload-second");
+    let (cert, key) = (first.cert(), first.key());
+    let gw = common::Process::start(
+        &[
+            "--device-tls-listen",
+            "127.0.0.1:0",
+            "--device-tls-cert",
+            cert.to_str().unwrap(),
+            "--device-tls-key",
+            key.to_str().unwrap(),
+        ],
+        None,
+    );
+    let addr = tls_addr(&gw);
+    let mut before = TlsClient::connect(addr, first.client_config(None)).unwrap();
+    before.send(b"IDENTIFY:CE:96:C2:78:27:FC\n");
+    before.expect(b"OK\n");
+
+    // A good file: new connections get the second CA's certificate.
+    std::fs::copy(second.cert(), &cert).unwrap();
+    std::fs::copy(second.key(), &key).unwrap();
+    gw.signal(libc::SIGHUP);
+    gw.expect_log("tls: reloaded the certificate");
+    let mut after = TlsClient::connect(addr, second.client_config(None)).unwrap();
+    after.send(b"PING\n");
+    after.expect(b"PONG\n");
+    let refused = TlsClient::connect(addr, first.client_config(None)).err().expect("the old CA no longer vouches");
+    assert!(refused.to_string().contains("UnknownIssuer") || refused.to_string().contains("issuer"), "{refused}");
+    // The connection from before the reload was not dropped.
+    before.send(b"PING\n");
+    before.expect(b"PONG\n");
+
+    // A broken file: the log says why, and the second certificate stays.
+    std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n").unwrap();
+    gw.signal(libc::SIGHUP);
+    let line = gw.expect_log("keeps the certificate in force");
+    assert!(line.contains(cert.to_str().unwrap()), "{line}");
+    let mut still = TlsClient::connect(addr, second.client_config(None)).unwrap();
+    still.send(b"PING\n");
+    still.expect(b"PONG\n");
+}
+
+#[test]
+fn a_returning_collar_resumes_its_session() {
+    let pki = Pki::new("resume");
+    let gw = Gateway::start(tls_config(&pki));
+    // One client configuration keeps the tickets the gateway sent.
+    let config = pki.client_config(None);
+    for i in 0..3 {
+        let mut collar = TlsClient::connect(gw.tls.unwrap(), std::sync::Arc::clone(&config)).unwrap();
+        collar.send(b"PING\n");
+        collar.expect(b"PONG\n");
+        let resumed = collar.tls.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+        assert_eq!(resumed, i > 0, "connection {i}");
+    }
+    let metrics = gw.metrics();
+    assert_eq!(common::metric(&metrics, r#"tether_tls_handshakes_total{kind="full"}"#), 1.0);
+    assert_eq!(common::metric(&metrics, r#"tether_tls_handshakes_total{kind="resumed"}"#), 2.0);
+}

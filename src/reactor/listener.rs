@@ -99,6 +99,8 @@ pub struct Spec {
     /// Speak TLS with this configuration on every connection accepted
     /// (see [`super::tls`]); replaced on a reload.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Where `tls` was loaded from, to load it again on SIGHUP.
+    pub tls_files: Option<crate::tls::TlsFiles>,
 }
 
 /// A listener and what the reactor knows about its queue and its share.

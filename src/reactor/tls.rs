@@ -169,6 +169,8 @@ impl<A: App> Reactor<A> {
                     }
                     if !tls.secured && tls.is_secured() {
                         tls.secured = true;
+                        let resumed = tls.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+                        self.stats.tls_handshakes[usize::from(resumed)] += 1;
                         if let Some(identity) = tls.peer_identity() {
                             next = self.call(key, |s, cx| s.on_peer_identity(&identity, cx));
                         }

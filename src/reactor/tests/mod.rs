@@ -368,6 +368,7 @@ impl Setup {
             evict_idle: self.evict_idle,
             open_while_draining: false,
             tls: None,
+            tls_files: None,
         };
         let settings = Settings {
             budgets: self.budgets,
