@@ -64,6 +64,7 @@ mod report;
 mod sources;
 mod stats;
 mod summary;
+mod tls;
 mod workers;
 
 use std::io::{self, Write};
@@ -146,7 +147,7 @@ fn exit_status(summary: &Summary, fail_on_loss: bool) -> (u8, Option<String>) {
 
 /// The whole run in this process, progress lines on stderr.
 fn run_alone(args: &Args) -> Result<Summary, String> {
-    let fleet = Fleet::new(Setup::from_args(args)).map_err(|e| format!("cannot start: {e}"))?;
+    let fleet = Fleet::new(Setup::from_args(args)?).map_err(|e| format!("cannot start: {e}"))?;
     let mut printer = Printer::new(args.collars);
     let (stats, timing) = fleet
         .run(|at, stats| {

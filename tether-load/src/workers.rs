@@ -53,7 +53,7 @@ pub enum Message {
 
 /// The worker's side: runs its share and reports on stdout.
 pub fn work(args: &Args) -> Result<(), String> {
-    let fleet = Fleet::new(Setup::from_args(args)).map_err(|e| format!("cannot start: {e}"))?;
+    let fleet = Fleet::new(Setup::from_args(args)?).map_err(|e| format!("cannot start: {e}"))?;
     let mut stdout = io::stdout().lock();
     // A failed write means the parent is gone: the run stops.
     let (stats, timing) = fleet
