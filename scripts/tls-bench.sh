@@ -11,7 +11,8 @@
 #     `stream` server terminating TLS 1.3 with the same certificate and
 #     proxying to tether's plain port, so the collars speak the same
 #     protocol through it.
-# Then it measures, for each:
+# Then it measures, for each (handshakes and round trips first: the
+# memory phase leaves tens of thousands of loopback ports in TIME_WAIT):
 #   1. user-space memory per idle TLS collar: RSS growth of the process
 #      terminating TLS (tether; nginx's worker) while N collars
 #      (tether-load --tls, on CPU 1) are online and idle;
@@ -107,38 +108,10 @@ echo "tether pid $gateway (TLS $tls_addr, plain $plain_addr); nginx worker $ngin
 
 load() { taskset -c 1 target/release/tether-load --tls --tls-ca "$work/ca.pem" "$@"; }
 
-# --- 1. Memory per idle TLS collar ---------------------------------------------
-# N collars online and idle through the server, then its RSS growth over N.
-hold() { # hold NAME ADDR PID: sets $before and $after (KiB); no subshell
-    local name=$1 addr=$2 pid=$3 cpu0
-    before=$(rss_kib "$pid")
-    cpu0=$(cpu_ticks "$pid")
-    load --target "$addr" -n "$n" --source-ips 127.0.0.2-127.0.0.3 --duration 900s --json \
-        --mac-base 02:4C:00:00:00:00 >"$work/hold-$name.json" 2>"$work/hold-$name.log" &
-    fleet=$!
-    for _ in $(seq 240); do
-        (( $(online) >= n )) && break
-        kill -0 "$fleet" 2>/dev/null || break
-        sleep 0.5
-    done
-    (( $(online) >= n )) || { cat "$work/hold-$name.log" >&2; online >&2; echo "$name: not all collars came online" >&2; exit 1; }
-    connect_cpu=$(( $(cpu_ticks "$pid") - cpu0 ))
-    sleep 2
-    after=$(rss_kib "$pid")
-    kill -TERM "$fleet"; wait "$fleet" || true; fleet=""
-    [[ -n "${KEEP:-}" ]] && cp "$work/hold-$name.log" "/tmp/tls-bench-hold-$name.log"
-    for _ in $(seq 100); do (( $(online) == 0 )) && break; sleep 0.2; done
-}
-echo "holding $n idle TLS collars on tether..."
-hold tether "$tls_addr" "$gateway"; t_before=$before; t_held=$after; t_connect=$connect_cpu
-http_get /metrics >"$work/metrics-hold.txt"
-echo "holding $n idle TLS collars through nginx..."
-hold nginx "127.0.0.1:$nginx_port" "$nginx_worker"; n_before=$before; n_held=$after; n_connect=$connect_cpu
-
 # --- 2. Handshakes per second ---------------------------------------------------
 s_time() { # s_time ADDR -new|-reuse -> connections per second
     taskset -c 1 openssl s_time -connect "$1" "$2" -time "$secs" -tls1_3 2>/dev/null \
-        | awk '/connections in .* real seconds/ { rate = $1 / $4 } END { printf "%.0f", rate }'
+        | awk '/connections in .* real seconds/ { rate = $1 / $4 } END { printf "%.0f", rate }' || true
 }
 echo "handshakes: openssl s_time, ${secs}s each..."
 t_cpu0=$(cpu_ticks "$gateway"); t_full=$(s_time "$tls_addr" -new); t_cpu1=$(cpu_ticks "$gateway")
@@ -165,11 +138,40 @@ rtt plain "$plain_addr" 0 "$gateway"; p_trips=$trips; p_cpu=${ticks[0]}
 rtt tls "$tls_addr" 1 "$gateway"; t_trips=$trips; t_cpu=${ticks[0]}
 rtt nginx "127.0.0.1:$nginx_port" 1 "$gateway" "$nginx_worker"; x_trips=$trips; x_tether=${ticks[0]}; x_nginx=${ticks[1]}
 
+# --- 1. Memory per idle TLS collar ---------------------------------------------
+# N collars online and idle through the server, then its RSS growth over N.
+hold() { # hold NAME ADDR PID: sets $before and $after (KiB); no subshell
+    local name=$1 addr=$2 pid=$3 cpu0
+    before=$(rss_kib "$pid")
+    cpu0=$(cpu_ticks "$pid")
+    load --target "$addr" -n "$n" --source-ips 127.0.0.2-127.0.0.3 --duration 900s --json \
+        --mac-base 02:4C:00:00:00:00 >"$work/hold-$name.json" 2>"$work/hold-$name.log" &
+    fleet=$!
+    for _ in $(seq 240); do
+        (( $(online) >= n )) && break
+        kill -0 "$fleet" 2>/dev/null || break
+        sleep 0.5
+    done
+    (( $(online) >= n )) || { cat "$work/hold-$name.log" >&2; online >&2; echo "$name: not all collars came online" >&2; exit 1; }
+    connect_cpu=$(( $(cpu_ticks "$pid") - cpu0 ))
+    sleep 2
+    after=$(rss_kib "$pid")
+    kill -TERM "$fleet"; wait "$fleet" || true; fleet=""
+    [[ -n "${KEEP:-}" ]] && cp "$work/hold-$name.log" "/tmp/tls-bench-hold-$name.log"
+    for _ in $(seq 100); do (( $(online) == 0 )) && break; sleep 0.2; done
+}
+http_get /metrics >"$work/metrics-before-hold.txt"
+echo "holding $n idle TLS collars on tether..."
+hold tether "$tls_addr" "$gateway"; t_before=$before; t_held=$after; t_connect=$connect_cpu
+http_get /metrics >"$work/metrics-hold.txt"
+echo "holding $n idle TLS collars through nginx..."
+hold nginx "127.0.0.1:$nginx_port" "$nginx_worker"; n_before=$before; n_held=$after; n_connect=$connect_cpu
+
 # --- Report -------------------------------------------------------------------------
 python3 - "$n" "$t_before" "$t_held" "$n_before" "$n_held" "$t_full" "$t_resumed" "$n_full" "$n_resumed" \
     "$p_trips" "$p_cpu" "$t_trips" "$t_cpu" "$x_trips" "$x_tether" "$x_nginx" "$(getconf CLK_TCK)" \
     "$((t_cpu1 - t_cpu0))" "$((n_cpu1 - n_cpu0))" "$secs" "$t_connect" "$n_connect" "$work/metrics.txt" \
-    "$work/metrics-hold.txt" <<'EOF'
+    "$work/metrics-hold.txt" "$work/metrics-before-hold.txt" <<'EOF'
 import sys
 a = sys.argv[1:]
 n, tb, th, nb, nh, tf, tr, nf, nr, pt, pc, tt, tc, xt, xtc, xnc, hz, tfc, nfc, secs, tcc, ncc = map(float, a[:22])
@@ -180,7 +182,8 @@ def handshakes(path):
             counts[line.split('"')[1]] = int(float(line.split()[-1]))
     return counts.get("full", 0), counts.get("resumed", 0)
 full, resumed = handshakes(a[22])
-hold_full, hold_resumed = handshakes(a[23])
+# The hold's own handshakes: the counters after it, less those before it.
+hold_full, hold_resumed = [after - before for after, before in zip(handshakes(a[23]), handshakes(a[24]))]
 per_core = lambda rate, ticks: f"{rate * secs / (ticks / hz):.0f}/s per core" if ticks else "n/a"
 us = lambda ticks, trips: f"{ticks / hz * 1e6 / trips:.1f} us" if trips else "n/a"
 rows = [
