@@ -350,3 +350,34 @@ fn a_returning_collar_resumes_its_session() {
     assert_eq!(common::metric(&metrics, r#"tether_tls_handshakes_total{kind="full"}"#), 1.0);
     assert_eq!(common::metric(&metrics, r#"tether_tls_handshakes_total{kind="resumed"}"#), 2.0);
 }
+
+#[test]
+fn tls_1_2_is_refused_unless_allowed() {
+    let pki = Pki::new("tls12");
+    let gw = Gateway::start(tls_config(&pki));
+    let tls12 = pki.client_config_for(&rustls::version::TLS12, None);
+    let e = TlsClient::connect(gw.tls.unwrap(), std::sync::Arc::clone(&tls12)).err().expect("TLS 1.2 refused");
+    assert!(e.to_string().contains("ProtocolVersion") || e.to_string().contains("version"), "{e}");
+    let stats = gw.stop_drained();
+    assert_eq!(closed(&stats, CloseReason::TlsError), 1);
+
+    let gw = Gateway::start(Config { tls12: true, ..tls_config(&pki) });
+    let mut collar = TlsClient::connect(gw.tls.unwrap(), tls12).unwrap();
+    assert_eq!(collar.tls.conn.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2));
+    collar.send(b"PING\n");
+    collar.expect(b"PONG\n");
+}
+
+#[test]
+fn a_full_tls_listener_turns_a_newcomer_away_without_clear_text() {
+    let pki = Pki::new("full");
+    let gw = Gateway::start(Config { max_connections: Some(1), ..tls_config(&pki) });
+    let mut first = TlsClient::connect(gw.tls.unwrap(), pki.client_config(None)).unwrap();
+    first.send(b"PING\n");
+    first.expect(b"PONG\n");
+    let mut second = TcpStream::connect(gw.tls.unwrap()).unwrap();
+    assert_eq!(read_to_close(&mut second), b"", "no BYE server-full in clear text");
+    drop(first);
+    let stats = gw.stop_drained();
+    assert_eq!(closed(&stats, CloseReason::ServerFull), 1);
+}

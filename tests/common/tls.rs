@@ -72,11 +72,20 @@ impl Pki {
     /// A client configuration trusting this CA, presenting the client
     /// certificate in `identity` (files from [`Pki::issue`]) if given.
     pub fn client_config(&self, identity: Option<&(PathBuf, PathBuf)>) -> Arc<ClientConfig> {
+        self.client_config_for(&rustls::version::TLS13, identity)
+    }
+
+    /// [`Pki::client_config`] speaking only TLS `version`.
+    pub fn client_config_for(
+        &self,
+        version: &'static rustls::SupportedProtocolVersion,
+        identity: Option<&(PathBuf, PathBuf)>,
+    ) -> Arc<ClientConfig> {
         let mut roots = RootCertStore::empty();
         roots.add(self.ca.clone()).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
+            .with_protocol_versions(&[version])
             .unwrap()
             .with_root_certificates(roots);
         Arc::new(match identity {
