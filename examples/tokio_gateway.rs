@@ -86,8 +86,9 @@ async fn serve(mut stream: TcpStream, id: u64, online: Online, timeouts: Timeout
                                 replies.extend_from_slice(Line::Ok.bytes());
                             }
                             Step::Located | Step::Silent => {}
-                            // Without device keys there is no challenge to answer.
-                            Step::Challenge(_) | Step::AuthFailed(_) => {}
+                            // Without device keys or mutual TLS there is no challenge, and
+                            // no certificate to match.
+                            Step::Challenge(_) | Step::AuthFailed(_) | Step::CertificateMismatch(_) => {}
                         }
                         ControlFlow::Continue(())
                     });

@@ -2,7 +2,7 @@
 # Hold N collar connections on one tether gateway, measure it, and check
 # that no collar was lost.
 #
-# Usage: scripts/loadtest.sh [N]          (default 100000)
+# Usage: scripts/loadtest.sh [N] [--tls]  (default 100000)
 #
 # Builds release, starts `tether` on loopback, opens N-ACTIVE idle collars
 # with `tether-load` (as many processes and source IPs as the host needs),
@@ -83,6 +83,24 @@ if [[ "$auth" == 1 ]]; then
     auth_args=(--device-key-file "$work/device.keys")
 fi
 
+# --- TLS (issue 10): `--tls` holds every collar over TLS 1.3 ------------
+# A throwaway CA and an ECDSA P-256 certificate for 127.0.0.1 (openssl);
+# the gateway opens its TLS collar listener, and the fleets connect there.
+tls=0
+for arg in "$@"; do [[ "$arg" == --tls ]] && tls=1; done
+tls_gateway_args=(); tls_load_args=()
+if [[ "$tls" == 1 ]]; then
+    ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+    openssl req -x509 "${ec[@]}" -keyout "$work/ca.key" -out "$work/ca.pem" -days 2 \
+        -subj "/CN=loadtest CA" 2>/dev/null
+    openssl req "${ec[@]}" -keyout "$work/tls.key" -out "$work/tls.csr" -subj "/CN=localhost" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n' >"$work/tls.ext"
+    openssl x509 -req -in "$work/tls.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial \
+        -days 2 -extfile "$work/tls.ext" -out "$work/tls.pem" 2>/dev/null
+    tls_gateway_args=(--device-tls-listen 127.0.0.1:0 --device-tls-cert "$work/tls.pem" --device-tls-key "$work/tls.key")
+    tls_load_args=(--tls --tls-ca "$work/ca.pem")
+fi
+
 echo "building release binaries..."
 cargo build --release --quiet --workspace --bins
 
@@ -93,7 +111,7 @@ http_get() { python3 -c 'import sys, urllib.request; print(urllib.request.urlope
 # --- The gateway ---------------------------------------------------------
 RUST_LOG=info target/release/tether --device-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
     --max-http-connections "$http_share" --heartbeat-interval "$heartbeat" --stats-interval 10s \
-    "${auth_args[@]}" 2>"$work/gateway.log" &
+    "${auth_args[@]}" "${tls_gateway_args[@]}" 2>"$work/gateway.log" &
 gateway=$!
 for _ in $(seq 100); do
     grep -q "http: listening on" "$work/gateway.log" && break
@@ -102,6 +120,10 @@ done
 device_addr=$(sed -n 's/.*devices: listening on \([^ ]*\).*/\1/p' "$work/gateway.log")
 http_addr=$(sed -n 's/.*http: listening on \([^ ,]*\).*/\1/p' "$work/gateway.log")
 [[ -n "$device_addr" && -n "$http_addr" ]] || { cat "$work/gateway.log"; echo "the gateway did not start" >&2; exit 1; }
+if [[ "$tls" == 1 ]]; then
+    device_addr=$(sed -n 's/.*devices: TLS on \([^ ,]*\).*/\1/p' "$work/gateway.log")
+    echo "TLS: every collar speaks TLS 1.3 (ECDSA P-256) to $device_addr"
+fi
 http_get /health >/dev/null
 base_rss=$(rss_kib "$gateway")
 echo "gateway pid $gateway on $device_addr (http $http_addr), RSS $base_rss KiB"
@@ -110,7 +132,7 @@ echo "fleet: $idle idle collars in $procs process(es) from $sources, then $activ
 # --- Phase 1: connect and hold -------------------------------------------
 cpu_connect0=$(cpu_ticks "$gateway")
 target/release/tether-load --target "$device_addr" -n "$idle" --processes "$procs" \
-    --source-ips "$sources" --duration 900s --json --fail-on-loss "${auth_args[@]}" \
+    --source-ips "$sources" --duration 900s --json --fail-on-loss "${auth_args[@]}" "${tls_load_args[@]}" \
     --mac-base 02:4C:00:00:00:00 --html "$reports/loadtest-$n-fleet.html" >"$work/fleet.json" 2>"$work/fleet.log" &
 fleet=$!
 online=0
@@ -135,7 +157,7 @@ sleep "$hold"
 cpu_before=$(cpu_ticks "$gateway")
 rtt_status=0
 target/release/tether-load --target "$device_addr" -n "$active" --rtt --active "$active" \
-    --duration "${rtt_secs}s" --json --fail-on-loss --mac-base 02:4D:00:00:00:00 "${auth_args[@]}" \
+    --duration "${rtt_secs}s" --json --fail-on-loss --mac-base 02:4D:00:00:00:00 "${auth_args[@]}" "${tls_load_args[@]}" \
     --html "$reports/loadtest-$n-rtt.html" >"$work/rtt.json" 2>"$work/rtt.log" || rtt_status=$?
 cpu_after=$(cpu_ticks "$gateway")
 still_online=$(http_get /health | python3 -c 'import json,sys; print(json.load(sys.stdin)["devices_online"])')

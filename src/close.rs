@@ -56,10 +56,14 @@ pub enum CloseReason {
     /// unanswered, or written data stayed unacknowledged for
     /// `--tcp-user-timeout`.
     TcpTimeout,
+    /// TLS failed: the peer spoke something other than TLS to a TLS port,
+    /// its handshake or client certificate was refused, or a record did
+    /// not decrypt. Nothing more can be said to it but a TLS alert.
+    TlsError,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 21] = [
+    pub const ALL: [CloseReason; 22] = [
         CloseReason::PeerClosed,
         CloseReason::IoError,
         CloseReason::Replaced,
@@ -81,6 +85,7 @@ impl CloseReason {
         CloseReason::AuthFailed,
         CloseReason::Flapping,
         CloseReason::TcpTimeout,
+        CloseReason::TlsError,
     ];
 
     /// The reason's name in logs, stats and `BYE` lines.
@@ -107,6 +112,7 @@ impl CloseReason {
             CloseReason::AuthFailed => "auth-failed",
             CloseReason::Flapping => "flapping",
             CloseReason::TcpTimeout => "tcp-timeout",
+            CloseReason::TlsError => "tls-error",
         }
     }
 
@@ -146,7 +152,8 @@ impl CloseReason {
             | CloseReason::BadRequest
             | CloseReason::Evicted
             | CloseReason::LinkTimeout
-            | CloseReason::ProtocolError => return None,
+            | CloseReason::ProtocolError
+            | CloseReason::TlsError => return None,
             CloseReason::Replaced => b"BYE replaced\n",
             CloseReason::Idle => b"BYE idle\n",
             CloseReason::HandshakeTimeout => b"BYE handshake-timeout\n",

@@ -7,6 +7,7 @@
 //! (`TETHER_API_TOKEN`).
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -17,6 +18,7 @@ use crate::hub::flap::FlapSettings;
 use crate::proto::Settings;
 use crate::reactor::Budgets;
 use crate::redis::{RedisSettings, RedisUrl};
+use crate::tls::TlsFiles;
 
 /// tether: a single-threaded TCP gateway for connected pet collars.
 #[derive(Debug, Clone, Parser)]
@@ -280,6 +282,39 @@ pub struct Config {
     #[arg(long, default_value = "10000", value_name = "N", value_parser = parse_count, help_heading = "Device security")]
     pub flap_max_tracked: usize,
 
+    /// A second collar listener, speaking the same protocol inside TLS
+    /// (off by default); the plain one stays, so a fleet can move over
+    /// collar by collar. Needs --device-tls-cert and --device-tls-key.
+    #[arg(long, value_name = "ADDR", requires_all = ["device_tls_cert", "device_tls_key"], help_heading = "TLS")]
+    pub device_tls_listen: Option<SocketAddr>,
+
+    /// The device TLS listener's certificate chain, leaf first (PEM).
+    #[arg(long, value_name = "PEM", requires = "device_tls_listen", help_heading = "TLS")]
+    pub device_tls_cert: Option<PathBuf>,
+
+    /// The device TLS listener's private key (PEM).
+    #[arg(long, value_name = "PEM", requires = "device_tls_listen", help_heading = "TLS")]
+    pub device_tls_key: Option<PathBuf>,
+
+    /// Mutual TLS: require a client certificate issued by this CA (PEM)
+    /// on the device TLS listener; its subject's common name is the one
+    /// MAC the collar may IDENTIFY as, and no AUTH challenge is asked.
+    #[arg(long, value_name = "PEM", requires = "device_tls_listen", help_heading = "TLS")]
+    pub device_tls_client_ca: Option<PathBuf>,
+
+    /// Serve the HTTP API over HTTPS on --http-listen with this
+    /// certificate chain (PEM); needs --http-tls-key.
+    #[arg(long, value_name = "PEM", requires = "http_tls_key", help_heading = "TLS")]
+    pub http_tls_cert: Option<PathBuf>,
+
+    /// The HTTPS private key (PEM); needs --http-tls-cert.
+    #[arg(long, value_name = "PEM", requires = "http_tls_cert", help_heading = "TLS")]
+    pub http_tls_key: Option<PathBuf>,
+
+    /// Accept TLS 1.2 as well as TLS 1.3 on every TLS listener.
+    #[arg(long, help_heading = "TLS")]
+    pub tls12: bool,
+
     /// Shape of the log lines on stderr: `text`, or `json` (one object a
     /// line: time, level, target, message) for a log shipper.
     #[arg(long, value_enum, default_value = "text", value_name = "FORMAT")]
@@ -393,6 +428,27 @@ impl Config {
             },
             redis: RedisSettings { max_reply: self.redis_max_reply, max_output: self.redis_max_output },
         }
+    }
+
+    /// The device TLS listener's files, if it is on.
+    pub fn device_tls(&self) -> Option<TlsFiles> {
+        self.device_tls_listen?;
+        Some(TlsFiles {
+            cert: self.device_tls_cert.clone()?,
+            key: self.device_tls_key.clone()?,
+            client_ca: self.device_tls_client_ca.clone(),
+            tls12: self.tls12,
+        })
+    }
+
+    /// The HTTPS files, if HTTPS is on.
+    pub fn http_tls(&self) -> Option<TlsFiles> {
+        Some(TlsFiles {
+            cert: self.http_tls_cert.clone()?,
+            key: self.http_tls_key.clone()?,
+            client_ca: None,
+            tls12: self.tls12,
+        })
     }
 
     /// The flapping guard's settings.

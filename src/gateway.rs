@@ -23,6 +23,8 @@ use crate::stats::Stats;
 pub struct Gateway {
     reactor: Reactor<Hub>,
     hub: Hub,
+    /// The TLS collar listener requires client certificates.
+    mutual_tls: bool,
 }
 
 impl Gateway {
@@ -44,7 +46,12 @@ impl Gateway {
             // A worker shares both ports with the others (see `supervisor`).
             reuse_port: config.worker_index.is_some(),
         };
-        let specs = vec![
+        let device_tls = config.device_tls().map(|files| files.load().map(|tls| (tls, files))).transpose()?;
+        let (http_tls, http_tls_files) = match config.http_tls() {
+            Some(files) => (Some(files.load()?), Some(files)),
+            None => (None, None),
+        };
+        let mut specs = vec![
             Spec {
                 kind: Kind::Device,
                 addr: config.device_listen,
@@ -53,6 +60,8 @@ impl Gateway {
                 per_ip: None,
                 evict_idle: false,
                 open_while_draining: false,
+                tls: None,
+                tls_files: None,
             },
             Spec {
                 kind: Kind::Http,
@@ -62,8 +71,15 @@ impl Gateway {
                 per_ip: (config.http_max_per_ip > 0).then_some(config.http_max_per_ip),
                 evict_idle: true,
                 open_while_draining: true,
+                tls: http_tls,
+                tls_files: http_tls_files,
             },
         ];
+        // The TLS collar listener, beside the plain one (which stays the
+        // first device listener): each has the collar cap.
+        if let (Some(addr), Some((tls, files))) = (config.device_tls_listen, device_tls) {
+            specs.push(Spec { addr, tls: Some(tls), tls_files: Some(files), ..specs[0].clone() });
+        }
         let settings = Settings {
             budgets: config.budgets(),
             linger_timeout: config.linger_timeout,
@@ -71,6 +87,7 @@ impl Gateway {
             stats_interval: config.stats_interval,
             fd_limit,
         };
+        let mutual_tls = config.device_tls_client_ca.is_some();
         let reactor = Reactor::new(specs, config.settings(), settings)?;
         let cluster = config.redis.clone().map(|url| ClusterSettings {
             url,
@@ -86,12 +103,17 @@ impl Gateway {
             Some(index) => hub.as_worker(index, config.worker_restarts),
             None => hub,
         };
-        Ok(Gateway { reactor, hub })
+        Ok(Gateway { reactor, hub, mutual_tls })
     }
 
     /// The address the collars connect to (useful after binding port 0).
     pub fn device_addr(&self) -> io::Result<SocketAddr> {
         self.reactor.local_addr(Kind::Device)
+    }
+
+    /// The address of the TLS collar listener, if there is one.
+    pub fn device_tls_addr(&self) -> Option<SocketAddr> {
+        self.reactor.local_addr_where(|spec| spec.kind == Kind::Device && spec.tls.is_some())
     }
 
     /// The address of the HTTP API.
@@ -150,11 +172,19 @@ impl Gateway {
             self.reactor.specs().next().map_or(0, |s| s.options.backlog),
             self.max_connections()
         );
+        if let Some(addr) = self.device_tls_addr() {
+            let mutual = self.mutual_tls;
+            info!(
+                "devices: TLS on {addr}{}",
+                if mutual { ", client certificates required (the CN is the MAC)" } else { "" }
+            );
+        }
         let http = self.reactor.specs().find(|s| s.kind == Kind::Http).cloned();
         if let Some(http) = http {
             info!(
-                "http: listening on {}, at most {} connections ({} per address){}",
+                "http: listening on {}{}, at most {} connections ({} per address){}",
                 self.http_addr()?,
+                if http.tls.is_some() { " (HTTPS)" } else { "" },
                 http.cap,
                 http.per_ip.map_or("no limit".into(), |n| n.to_string()),
                 if self.reactor.config().http.api_token.is_some() { ", bearer token required" } else { "" }

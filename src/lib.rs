@@ -38,6 +38,8 @@
 //! - [`checkhost`]: `tether check-host`: the host's limits against N
 //!   connections (sans-IO checks, and reading them from `/proc`).
 //! - [`time`]: the reactor's millisecond clock.
+//! - [`tls`]: a TLS listener's certificate, key and client CA, loaded
+//!   into a rustls configuration (the reactor drives rustls itself).
 //! - [`supervisor`]: `--workers N`: worker processes sharing the ports,
 //!   restarted when they die, drained together.
 //! - [`logfmt`]: the binary's log lines, as text or one JSON object a line.
@@ -63,6 +65,7 @@ pub mod stats;
 pub mod stats_json;
 pub mod supervisor;
 pub mod time;
+pub mod tls;
 pub mod wheel;
 
 pub use config::Config;

@@ -117,6 +117,9 @@ pub fn render(out: &mut String, stats: &Stats, levels: &Levels, hub: &HubLevels)
     m.single("tether_flap_quarantines_total", "counter", "MACs quarantined for flapping.", quarantines);
     let refusals = stats.flap_refusals;
     m.single("tether_flap_refusals_total", "counter", "IDENTIFYs refused for a quarantined MAC.", refusals);
+    m.family("tether_tls_handshakes_total", "counter", "TLS handshakes completed, full or resumed.");
+    m.sample("tether_tls_handshakes_total", &[("kind", "full")], stats.tls_handshakes[0]);
+    m.sample("tether_tls_handshakes_total", &[("kind", "resumed")], stats.tls_handshakes[1]);
 
     m.family("tether_http_responses_total", "counter", "HTTP responses made, by status (queued for sending).");
     for (status, n) in &stats.http_responses {

@@ -10,7 +10,7 @@ use crate::close::CloseReason;
 use crate::device::{DeviceSession, DeviceSettings};
 use crate::effect::{Effect, Reply};
 use crate::http::{HttpSession, HttpSettings};
-use crate::reactor::{CxOf, Next, OutputLimit, Session};
+use crate::reactor::{CxOf, Next, OutputLimit, PeerIdentity, Session};
 use crate::redis::{RedisSession, RedisSettings};
 use crate::time::Millis;
 
@@ -73,6 +73,10 @@ impl Session for Proto {
 
     fn on_deadline(&mut self, cx: &mut CxOf<'_, Self>) -> Next {
         dispatch!(self, cx, |s, c| s.on_deadline(c))
+    }
+
+    fn on_peer_identity(&mut self, identity: &PeerIdentity, cx: &mut CxOf<'_, Self>) -> Next {
+        dispatch!(self, cx, |s, c| s.on_peer_identity(identity, c))
     }
 
     fn on_drain(&mut self, cx: &mut CxOf<'_, Self>) -> Next {

@@ -119,6 +119,9 @@ pub struct Stats {
     pub flap_quarantines: u64,
     /// Identifications refused because the MAC was quarantined.
     pub flap_refusals: u64,
+    /// TLS handshakes completed: full ones, then resumed ones (a session
+    /// ticket or the session cache).
+    pub tls_handshakes: [u64; 2],
 }
 
 impl Stats {

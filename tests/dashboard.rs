@@ -124,6 +124,7 @@ fn stats_gives_the_figures_of_metrics() {
         "device_auth",
         "flap_quarantines",
         "flap_refusals",
+        "tls_handshakes",
         "heartbeat_pings",
         "heartbeat_timeouts",
         "http_responses",

@@ -74,6 +74,10 @@ pub struct Collar {
 enum Aside {
     Challenge(Challenge),
     Fix(Fix),
+    /// The connection came through mutual TLS and its client certificate
+    /// names this MAC (`None`: its CN is not a MAC): `IDENTIFY` must
+    /// name the same one, and no challenge is needed.
+    Certified(Option<Mac>),
 }
 
 /// An `IDENTIFY` answered with `CHALLENGE`: whom it claims to be, and the
@@ -95,6 +99,10 @@ pub enum Step {
     /// The device just identified (and, with keys, proved it): resolve any
     /// takeover, then answer `OK`.
     Identified(Mac),
+    /// `IDENTIFY` named another MAC than the client certificate does (or
+    /// the certificate names none): answer `ERR bad-mac` and close
+    /// (`auth-failed`).
+    CertificateMismatch(Mac),
     /// The `AUTH` line did not prove the key of the MAC claimed: answer
     /// `ERR bad-auth` and close (`auth-failed`).
     AuthFailed(Mac),
@@ -125,6 +133,16 @@ impl Collar {
     pub fn on_command(&mut self, command: Command, now: Millis, keys: Option<&DeviceKeys>) -> Step {
         match (self.mac, command) {
             (_, Command::Ping) => Step::Reply(Line::Pong),
+            (None, Command::Identify(mac)) if let Some(certified) = self.certified() => {
+                if certified == Some(mac) {
+                    self.aside = None;
+                    self.mac = Some(mac);
+                    self.admitting = true;
+                    Step::Identified(mac)
+                } else {
+                    Step::CertificateMismatch(mac)
+                }
+            }
             (None, Command::Identify(mac)) => match keys {
                 None => {
                     self.mac = Some(mac);
@@ -178,6 +196,24 @@ impl Collar {
                 Step::Located
             }
             (Some(_), Command::Invalid(code)) => Step::Reply(Line::Err(code)),
+        }
+    }
+
+    /// The peer proved a client certificate through mutual TLS, naming
+    /// `mac` (`None`: no MAC); from now on only that MAC may identify, and
+    /// without a challenge.
+    pub fn certify(&mut self, mac: Option<Mac>) {
+        if self.mac.is_none() {
+            self.aside = Some(Box::new(Aside::Certified(mac)));
+        }
+    }
+
+    /// What the client certificate names, on a mutual-TLS connection not
+    /// identified yet.
+    fn certified(&self) -> Option<Option<Mac>> {
+        match self.aside.as_deref() {
+            Some(Aside::Certified(mac)) => Some(*mac),
+            _ => None,
         }
     }
 
@@ -347,6 +383,23 @@ mod tests {
             panic!("no challenge")
         };
         (s, nonce)
+    }
+
+    #[test]
+    fn a_certified_collar_identifies_as_its_certificate_only_and_unchallenged() {
+        let keys = keys();
+        let mut s = Collar::new(0);
+        s.certify(Some(MAC));
+        let other = Mac([6, 5, 4, 3, 2, 1]);
+        assert_eq!(s.on_command(Command::Identify(other), 1, Some(&keys)), Step::CertificateMismatch(other));
+        assert_eq!(s.mac, None);
+        assert_eq!(s.on_command(Command::Identify(MAC), 1, Some(&keys)), Step::Identified(MAC));
+        assert_eq!((s.mac, s.challenged()), (Some(MAC), None));
+        // A certificate that names no MAC lets no IDENTIFY through.
+        let mut s = Collar::new(0);
+        s.certify(None);
+        assert_eq!(s.on_command(Command::Identify(MAC), 1, None), Step::CertificateMismatch(MAC));
+        assert_eq!(s.on_command(Command::Ping, 1, None), Step::Reply(Line::Pong));
     }
 
     #[test]

@@ -23,12 +23,13 @@ use log::debug;
 
 use crate::close::CloseReason;
 use crate::effect::{Effect, Reply};
-use crate::reactor::{CxOf, Next, OutputLimit, Session};
+use crate::reactor::{CxOf, Next, OutputLimit, PeerIdentity, Session};
 use crate::stats::LineKind;
 use crate::time::Millis;
 
 use super::auth::DeviceKeys;
 use super::line::LineFramer;
+use super::mac::Mac;
 use super::protocol::{self, ErrorCode, Line};
 use super::rules::{Collar, Due, Step, Timeouts};
 
@@ -154,6 +155,14 @@ impl Session for DeviceSession {
         }
     }
 
+    /// Mutual TLS: the MAC is the client certificate's common name (in
+    /// either of the spellings `IDENTIFY` accepts).
+    fn on_peer_identity(&mut self, identity: &PeerIdentity, _cx: &mut CxOf<'_, Self>) -> Next {
+        let mac = identity.common_name.as_deref().and_then(|cn| Mac::parse(cn.as_bytes()).ok());
+        self.collar.certify(mac);
+        Next::Continue
+    }
+
     fn on_drain(&mut self, _cx: &mut CxOf<'_, Self>) -> Next {
         Next::Close(CloseReason::Shutdown)
     }
@@ -217,6 +226,13 @@ fn on_line(collar: &mut Collar, line: &[u8], cx: &mut CxOf<'_, DeviceSession>) -
             debug!("{:?}: AUTH failed for {mac}", cx.token);
             cx.stats.lines_out += 1;
             cx.send(Line::Err(ErrorCode::BadAuth).bytes());
+            return ControlFlow::Break(Stop::Close(CloseReason::AuthFailed));
+        }
+        Step::CertificateMismatch(mac) => {
+            cx.stats.device_auth_failures += 1;
+            debug!("{:?}: IDENTIFY {mac} does not match the client certificate", cx.token);
+            cx.stats.lines_out += 1;
+            cx.send(Line::Err(ErrorCode::BadMac).bytes());
             return ControlFlow::Break(Stop::Close(CloseReason::AuthFailed));
         }
         Step::Located => {

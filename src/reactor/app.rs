@@ -256,6 +256,8 @@ impl<S: Session> Ops<'_, S> {
             in_run_queue: false,
             in_flush_queue: false,
             in_produce_queue: false,
+            listener: super::conn::NO_LISTENER,
+            tls: None,
             session,
         });
         self.dialed.push(key);

@@ -23,6 +23,7 @@ use mio::net::TcpStream;
 
 use super::listener::Kind;
 use super::outbuf::OutBuf;
+use super::tls::Tls;
 use super::token;
 use crate::time::Millis;
 use crate::wheel::TimerId;
@@ -46,6 +47,9 @@ pub struct Conn<S> {
     /// The remote address, as `accept` returned it.
     pub peer: Peer,
     pub kind: Kind,
+    /// The index of the listener that accepted it ([`NO_LISTENER`] for a
+    /// link): a kind may have two listeners, plain and TLS.
+    pub listener: u8,
     pub phase: Phase,
     /// The socket may hold unread input: set by a readiness event, cleared
     /// by a read that drained it. With edge-triggered readiness this is the
@@ -66,13 +70,26 @@ pub struct Conn<S> {
     pub in_flush_queue: bool,
     /// In the produce queue (a fed connection with output to produce).
     pub in_produce_queue: bool,
+    /// The TLS layer between the socket and the session, on a connection
+    /// accepted by a TLS listener (see [`super::tls`]); boxed, so a plain
+    /// connection pays one null pointer.
+    pub tls: Option<Box<Tls>>,
     pub session: S,
 }
+
+/// [`Conn::listener`] of a connection no listener accepted (a link).
+pub const NO_LISTENER: u8 = u8::MAX;
 
 impl<S> Conn<S> {
     /// This connection's token, given its slab key.
     pub fn token(&self, key: usize) -> Token {
         token::pack(key, self.generation)
+    }
+
+    /// Whether it has bytes to write: unsent plaintext, or sealed TLS
+    /// records.
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty() || self.tls.as_ref().is_some_and(|t| t.has_output())
     }
 
     /// Puts it in the run queue, once.
@@ -161,9 +178,10 @@ mod tests {
         // With a device session this must stay within 128 bytes (a test in
         // `crate::proto` pins the whole); grow it only with a reason. The
         // socket is 4 bytes in a release build (mio adds a registration
-        // check in debug builds).
+        // check in debug builds). TLS took 8 bytes: the null pointer of a
+        // plain connection's `tls` (the listener's index sits in padding).
         let own = size_of::<Conn<()>>() - size_of::<TcpStream>();
-        assert!(own <= 60, "the reactor's part of a connection is {own} bytes besides the socket");
+        assert!(own <= 64, "the reactor's part of a connection is {own} bytes besides the socket");
     }
 
     #[test]

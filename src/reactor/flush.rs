@@ -26,7 +26,6 @@ use super::app::{App, Produce};
 use super::budget::Budget;
 use super::conn::Phase;
 use super::io::{self, Io};
-use super::listener::listener_of;
 use super::session::Session as _;
 use super::{Reactor, TICK};
 use crate::close::CloseReason;
@@ -72,7 +71,7 @@ impl<A: App> Reactor<A> {
             self.write_once(app, key, self.settings.budgets.write_bytes);
             if let Some(conn) = self.conns.get(key)
                 && !conn.blocked
-                && !conn.out.is_empty()
+                && conn.has_output()
             {
                 self.schedule_flush(key);
             }
@@ -115,6 +114,9 @@ impl<A: App> Reactor<A> {
     /// One `write` of up to `budget` bytes of the connection's output.
     /// Returns the bytes written.
     fn write_once(&mut self, app: &mut A, key: usize, budget: usize) -> usize {
+        if self.conns[key].tls.is_some() {
+            return self.write_tls_once(app, key, budget);
+        }
         let conn = &mut self.conns[key];
         if conn.out.is_empty() {
             self.on_flushed(key);
@@ -169,7 +171,7 @@ impl<A: App> Reactor<A> {
 
     /// Everything queued went out: move a closing connection to its next
     /// step, and let a paused one read again.
-    fn on_flushed(&mut self, key: usize) {
+    pub(super) fn on_flushed(&mut self, key: usize) {
         let conn = &mut self.conns[key];
         match conn.phase {
             Phase::Closing { peer_done: true } => self.free(key),
@@ -193,7 +195,7 @@ impl<A: App> Reactor<A> {
 
     /// Input held back while the output was over its limit may be read
     /// again once it is under.
-    fn resume_reading(&mut self, key: usize) {
+    pub(super) fn resume_reading(&mut self, key: usize) {
         let conn = &self.conns[key];
         if conn.phase == Phase::Open
             && (conn.readable || conn.session.has_work())
@@ -215,6 +217,7 @@ impl<A: App> Reactor<A> {
         self.stats.close(conn.kind, reason);
         debug!("#{key} closing: {}", reason.as_str());
         self.call(key, |s, cx| s.on_close(reason, cx));
+        self.close_tls(key, reason);
         let conn = &mut self.conns[key];
         conn.phase = Phase::Closing { peer_done: false };
         conn.fed = false;
@@ -240,7 +243,7 @@ impl<A: App> Reactor<A> {
             _ if reason.aborts() => Duration::ZERO,
             _ => return self.free(key),
         };
-        if self.conns[key].out.is_empty() {
+        if !self.conns[key].has_output() {
             return self.free(key);
         }
         self.conns[key].phase = Phase::Closing { peer_done: true };
@@ -257,14 +260,14 @@ impl<A: App> Reactor<A> {
     fn linger(&mut self, key: usize, timeout: Duration) {
         let at = match deadline(self.now, timeout) {
             Some(at) => at,
-            None if self.conns[key].out.is_empty() => return self.free(key),
+            None if !self.conns[key].has_output() => return self.free(key),
             None => {
                 self.conns[key].phase = Phase::Closing { peer_done: true };
                 self.now.saturating_add(millis(TICK))
             }
         };
         self.set_timer(key, Some(at));
-        if self.conns[key].out.is_empty() {
+        if !self.conns[key].has_output() {
             self.on_flushed(key);
         } else {
             self.schedule_flush(key);
@@ -308,8 +311,8 @@ impl<A: App> Reactor<A> {
             self.wheel.cancel(timer);
         }
         conn.out.clear(&mut self.pool);
-        if let Some(i) = listener_of(&self.listeners, conn.kind) {
-            self.listeners[i].release(conn.peer.ip());
+        if let Some(listener) = self.listeners.get_mut(conn.listener as usize) {
+            listener.release(conn.peer.ip());
         }
         debug!("#{key} closed");
     }

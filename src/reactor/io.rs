@@ -57,6 +57,38 @@ pub fn write(mut stream: &TcpStream, buf: &[u8]) -> Io {
     }
 }
 
+/// A socket as `std::io::Read` and `Write`, through [`read`] and
+/// [`write`], for a layer that moves the bytes itself: rustls reads
+/// records with `read_tls` and writes them with `write_tls`. `WouldBlock`
+/// and end of file come back as the `io` results std readers expect.
+pub struct Wire<'a>(pub &'a TcpStream);
+
+impl Read for Wire<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match read(self.0, buf) {
+            Io::Done(n) => Ok(n),
+            Io::WouldBlock => Err(io::ErrorKind::WouldBlock.into()),
+            Io::Closed => Ok(0),
+            Io::Failed(e) => Err(e),
+        }
+    }
+}
+
+impl Write for Wire<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match write(self.0, buf) {
+            Io::Done(n) => Ok(n),
+            Io::WouldBlock => Err(io::ErrorKind::WouldBlock.into()),
+            Io::Closed => Ok(0),
+            Io::Failed(e) => Err(e),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// How a [`read_budgeted`] loop ended.
 #[derive(Debug)]
 pub enum ReadEnd {

@@ -25,6 +25,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use log::{debug, warn};
@@ -37,6 +38,7 @@ use super::conn::{Conn, Peer, Phase};
 use super::io as sock;
 use super::outbuf::OutBuf;
 use super::session::Session as _;
+use super::tls::Tls;
 use super::token;
 use super::{Reactor, plural};
 use crate::close::CloseReason;
@@ -94,6 +96,11 @@ pub struct Spec {
     /// Stays open during a shutdown (so a load balancer sees `/health`
     /// answer "draining" rather than a refused connection).
     pub open_while_draining: bool,
+    /// Speak TLS with this configuration on every connection accepted
+    /// (see [`super::tls`]); replaced on a reload.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Where `tls` was loaded from, to load it again on SIGHUP.
+    pub tls_files: Option<crate::tls::TlsFiles>,
 }
 
 /// A listener and what the reactor knows about its queue and its share.
@@ -285,7 +292,7 @@ impl<A: App> Reactor<A> {
         if let Some(limit) = listener.spec.per_ip
             && listener.held_from(peer.ip()) >= limit
         {
-            return self.refuse(app, stream, peer, kind, CloseReason::PeerLimit);
+            return self.refuse(app, i, stream, peer, CloseReason::PeerLimit);
         }
         if self.listeners[i].held >= self.listeners[i].spec.cap {
             // Make room by closing the connection idle the longest, if the
@@ -300,7 +307,7 @@ impl<A: App> Reactor<A> {
                     self.close(idle, CloseReason::Evicted);
                     self.settle(app);
                 }
-                _ => return self.refuse(app, stream, peer, kind, CloseReason::ServerFull),
+                _ => return self.refuse(app, i, stream, peer, CloseReason::ServerFull),
             }
         }
         let entry = self.conns.vacant_entry();
@@ -316,6 +323,17 @@ impl<A: App> Reactor<A> {
             self.stats.close(kind, CloseReason::IoError);
             return;
         }
+        let tls = match &self.listeners[i].spec.tls {
+            None => None,
+            Some(config) => match Tls::accept(config) {
+                Ok(tls) => Some(tls),
+                Err(e) => {
+                    warn!("cannot start TLS with {peer}: {e}");
+                    self.stats.close(kind, CloseReason::TlsError);
+                    return;
+                }
+            },
+        };
         let peer = Peer::from(peer);
         let session = app.open(kind, &peer, self.now);
         self.listeners[i].hold(peer.ip());
@@ -338,6 +356,8 @@ impl<A: App> Reactor<A> {
             in_run_queue: false,
             in_flush_queue: false,
             in_produce_queue: false,
+            listener: i as u8,
+            tls,
             session,
         });
         self.rearm(key);
@@ -346,9 +366,10 @@ impl<A: App> Reactor<A> {
 
     /// Turns a connection away with the application's word of explanation
     /// (`BYE server-full`, a 503) and closes it at once.
-    fn refuse(&mut self, app: &mut A, stream: TcpStream, peer: SocketAddr, kind: Kind, reason: CloseReason) {
+    fn refuse(&mut self, app: &mut A, i: usize, stream: TcpStream, peer: SocketAddr, reason: CloseReason) {
+        let kind = self.listeners[i].spec.kind;
         self.stats.close(kind, reason);
-        let listener = &self.listeners[kind_index(&self.listeners, kind)];
+        let listener = &self.listeners[i];
         if let Some(suppressed) = self.warn_refused.allow(self.now, WARN_EVERY_MS) {
             warn!(
                 "{} ({} of at most {} held): turning away a connection from {peer} ({suppressed} more since \
@@ -358,14 +379,18 @@ impl<A: App> Reactor<A> {
                 listener.spec.cap,
             );
         }
-        let mut farewell = std::mem::take(&mut self.farewell);
-        farewell.clear();
-        app.refusal(kind, reason, &mut farewell, &mut self.stats);
-        if let sock::Io::Done(n) = sock::write(&stream, &farewell) {
-            self.stats.bytes_out += n as u64;
-            self.stats.writes += 1;
+        // A TLS listener's peer expects a handshake, not clear text: it is
+        // turned away without a word.
+        if listener.spec.tls.is_none() {
+            let mut farewell = std::mem::take(&mut self.farewell);
+            farewell.clear();
+            app.refusal(kind, reason, &mut farewell, &mut self.stats);
+            if let sock::Io::Done(n) = sock::write(&stream, &farewell) {
+                self.stats.bytes_out += n as u64;
+                self.stats.writes += 1;
+            }
+            self.farewell = farewell;
         }
-        self.farewell = farewell;
         // Discard anything the client already sent: closing with unread
         // input would make the kernel reset the connection, and the reset
         // can overtake the farewell.
@@ -376,8 +401,12 @@ impl<A: App> Reactor<A> {
     /// [`Listener::idle`]).
     pub(super) fn track_idle(&mut self, key: usize) {
         let conn = &self.conns[key];
-        let Some(i) = listener_of(&self.listeners, conn.kind) else { return };
-        if !self.listeners[i].spec.evict_idle || conn.phase != Phase::Open || !conn.out.is_empty() {
+        let i = conn.listener as usize;
+        if i >= self.listeners.len()
+            || !self.listeners[i].spec.evict_idle
+            || conn.phase != Phase::Open
+            || !conn.out.is_empty()
+        {
             return;
         }
         let Some(since) = conn.session.idle_since() else { return };

@@ -68,6 +68,7 @@ mod run;
 pub mod session;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 pub mod token;
 
 use std::collections::VecDeque;
@@ -88,6 +89,7 @@ pub use conn::{Conn, Peer, Phase};
 pub use listener::{Kind, Spec};
 pub use outbuf::{OutBuf, Pool};
 pub use session::{Cx, CxOf, Next, OutputLimit, Session};
+pub use tls::PeerIdentity;
 
 use crate::close::CloseReason;
 use crate::stats::{Stats, Throttle};
@@ -270,6 +272,11 @@ impl<A: App> Reactor<A> {
         self.listeners[listener::kind_index(&self.listeners, kind)].local_addr()
     }
 
+    /// The address of the first listener whose spec passes `which`.
+    pub fn local_addr_where(&self, which: impl Fn(&Spec) -> bool) -> Option<SocketAddr> {
+        self.listeners.iter().find(|l| which(&l.spec)).and_then(|l| l.local_addr().ok())
+    }
+
     /// The listeners' specs, in the order given.
     pub fn specs(&self) -> impl Iterator<Item = &Spec> {
         self.listeners.iter().map(|l| &l.spec)
@@ -300,9 +307,10 @@ impl<A: App> Reactor<A> {
         self.clock
     }
 
-    /// Treats SIGINT and SIGTERM as stop requests (see [`Handle::shutdown`]).
+    /// Treats SIGINT and SIGTERM as stop requests (see [`Handle::shutdown`]),
+    /// and SIGHUP as a request to reload the TLS certificates.
     pub fn watch_signals(&mut self) -> stdio::Result<()> {
-        let mut signals = Signals::new([libc::SIGINT, libc::SIGTERM])?;
+        let mut signals = Signals::new([libc::SIGINT, libc::SIGTERM, libc::SIGHUP])?;
         self.poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
         self.signals = Some(signals);
         Ok(())
@@ -504,11 +512,43 @@ impl<A: App> Reactor<A> {
 
     fn on_signals(&mut self, app: &mut A) {
         let Some(signals) = &mut self.signals else { return };
-        let received = signals.pending().count() as u32;
+        let mut received = 0;
+        let mut reload = false;
+        for signal in signals.pending() {
+            match signal {
+                libc::SIGHUP => reload = true,
+                _ => received += 1,
+            }
+        }
+        if reload {
+            self.reload_tls();
+        }
         if received > 0 {
             info!("received a stop signal");
             self.stop_requests.fetch_add(received, Ordering::SeqCst);
             self.check_stop_requests(app);
+        }
+    }
+
+    /// Loads every TLS listener's files again: connections accepted from
+    /// now on get the new certificate, open ones keep theirs (each holds
+    /// its configuration). A file that does not load keeps the
+    /// configuration in force, and says why. Session tickets and the
+    /// session cache carry over, so collars still resume after a reload.
+    pub fn reload_tls(&mut self) {
+        for listener in &mut self.listeners {
+            let (Some(files), Some(old)) = (&listener.spec.tls_files, &listener.spec.tls) else { continue };
+            let addr = listener.local_addr().map_or_else(|_| listener.spec.addr.to_string(), |a| a.to_string());
+            match files.load() {
+                Ok(new) => {
+                    let mut new = Arc::unwrap_or_clone(new);
+                    new.ticketer = Arc::clone(&old.ticketer);
+                    new.session_storage = Arc::clone(&old.session_storage);
+                    listener.spec.tls = Some(Arc::new(new));
+                    info!("tls: reloaded the certificate of {addr} from {}", files.cert.display());
+                }
+                Err(e) => warn!("tls: {e}; {addr} keeps the certificate in force"),
+            }
         }
     }
 

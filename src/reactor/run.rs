@@ -76,7 +76,7 @@ impl<A: App> Reactor<A> {
 
     /// Whether the connection's input should be read now: it may work, and
     /// the session wants input.
-    fn may_read(&self, key: usize) -> bool {
+    pub(super) fn may_read(&self, key: usize) -> bool {
         self.may_work(key) && self.conns[key].session.wants_input(&self.config)
     }
 
@@ -86,6 +86,9 @@ impl<A: App> Reactor<A> {
     pub(super) fn read_input(&mut self, app: &mut A, key: usize, budget: usize, last_chance: bool) {
         if !(self.conns[key].readable || last_chance) || !self.may_read(key) {
             return;
+        }
+        if self.conns[key].tls.is_some() {
+            return self.read_tls_input(app, key, budget);
         }
         let now = self.now;
         let conn = &mut self.conns[key];
@@ -185,7 +188,7 @@ impl<A: App> Reactor<A> {
         }
     }
 
-    fn take_effects(&mut self, origin: mio::Token) {
+    pub(super) fn take_effects(&mut self, origin: mio::Token) {
         self.effects.extend(self.new_effects.drain(..).map(|e| (origin, e)));
     }
 
@@ -205,7 +208,7 @@ impl<A: App> Reactor<A> {
         }
         // Buffered work, or input held back that may be read now (the
         // session took its reply and wants input again): serve it next.
-        let output = !conn.out.is_empty();
+        let output = conn.has_output();
         let work = (conn.session.has_work() && self.may_work(key)) || (conn.readable && self.may_read(key));
         if output {
             self.schedule_flush(key);

@@ -16,6 +16,8 @@
 //! - [`Session::on_reply`]: the answer to an effect that asked for one;
 //! - [`Session::on_deadline`]: the deadline from [`Session::deadline`] has
 //!   passed (timer phase);
+//! - [`Session::on_peer_identity`]: a mutual-TLS handshake completed, and
+//!   this is whom the client certificate names (read phase, once);
 //! - [`Session::on_drain`]: the gateway is shutting down;
 //! - [`Session::on_close`]: the connection is leaving `Open` for `reason`:
 //!   last words, and effects that undo what being open registered.
@@ -194,6 +196,13 @@ pub trait Session: Sized {
     /// waiting (so a deadline never beats input that had arrived), then
     /// asks again.
     fn on_deadline(&mut self, cx: &mut CxOf<'_, Self>) -> Next;
+
+    /// The connection's TLS handshake completed with a client certificate
+    /// the listener's CA vouches for, naming `identity` (see
+    /// [`super::tls`]). Called once, before any input.
+    fn on_peer_identity(&mut self, _identity: &super::PeerIdentity, _cx: &mut CxOf<'_, Self>) -> Next {
+        Next::Continue
+    }
 
     /// The gateway started shutting down.
     fn on_drain(&mut self, cx: &mut CxOf<'_, Self>) -> Next;

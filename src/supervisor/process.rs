@@ -160,7 +160,7 @@ impl Children {
     fn new(count: usize, policy: Policy, args: Vec<OsString>, argv0: OsString) -> io::Result<Children> {
         let poll = Poll::new()?;
         // Before the first child: one that exits at once still wakes us.
-        let mut signals = Signals::new([libc::SIGCHLD, libc::SIGINT, libc::SIGTERM])?;
+        let mut signals = Signals::new([libc::SIGCHLD, libc::SIGINT, libc::SIGTERM, libc::SIGHUP])?;
         poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
         let supervisor = Supervisor::new(count, policy, Instant::now());
         Ok(Children { supervisor, children: (0..count).map(|_| None).collect(), poll, signals, args, argv0 })
@@ -189,8 +189,14 @@ impl Children {
             }
             let signals: Vec<i32> = self.signals.pending().collect();
             for signal in signals {
-                if signal != libc::SIGCHLD {
-                    self.relay(signal);
+                match signal {
+                    libc::SIGCHLD => {}
+                    // Not a stop: each worker reloads its TLS certificates.
+                    libc::SIGHUP => {
+                        info!("SIGHUP: passing it on to the workers, which reload their TLS certificates");
+                        self.kill_all(signal);
+                    }
+                    _ => self.relay(signal),
                 }
             }
             // A SIGCHLD may stand for several exits; checking each child is

@@ -99,6 +99,8 @@ pub struct Gateway {
     pub addr: SocketAddr,
     /// The HTTP API listener.
     pub http: SocketAddr,
+    /// The TLS device listener, if `--device-tls-listen` is set.
+    pub tls: Option<SocketAddr>,
     handle: Handle,
     thread: Option<JoinHandle<(Exit, Stats)>>,
     /// The gateway's log records (debug and up), as they are logged.
@@ -123,7 +125,8 @@ impl Gateway {
         let http = reactor.http_addr().unwrap();
         let handle = reactor.handle();
         let (sink, log) = mpsc::channel();
-        let mut gateway = Gateway { addr, http, handle, thread: None, log };
+        let tls = reactor.device_tls_addr();
+        let mut gateway = Gateway { addr, http, tls, handle, thread: None, log };
         let prepared = before_run(&gateway);
         let thread = thread::Builder::new()
             .name(format!("gateway {addr}"))

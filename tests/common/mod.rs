@@ -25,6 +25,8 @@
 //!   tests (killed and restarted at will);
 //! - [`require`]: prerequisites beyond the toolchain (a program, root),
 //!   which skip a test run by hand and fail one under `scripts/test.sh`;
+//! - [`tls`]: a throwaway CA and its certificates (`rcgen`), and a
+//!   blocking TLS client that asserts exact plaintext;
 //! - [`matchers`]: JSON with timestamps ([`assert_like`]), Prometheus text
 //!   ([`metric`]), numbers as the gateway's JSON writes them ([`num`]).
 //!
@@ -56,6 +58,7 @@ pub mod process;
 pub mod redis;
 pub mod require;
 pub mod streams;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -72,6 +75,7 @@ pub use process::{Process, tether_command};
 pub use redis::RedisServer;
 pub use require::{program, require};
 pub use streams::{frames, location_frame, locations, subscribe_many};
+pub use tls::{Pki, TlsClient};
 
 /// How long any single wait may take before the test fails.
 pub const TIMEOUT: Duration = Duration::from_secs(10);

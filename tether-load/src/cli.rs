@@ -122,6 +122,28 @@ pub struct Args {
     #[arg(long, value_name = "FILE", value_parser = DeviceKeys::load)]
     pub device_key_file: Option<DeviceKeys>,
 
+    /// Speak TLS to the target (the gateway's --device-tls-listen port).
+    #[arg(long)]
+    pub tls: bool,
+
+    /// Trust the gateway certificates this CA issued (PEM); without it,
+    /// the system's CA bundle.
+    #[arg(long, value_name = "PEM", requires = "tls")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// The name the gateway's certificate must carry; by default the
+    /// target's IP address.
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    pub tls_server_name: Option<String>,
+
+    /// Mutual TLS: every collar presents this client certificate (PEM)...
+    #[arg(long, value_name = "PEM", requires_all = ["tls", "client_key"])]
+    pub client_cert: Option<PathBuf>,
+
+    /// ... with this private key (PEM).
+    #[arg(long, value_name = "PEM", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+
     /// Run as a worker of a parent tether-load: JSON lines on stdout.
     #[arg(long, hide = true)]
     pub worker: bool,

@@ -27,15 +27,17 @@ use std::io;
 use std::mem;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::ControlFlow;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
+use rustls::ClientConnection;
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 use tether::device::LineFramer;
-use tether::reactor::io::{self as sock, Io, ReadEnd, read_budgeted};
+use tether::reactor::io::{self as sock, Io, ReadEnd, Wire, read_budgeted};
 use tether::reactor::token::{self, Generations};
 use tether::wheel::{TimerId, Wheel};
 
@@ -46,6 +48,7 @@ use crate::outcome::Failure;
 use crate::pacing;
 use crate::stats::Stats;
 use crate::summary::Timing;
+use crate::tls::ClientTls;
 
 const SIGNALS: Token = Token(usize::MAX);
 /// Timer resolution: a periodic line or a timeout is at most this late.
@@ -81,13 +84,15 @@ pub struct Setup {
     /// Collars in the closed RTT loop (0: no loop).
     pub rtt_active: u64,
     pub behaviour: Behaviour,
+    /// `--tls`: what each connection's TLS client is made with.
+    pub tls: Option<ClientTls>,
 }
 
 impl Setup {
     /// This process's part of the run, from its (possibly worker's) flags.
-    pub fn from_args(args: &Args) -> Setup {
+    pub fn from_args(args: &Args) -> Result<Setup, String> {
         let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        Setup {
+        Ok(Setup {
             target: args.target,
             sources: args.source_ips.as_ref().map(|ips| ips.as_slice().to_vec()).unwrap_or_default(),
             collars: args.collars,
@@ -103,7 +108,8 @@ impl Setup {
                 report_interval: us(args.report_interval),
                 keys: args.device_key_file.clone(),
             },
-        }
+            tls: crate::tls::from_args(args)?,
+        })
     }
 }
 
@@ -120,6 +126,11 @@ struct Conn {
     out: Vec<u8>,
     /// The pending timer and the deadline it was filed for.
     timer: Option<(TimerId, Micros)>,
+    /// `--tls`: the connection's TLS client, between the socket and the
+    /// collar. Its records wait in rustls, not in `out`; WRITABLE interest
+    /// is registered while `blocked`.
+    tls: Option<Box<ClientConnection>>,
+    blocked: bool,
 }
 
 pub struct Fleet {
@@ -269,7 +280,23 @@ impl Fleet {
         if let Err(e) = self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
             return collar.fail(Failure::of(&e), &mut self.stats);
         }
-        entry.insert(Conn { stream, generation, collar, framer: LineFramer::default(), out: Vec::new(), timer: None });
+        let tls = match &self.setup.tls {
+            None => None,
+            Some(tls) => match ClientConnection::new(Arc::clone(&tls.config), tls.name.clone()) {
+                Ok(conn) => Some(Box::new(conn)),
+                Err(_) => return collar.fail(Failure::Other, &mut self.stats),
+            },
+        };
+        entry.insert(Conn {
+            stream,
+            generation,
+            collar,
+            framer: LineFramer::default(),
+            out: Vec::new(),
+            timer: None,
+            tls,
+            blocked: false,
+        });
         self.arm(key);
     }
 
@@ -355,6 +382,9 @@ impl Fleet {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        if conn.tls.is_some() {
+            return self.read_tls(key);
+        }
         let Conn { stream, framer, collar, .. } = conn;
         let (now, how, batch, stats) = (self.now, &self.setup.behaviour, &mut self.batch, &mut self.stats);
         let mut got = false;
@@ -406,6 +436,123 @@ impl Fleet {
         }
     }
 
+    /// [`Fleet::read`] inside TLS: records are read from the socket into
+    /// rustls (through the library's [`Wire`]), opened, and the plaintext
+    /// handed to the collar line by line; then the answers (and whatever
+    /// the handshake needs to send) are written.
+    fn read_tls(&mut self, key: usize) {
+        let mut end = ReadEnd::Budget;
+        for _ in 0..READS_PER_TURN {
+            let Conn { stream, framer, collar, tls, .. } = &mut self.conns[key];
+            let tls = tls.as_mut().expect("a TLS connection");
+            match tls.read_tls(&mut Wire(stream)) {
+                Ok(0) => {
+                    end = ReadEnd::Closed;
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    end = ReadEnd::Drained;
+                    break;
+                }
+                Err(e) => {
+                    end = ReadEnd::Failed(e);
+                    break;
+                }
+            }
+            if tls.process_new_packets().is_err() {
+                // Refused by the gateway, or not TLS: the collar cannot talk.
+                return self.fail(key, Failure::Other);
+            }
+            let (now, how, batch, stats) = (self.now, &self.setup.behaviour, &mut self.batch, &mut self.stats);
+            let mut flow = Flow::Continue;
+            loop {
+                use io::Read as _;
+                let n = match tls.reader().read(&mut self.scratch) {
+                    Ok(0) => {
+                        end = ReadEnd::Closed;
+                        break;
+                    }
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        end = ReadEnd::Closed;
+                        break;
+                    }
+                };
+                let answered = batch.len();
+                let framed = framer.feed(&self.scratch[..n], MAX_LINE, |line| {
+                    flow = collar.on_line(line, now, how, batch, stats);
+                    if flow == Flow::Close { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+                });
+                if framed.is_err() {
+                    collar.fail(Failure::Other, stats);
+                    flow = Flow::Close;
+                }
+                if flow == Flow::Close {
+                    batch.truncate(answered);
+                    break;
+                }
+            }
+            if flow == Flow::Close {
+                end = ReadEnd::Stopped;
+                break;
+            }
+            if matches!(end, ReadEnd::Closed) {
+                break;
+            }
+        }
+        if self.send_batch(key).is_break() {
+            return;
+        }
+        match end {
+            ReadEnd::Drained => self.arm(key),
+            ReadEnd::Budget => {
+                self.arm(key);
+                let token = self.token_of(key);
+                self.ready.push(token);
+            }
+            ReadEnd::Stopped => self.free(key),
+            ReadEnd::Closed => {
+                self.conns[key].collar.on_eof(&mut self.stats);
+                self.free(key);
+            }
+            ReadEnd::Failed(e) => self.fail(key, Failure::of(&e)),
+        }
+    }
+
+    /// Writes the records rustls holds until the kernel takes no more,
+    /// watching for writability exactly while some wait. `Break` when the
+    /// connection is gone.
+    fn flush_tls(&mut self, key: usize) -> ControlFlow<()> {
+        let token = self.token_of(key);
+        let conn = &mut self.conns[key];
+        let tls = conn.tls.as_mut().expect("a TLS connection");
+        let mut blocked = false;
+        while tls.wants_write() {
+            match tls.write_tls(&mut Wire(&conn.stream)) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    blocked = true;
+                    break;
+                }
+                Err(e) => {
+                    self.fail(key, Failure::of(&e));
+                    return ControlFlow::Break(());
+                }
+            }
+        }
+        if blocked != conn.blocked {
+            conn.blocked = blocked;
+            let interest = if blocked { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+            if let Err(e) = self.poll.registry().reregister(&mut conn.stream, token, interest) {
+                self.fail(key, Failure::of(&e));
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
     /// Reads again the connections whose budget ran out last turn.
     fn read_leftovers(&mut self) {
         let mut tokens = mem::take(&mut self.ready);
@@ -424,10 +571,22 @@ impl Fleet {
     /// queued until the socket is writable. `Break` when the write failed
     /// (the connection is then gone).
     fn send_batch(&mut self, key: usize) -> ControlFlow<()> {
+        let conn = &mut self.conns[key];
+        if let Some(tls) = &mut conn.tls {
+            // Sealed into records (held by rustls until the handshake is
+            // done), then written with whatever the handshake has to send.
+            use io::Write as _;
+            let sealed = tls.writer().write_all(&self.batch);
+            self.batch.clear();
+            if sealed.is_err() {
+                self.fail(key, Failure::Other);
+                return ControlFlow::Break(());
+            }
+            return self.flush_tls(key);
+        }
         if self.batch.is_empty() {
             return ControlFlow::Continue(());
         }
-        let conn = &mut self.conns[key];
         let result = if conn.out.is_empty() {
             match sock::write(&conn.stream, &self.batch) {
                 Io::Done(n) if n == self.batch.len() => Ok(()),
@@ -469,6 +628,9 @@ impl Fleet {
     /// Writes what was queued; once it is all out, stops watching for
     /// writability and frees the buffer. `Break` when the connection is gone.
     fn flush(&mut self, key: usize) -> ControlFlow<()> {
+        if self.conns[key].tls.is_some() {
+            return self.flush_tls(key);
+        }
         let token = self.token_of(key);
         let conn = &mut self.conns[key];
         if conn.out.is_empty() {

@@ -69,6 +69,7 @@ mod sources;
 mod stats;
 mod summary;
 mod timeline;
+mod tls;
 mod workers;
 
 use std::io::{self, Write};
@@ -161,7 +162,7 @@ fn exit_status(summary: &Summary, fail_on_loss: bool) -> (u8, Option<String>) {
 /// The whole run in this process, progress lines on stderr; with
 /// `--html`, its timeline too.
 fn run_alone(args: &Args) -> Result<(Summary, Option<Timeline>), String> {
-    let fleet = Fleet::new(Setup::from_args(args)).map_err(|e| format!("cannot start: {e}"))?;
+    let fleet = Fleet::new(Setup::from_args(args)?).map_err(|e| format!("cannot start: {e}"))?;
     let mut printer = Printer::new(args.collars);
     let (mut sampler, mut timeline) = sampling(args, 1);
     let (stats, timing) = fleet

@@ -57,7 +57,7 @@ pub enum Message {
 
 /// The worker's side: runs its share and reports on stdout.
 pub fn work(args: &Args) -> Result<(), String> {
-    let fleet = Fleet::new(Setup::from_args(args)).map_err(|e| format!("cannot start: {e}"))?;
+    let fleet = Fleet::new(Setup::from_args(args)?).map_err(|e| format!("cannot start: {e}"))?;
     let mut stdout = io::stdout().lock();
     let (mut sampler, _) = crate::sampling(args, 1);
     // A failed write means the parent is gone: the run stops.

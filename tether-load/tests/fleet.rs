@@ -239,3 +239,69 @@ fn a_gateway_that_turns_every_collar_away_fails_the_run() {
         assert!(line.contains(&format!("BYE server-full {bye}")), "{line}");
     }
 }
+
+/// A CA and the gateway certificate it issued (for 127.0.0.1), and a
+/// client certificate for `client_cn`, as PEM files in a new directory.
+fn pki(name: &str, client_cn: &str) -> std::path::PathBuf {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let dir = std::env::temp_dir().join(format!("tether-load-tls-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "tether-load test CA");
+    std::fs::write(dir.join("ca.pem"), ca.self_signed(&ca_key).unwrap().pem()).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    for (file, cn, sans) in [("server", "localhost", vec!["127.0.0.1".to_string()]), ("client", client_cn, vec![])] {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(sans).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        std::fs::write(dir.join(format!("{file}.pem")), params.signed_by(&key, &issuer).unwrap().pem()).unwrap();
+        std::fs::write(dir.join(format!("{file}.key")), key.serialize_pem()).unwrap();
+    }
+    dir
+}
+
+/// `--tls`: the fleet holds its collars inside TLS and measures round
+/// trips there; with `--client-cert` a collar identifies through mutual
+/// TLS.
+#[test]
+fn a_fleet_speaks_tls_and_mutual_tls() {
+    let dir = pki("fleet", "02:4C:00:00:00:00");
+    let file = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let gateway = Gateway::start(tether::Config {
+        device_tls_listen: Some("127.0.0.1:0".parse().unwrap()),
+        device_tls_cert: Some(dir.join("server.pem")),
+        device_tls_key: Some(dir.join("server.key")),
+        ..common::config()
+    });
+    let ca = file("ca.pem");
+    let args = ["-n", "200", "--duration", "1s", "--rtt", "--active", "10", "--fail-on-loss", "--tls", "--tls-ca", &ca];
+    let Run { status, summary: s, .. } = load(gateway.tls.unwrap(), &args);
+    assert_eq!(status.code(), Some(0), "{s:#}");
+    assert_eq!(count(&s, "connections.established"), 200, "{s:#}");
+    assert!(count(&s, "rtt_us.count") > 0, "{s:#}");
+    // Plain text's collars against the TLS port connect no one.
+    let Run { status, summary: s, .. } = load(gateway.tls.unwrap(), &["-n", "3", "--duration", "1s"]);
+    assert_eq!((status.code(), count(&s, "connections.established")), (Some(1), 0), "{s:#}");
+    let stats = gateway.stop_drained();
+    assert_eq!(stats.tls_handshakes.iter().sum::<u64>(), 200, "{stats:?}");
+
+    let gateway = Gateway::start(tether::Config {
+        device_tls_listen: Some("127.0.0.1:0".parse().unwrap()),
+        device_tls_cert: Some(dir.join("server.pem")),
+        device_tls_key: Some(dir.join("server.key")),
+        device_tls_client_ca: Some(dir.join("ca.pem")),
+        ..common::config()
+    });
+    let (cert, key) = (file("client.pem"), file("client.key"));
+    let args = ["-n", "1", "--duration", "1s", "--fail-on-loss", "--tls", "--tls-ca", &ca];
+    let mutual = [&args[..], &["--client-cert", &cert, "--client-key", &key]].concat();
+    let Run { status, summary: s, .. } = load(gateway.tls.unwrap(), &mutual);
+    assert_eq!((status.code(), count(&s, "connections.established")), (Some(0), 1), "{s:#}");
+    // Without the certificate the handshake fails.
+    let Run { status, summary: s, .. } = load(gateway.tls.unwrap(), &args);
+    assert_eq!((status.code(), count(&s, "connections.established")), (Some(1), 0), "{s:#}");
+    gateway.stop_drained();
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -367,6 +367,8 @@ impl Setup {
             per_ip: self.per_ip,
             evict_idle: self.evict_idle,
             open_while_draining: false,
+            tls: None,
+            tls_files: None,
         };
         let settings = Settings {
             budgets: self.budgets,

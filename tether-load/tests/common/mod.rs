@@ -26,6 +26,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Gateway {
     /// The device listener.
     pub addr: SocketAddr,
+    /// The TLS device listener, with `--device-tls-listen`.
+    pub tls: Option<SocketAddr>,
     handle: Handle,
     thread: Option<JoinHandle<(Exit, Stats)>>,
 }
@@ -35,6 +37,7 @@ impl Gateway {
         tether::net::raise_fd_limit().expect("raise the fd limit");
         let mut gateway = tether::Gateway::bind(config).expect("bind");
         let addr = gateway.device_addr().expect("device address");
+        let tls = gateway.device_tls_addr();
         let handle = gateway.handle();
         let thread = thread::Builder::new()
             .name(format!("gateway {addr}"))
@@ -43,7 +46,7 @@ impl Gateway {
                 (exit, gateway.stats().clone())
             })
             .expect("spawn the gateway's thread");
-        Gateway { addr, handle, thread: Some(thread) }
+        Gateway { addr, tls, handle, thread: Some(thread) }
     }
 
     /// Stops gracefully, asserts that the drain completed and that every
