@@ -485,7 +485,7 @@ fn a_gateway_whose_liveness_key_expired_claims_its_collars_again() {
     // gone, and a sweep takes A's collar off the directory (at once, in one
     // transaction, before A refreshes its key).
     let key = format!("tether:gw:{id_a}:alive");
-    let swept = redis.transaction(&[&["DEL", &key], &["FCALL", "tether_sweep", "0"]]);
+    let swept = redis.transaction(&[&["DEL", &key], &["FCALL", "tether_v1_sweep", "0"]]);
     assert_eq!(swept.items()[1].items().len(), 1, "{swept:?}");
     // A's next refresh finds its key gone, and A claims its collars again.
     a.expect_log("liveness key had expired: claiming every local collar again");

@@ -16,7 +16,7 @@
 //!   collars (`cmd`, `loc`), and the answers to ours (`ans`);
 //! - the **tail** link follows the fleet's event stream, `tether:events`
 //!   (`XREAD BLOCK`), into the local event log. Every gateway appends its
-//!   events to that stream (`tether_event`: `XADD`, capped near
+//!   events to that stream (`tether_v1_event`: `XADD`, capped near
 //!   `--event-history`) instead
 //!   of to its own log, so every log holds the whole fleet's events in one
 //!   order, with the stream's ids, and SSE and long polls stay local
@@ -58,7 +58,7 @@ use crate::http::json;
 use crate::proto::Proto;
 use crate::reactor::{Ops, Peer};
 use crate::redis::codec::{self, Frame, OwnedFrame};
-use crate::redis::{FUNCTIONS, RedisSession, RedisUrl};
+use crate::redis::{FUNCTIONS, RedisSession, RedisUrl, function};
 use crate::time::{Millis, millis};
 
 /// First wait before redialing; doubled after each failure up to
@@ -104,9 +104,9 @@ enum Role {
 enum ControlRequest {
     /// `SELECT`, `CLIENT SETNAME`.
     Setup,
-    /// `tether_alive`: 1 if the liveness key was still there.
+    /// `tether_v1_alive`: 1 if the liveness key was still there.
     Alive,
-    /// `tether_sweep`: the MACs taken off the directory.
+    /// `tether_v1_sweep`: the MACs taken off the directory.
     Sweep,
 }
 
@@ -451,7 +451,9 @@ impl Hub {
     }
 
     /// Calls a function of the library.
+    /// Calls function `name` of this version of the library (`function`).
     fn fcall(&mut self, name: &str, args: &[&[u8]], pending: Pending, ops: &mut Ops<'_, Proto>) -> bool {
+        let name = function(name);
         let mut all: Vec<&[u8]> = Vec::with_capacity(args.len() + 3);
         all.extend_from_slice(&[b"FCALL", name.as_bytes(), b"0"]);
         all.extend_from_slice(args);
@@ -715,7 +717,7 @@ impl Hub {
         }
     }
 
-    /// Appends an event to the fleet's stream (`tether_event`, which also
+    /// Appends an event to the fleet's stream (`tether_v1_event`, which also
     /// keeps a location from the collar's holder as its last fix in the
     /// directory); `false` if it could not be sent (the caller keeps it
     /// locally).
@@ -732,9 +734,10 @@ impl Hub {
                 vec![(b"takeovers", takeovers.to_string()), (b"until", until_unix_ms.to_string())]
             }
         };
+        let event_fn = function("event");
         let mut args: Vec<&[u8]> = vec![
             b"FCALL",
-            b"tether_event",
+            event_fn.as_bytes(),
             b"0",
             history.as_bytes(),
             epoch.as_bytes(),
@@ -777,7 +780,7 @@ impl Hub {
         // not be sent), claims whose reply was lost with the link. Asked
         // after the claims above, which Redis carries out first.
         let id = self.cluster_mut().settings.gateway_id.clone();
-        self.fcall("tether_owned", &[id.as_bytes()], Pending::Owned, ops);
+        self.fcall("owned", &[id.as_bytes()], Pending::Owned, ops);
     }
 
     /// Releases the directory's entries of this gateway whose collar is not
@@ -794,7 +797,7 @@ impl Hub {
             }
             stale += 1;
             let args: [&[u8]; 3] = [mac_text.as_bytes(), id.as_bytes(), epoch.as_bytes()];
-            self.fcall("tether_release", &args, Pending::Quiet("release"), ops);
+            self.fcall("release", &args, Pending::Quiet("release"), ops);
         }
         if stale > 0 {
             info!("redis: released {stale} directory entries of collars that left while the links were down");
@@ -807,7 +810,8 @@ impl Hub {
         let id = cluster.settings.gateway_id.clone();
         let ttl = millis(cluster.settings.ttl).to_string();
         cluster.refresh_at = Some(ops.now() + millis(cluster.settings.ttl) / 3);
-        let args: [&[u8]; 5] = [b"FCALL", b"tether_alive", b"0", id.as_bytes(), ttl.as_bytes()];
+        let alive = function("alive");
+        let args: [&[u8]; 5] = [b"FCALL", alive.as_bytes(), b"0", id.as_bytes(), ttl.as_bytes()];
         self.control_request(&args, ControlRequest::Alive, ops);
     }
 
@@ -979,7 +983,8 @@ impl Hub {
         let cluster = self.cluster_mut();
         if cluster.sweep_at.is_some_and(|at| at <= now) {
             cluster.sweep_at = Some(now + millis(cluster.settings.ttl));
-            self.control_request(&[b"FCALL", b"tether_sweep", b"0"], ControlRequest::Sweep, ops);
+            let sweep = function("sweep");
+            self.control_request(&[b"FCALL", sweep.as_bytes(), b"0"], ControlRequest::Sweep, ops);
         }
     }
 
@@ -1118,7 +1123,7 @@ impl Hub {
 
     /// Claims `mac` for the collar on `token` (it identified here).
     /// With the epoch its claim held already (the links came back), claims
-    /// it again (`tether_reclaim`): kept if still ours, lost if another
+    /// it again (`tether_v1_reclaim`): kept if still ours, lost if another
     /// gateway claimed it meanwhile.
     pub(super) fn claim(&mut self, mac: Mac, token: Token, ops: &mut Ops<'_, Proto>) {
         self.claim_as(mac, token, true, ops);
@@ -1146,7 +1151,7 @@ impl Hub {
             Some(epoch) => {
                 let epoch = epoch.to_string();
                 let args: Vec<&[u8]> = args.iter().copied().chain([epoch.as_bytes()]).collect();
-                self.fcall("tether_reclaim", &args, Pending::Claim { mac, token }, ops)
+                self.fcall("reclaim", &args, Pending::Claim { mac, token }, ops)
             }
             None => {
                 // The fleet-wide flapping guard counts takeovers in Redis
@@ -1157,7 +1162,7 @@ impl Hub {
                     (limit.to_string(), millis(flap.window).to_string(), millis(flap.quarantine).to_string());
                 let args: Vec<&[u8]> =
                     args.iter().copied().chain([limit.as_bytes(), window.as_bytes(), quarantine.as_bytes()]).collect();
-                self.fcall("tether_claim", &args, Pending::Claim { mac, token }, ops)
+                self.fcall("claim", &args, Pending::Claim { mac, token }, ops)
             }
         };
     }
@@ -1209,7 +1214,7 @@ impl Hub {
             // entry we just made, unless a newer claim took it.
             let (id, mac_text, epoch) = (cluster.settings.gateway_id.clone(), mac.to_string(), epoch.to_string());
             let args: [&[u8]; 3] = [mac_text.as_bytes(), id.as_bytes(), epoch.as_bytes()];
-            self.fcall("tether_release", &args, Pending::Quiet("release"), ops);
+            self.fcall("release", &args, Pending::Quiet("release"), ops);
             return;
         };
         claim.epoch = Some(epoch);
@@ -1254,7 +1259,7 @@ impl Hub {
         };
         let (id, mac_text, epoch) = (cluster.settings.gateway_id.clone(), mac.to_string(), epoch.to_string());
         let args: [&[u8]; 3] = [mac_text.as_bytes(), id.as_bytes(), epoch.as_bytes()];
-        self.fcall("tether_release", &args, Pending::Quiet("release"), ops);
+        self.fcall("release", &args, Pending::Quiet("release"), ops);
     }
 
     /// `GET /devices` over the whole fleet; `None` when Redis is down (the
@@ -1273,7 +1278,7 @@ impl Hub {
         let after = after.map(|m| m.to_string()).unwrap_or_default();
         let (offset_text, limit_text) = (offset.to_string(), limit.to_string());
         let args: [&[u8]; 3] = [after.as_bytes(), offset_text.as_bytes(), limit_text.as_bytes()];
-        self.fcall("tether_page", &args, Pending::Page { origin, offset, limit }, ops).then_some(())
+        self.fcall("page", &args, Pending::Page { origin, offset, limit }, ops).then_some(())
     }
 
     /// A query about a collar that is not ours: look it up (a device), or
@@ -1297,7 +1302,7 @@ impl Hub {
             Pending::Route { rpc, .. } => Some(*rpc),
             _ => None,
         };
-        if self.fcall("tether_get", &[mac_text.as_bytes()], pending, ops) {
+        if self.fcall("get", &[mac_text.as_bytes()], pending, ops) {
             return None;
         }
         if let Some(rpc) = rpc {

@@ -1,6 +1,12 @@
-#!lua name=tether
+#!lua name=tether_v1
 -- tether's directory, kept consistent by running each change as one
 -- function inside Redis (atomic: no other command runs in between).
+--
+-- The library and its functions carry a version (tether_v1, tether_v1_*):
+-- a gateway loads its own on every connect, and gateways of another
+-- version, in a fleet being upgraded one by one, keep calling theirs.
+-- Change a function's arguments or replies, and the version goes up
+-- (here, and in LIBRARY in src/redis/mod.rs).
 --
 -- Keys (all under "tether:"):
 --   dev:<MAC>       hash: gw, epoch, peer, since, and the last fix (lat,
@@ -231,12 +237,12 @@ local function get(keys, args)
   return entry(args[1])
 end
 
-redis.register_function('tether_claim', claim)
-redis.register_function('tether_reclaim', reclaim)
-redis.register_function('tether_release', release)
-redis.register_function('tether_event', event)
-redis.register_function('tether_alive', alive)
-redis.register_function('tether_sweep', sweep)
-redis.register_function{function_name = 'tether_page', callback = page, flags = {'no-writes'}}
-redis.register_function{function_name = 'tether_get', callback = get, flags = {'no-writes'}}
-redis.register_function{function_name = 'tether_owned', callback = owned, flags = {'no-writes'}}
+redis.register_function('tether_v1_claim', claim)
+redis.register_function('tether_v1_reclaim', reclaim)
+redis.register_function('tether_v1_release', release)
+redis.register_function('tether_v1_event', event)
+redis.register_function('tether_v1_alive', alive)
+redis.register_function('tether_v1_sweep', sweep)
+redis.register_function{function_name = 'tether_v1_page', callback = page, flags = {'no-writes'}}
+redis.register_function{function_name = 'tether_v1_get', callback = get, flags = {'no-writes'}}
+redis.register_function{function_name = 'tether_v1_owned', callback = owned, flags = {'no-writes'}}
