@@ -413,6 +413,13 @@ impl Fleet {
         if self.send_batch(key).is_break() {
             return;
         }
+        self.after_read(key, end, got);
+    }
+
+    /// What a read's end means for the collar, plain or TLS: its deadline
+    /// re-filed if bytes came (`got`), another read next turn if the
+    /// budget ran out, or its end.
+    fn after_read(&mut self, key: usize, end: ReadEnd, got: bool) {
         match end {
             ReadEnd::Drained => {
                 if got {
@@ -505,20 +512,9 @@ impl Fleet {
         if self.send_batch(key).is_break() {
             return;
         }
-        match end {
-            ReadEnd::Drained => self.arm(key),
-            ReadEnd::Budget => {
-                self.arm(key);
-                let token = self.token_of(key);
-                self.ready.push(token);
-            }
-            ReadEnd::Stopped => self.free(key),
-            ReadEnd::Closed => {
-                self.conns[key].collar.on_eof(&mut self.stats);
-                self.free(key);
-            }
-            ReadEnd::Failed(e) => self.fail(key, Failure::of(&e)),
-        }
+        // Inside TLS the deadline is re-filed after every read, whatever
+        // the plaintext (a record may carry none).
+        self.after_read(key, end, true);
     }
 
     /// Writes the records rustls holds until the kernel takes no more,
