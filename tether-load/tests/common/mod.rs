@@ -1,12 +1,14 @@
 //! The little of a test harness these tests need: a gateway running on a
 //! thread of the test process, on loopback, and [`require`] for a program
-//! beyond the toolchain. The gateway's own tests have a
-//! fuller harness in the root's `tests/common`; this package keeps its own,
-//! so that neither depends on the other's test files.
+//! beyond the toolchain. The gateway's own tests have a fuller harness in
+//! the root's `tests/common`; this package keeps its own gateway harness,
+//! and shares that harness's `require.rs` (one rule for skipping, one
+//! file).
 
 // Each test file uses a different part.
 #![allow(dead_code)]
 
+#[path = "../../../tests/common/require.rs"]
 pub mod require;
 
 use std::net::SocketAddr;
