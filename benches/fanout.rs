@@ -77,6 +77,7 @@
 //! `FANOUT_SELF_TEST=1` (check the parsers, then exit). Output: a markdown
 //! table, notes per server, and one JSON line per row (`{"server":…}`).
 
+mod common;
 // A bench's root file looks for modules beside it; these live in fanout/.
 #[path = "fanout/run.rs"]
 mod run;
@@ -87,6 +88,8 @@ mod wire;
 
 use std::str::FromStr;
 use std::time::{Duration, Instant};
+
+use common::thousands;
 
 use hdrhistogram::Histogram;
 use serde_json::json;
@@ -512,16 +515,4 @@ fn secs(s: f64) -> String {
 
 fn mib(bytes: Option<u64>) -> String {
     bytes.map_or("?".to_string(), |b| format!("{:.1} MiB", b as f64 / 1048576.0))
-}
-
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }

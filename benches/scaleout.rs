@@ -69,6 +69,7 @@
 //! the bench says so and measures nothing. Output: three markdown tables
 //! and one JSON line per row (`{"table":…}`).
 
+mod common;
 // A bench's root file looks for modules beside it; these live in scaleout/.
 #[path = "scaleout/clients.rs"]
 mod clients;
@@ -78,6 +79,8 @@ mod fleet;
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
+
+use common::thousands;
 
 use hdrhistogram::Histogram;
 use serde_json::json;
@@ -698,18 +701,6 @@ fn latency_json(cases: &[Case], p: &Params, load: Option<f64>) -> Vec<String> {
         }
     }
     rows
-}
-
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// Raises the soft open-file limit to the hard one: the bench holds a

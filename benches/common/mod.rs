@@ -1,11 +1,13 @@
-//! What the memory benches share: the real `tether` binary on loopback
-//! ports, and the process figures read from `/proc`.
+//! What the benches share: the real `tether` binary on loopback ports,
+//! the process figures read from `/proc`, a bounded blocking connection,
+//! and numbers written for the tables.
 
 #![allow(dead_code)] // each bench uses a different subset
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 /// The gateway binary, running with both listeners on free loopback ports.
 pub struct Gateway {
@@ -76,4 +78,27 @@ pub fn expect(s: &mut TcpStream, want: &[u8]) {
     let mut got = vec![0; want.len()];
     s.read_exact(&mut got).expect("read reply");
     assert_eq!(got, want);
+}
+
+/// A blocking loopback connection whose connect, reads and writes each
+/// give up after `timeout`, without Nagle's delay.
+pub fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, String> {
+    let s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    s.set_nodelay(true).map_err(|e| e.to_string())?;
+    Ok(s)
+}
+
+/// `1234567` as `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }

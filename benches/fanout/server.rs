@@ -280,11 +280,7 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Result<String, String> {
 
 /// A blocking loopback connection with bounded connect, read and write.
 pub fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
-    let s = TcpStream::connect_timeout(&addr, CONTROL_TIMEOUT).map_err(|e| format!("connect {addr}: {e}"))?;
-    s.set_read_timeout(Some(CONTROL_TIMEOUT)).map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(CONTROL_TIMEOUT)).map_err(|e| e.to_string())?;
-    s.set_nodelay(true).map_err(|e| e.to_string())?;
-    Ok(s)
+    crate::common::connect(addr, CONTROL_TIMEOUT)
 }
 
 /// Appends one read's worth to `buf`; an error at end of stream.
