@@ -419,6 +419,19 @@ impl Cluster {
         rpc
     }
 
+    /// Writes one command on the link `token` and counts it; `false` if
+    /// the link is down or its output full (nothing written).
+    fn write(&mut self, token: Option<Token>, args: &[&[u8]], ops: &mut Ops<'_, Proto>) -> bool {
+        let Some(token) = token else { return false };
+        self.buf.clear();
+        codec::command(&mut self.buf, args);
+        if ops.send(token, &self.buf).is_err() {
+            return false;
+        }
+        self.stats.commands += 1;
+        true
+    }
+
     /// Forgets the request `origin` is waiting for (it timed out or left);
     /// whether there was one.
     pub fn forget(&mut self, origin: Token) -> bool {
@@ -439,13 +452,10 @@ impl Hub {
     fn redis(&mut self, args: &[&[u8]], pending: Pending, ops: &mut Ops<'_, Proto>) -> bool {
         let cluster = self.cluster_mut();
         let Some(token) = cluster.command.token else { return false };
-        cluster.buf.clear();
-        codec::command(&mut cluster.buf, args);
-        if ops.send(token, &cluster.buf).is_err() {
+        if !cluster.write(Some(token), args, ops) {
             warn!("redis: the command link's output is full; a command was dropped");
             return false;
         }
-        cluster.stats.commands += 1;
         cluster.pending.push_back((ops.now(), pending));
         true
     }
@@ -512,11 +522,7 @@ impl Hub {
     /// Writes one command on the control link.
     fn control_request(&mut self, args: &[&[u8]], request: ControlRequest, ops: &mut Ops<'_, Proto>) {
         let cluster = self.cluster_mut();
-        let Some(token) = cluster.control.token else { return };
-        cluster.buf.clear();
-        codec::command(&mut cluster.buf, args);
-        if ops.send(token, &cluster.buf).is_ok() {
-            cluster.stats.commands += 1;
+        if cluster.write(cluster.control.token, args, ops) {
             cluster.control_pending.push_back((ops.now(), request));
         }
     }
@@ -576,11 +582,7 @@ impl Hub {
     /// Writes one command on the tail link.
     fn tail_request(&mut self, args: &[&[u8]], request: TailRequest, ops: &mut Ops<'_, Proto>) {
         let cluster = self.cluster_mut();
-        let Some(token) = cluster.tail.token else { return };
-        cluster.buf.clear();
-        codec::command(&mut cluster.buf, args);
-        if ops.send(token, &cluster.buf).is_ok() {
-            cluster.stats.commands += 1;
+        if cluster.write(cluster.tail.token, args, ops) {
             cluster.tail_pending.push_back((ops.now(), request));
         }
     }
