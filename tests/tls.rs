@@ -258,20 +258,39 @@ fn an_event_stream_runs_over_https() {
 #[test]
 fn a_collar_that_does_not_read_is_closed_as_a_slow_consumer_inside_tls() {
     let pki = Pki::new("slow");
-    let gw = Gateway::start(Config { max_output: 4096, linger_timeout: common::TIMEOUT, ..tls_config(&pki) });
+    // No deadline comes during the test: the flush alone must judge.
+    let gw = Gateway::start(Config {
+        max_output: 4096,
+        linger_timeout: common::TIMEOUT,
+        handshake_timeout: Duration::ZERO,
+        heartbeat_interval: Duration::ZERO,
+        ..tls_config(&pki)
+    });
     let stream = Client::connect_with_recv_buffer(gw.tls.unwrap(), 4096).stream;
     let mut collar = TlsClient::over(stream, pki.client_config(None)).unwrap();
     collar.send(b"IDENTIFY:CE:96:C2:78:27:FC\n");
     collar.tls.sock.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    // rustls's stream reads when a write blocks; with a read timeout past
+    // the test's, the collar takes nothing until the gateway has judged it
+    // (a gateway that waits for the collar to read fails here).
+    collar.tls.sock.set_read_timeout(Some(3 * common::TIMEOUT)).unwrap();
     let chunk = b"PING\n".repeat(1000);
+    eprintln!("T start at {:?}", std::time::SystemTime::now());
     // Bounded: 8 MiB of PONGs is far more than the kernel's buffers hold.
     let mut sent = 0;
+    let t0 = std::time::Instant::now();
     while sent < 8 << 20 && collar.tls.write_all(&chunk).and_then(|()| collar.tls.flush()).is_ok() {
         sent += chunk.len();
+        if sent % 500_000 == 0 {
+            eprintln!("T {sent} {:?}", t0.elapsed());
+        }
     }
+    eprintln!("T wrote {sent} at {:?}", std::time::SystemTime::now());
     gw.expect_log("closing: slow-consumer");
+    eprintln!("T logged at {:?}", std::time::SystemTime::now());
     let mut received = Vec::new();
     collar.tls.read_to_end(&mut received).expect("the gateway's close_notify");
+    eprintln!("T read {} at {:?}", received.len(), std::time::SystemTime::now());
     let bye = b"BYE slow-consumer\n";
     assert!(received.starts_with(b"OK\n") && received.ends_with(bye), "...{:?}", received.escape_ascii().to_string());
     let lines = &received[3..received.len() - bye.len()];
@@ -279,6 +298,18 @@ fn a_collar_that_does_not_read_is_closed_as_a_slow_consumer_inside_tls() {
     assert!(lines.len() / 5 < sent / 5, "{} PONGs for {} PINGs", lines.len() / 5, sent / 5);
     drop(collar);
     let stats = gw.stop_drained();
+    eprintln!(
+        "S iters {} reads {} writes {} in {} out {} busy {:?} wait {:?} budget {:?} lines {:?}",
+        stats.loop_iterations,
+        stats.reads,
+        stats.writes,
+        stats.bytes_in,
+        stats.bytes_out,
+        stats.loop_busy,
+        stats.loop_wait,
+        stats.budget_spent,
+        stats.lines_in
+    );
     assert_eq!(closed(&stats, CloseReason::SlowConsumer), 1);
 }
 

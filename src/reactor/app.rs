@@ -161,7 +161,7 @@ impl<S: Session> Ops<'_, S> {
     /// connections together (a walk over the slab: for `/metrics`, not for
     /// every effect).
     pub fn unsent_bytes(&self) -> usize {
-        self.conns.iter().map(|(_, c)| c.out.len()).sum()
+        self.conns.iter().map(|(_, c)| c.unsent()).sum()
     }
 
     /// The session of an open connection.
@@ -188,7 +188,7 @@ impl<S: Session> Ops<'_, S> {
             .get_mut(key)
             .filter(|c| c.generation == generation && c.phase == Phase::Open)
             .ok_or(SendError::Gone)?;
-        if conn.out.len() + bytes.len() > conn.session.output_limit(self.config).bytes() {
+        if conn.unsent() + bytes.len() > conn.session.output_limit(self.config).bytes() {
             return Err(SendError::Full);
         }
         conn.out.push(bytes, self.pool);

@@ -86,10 +86,21 @@ impl<S> Conn<S> {
         token::pack(key, self.generation)
     }
 
-    /// Whether it has bytes to write: unsent plaintext, or sealed TLS
-    /// records.
+    /// Bytes accepted for sending that the kernel has not taken: the
+    /// plaintext not yet sealed and, on a TLS connection, the records
+    /// sealed and not yet written. This is what output limits judge.
+    pub fn unsent(&self) -> usize {
+        self.out.len() + self.tls.as_ref().map_or(0, |tls| tls.sealed_len())
+    }
+
+    /// Whether it has bytes to write: unsent plaintext (on a TLS
+    /// connection, once the handshake completed), or sealed TLS records.
     pub fn has_output(&self) -> bool {
-        !self.out.is_empty() || self.tls.as_ref().is_some_and(|t| t.has_output())
+        match &self.tls {
+            None => !self.out.is_empty(),
+            // Plaintext can be sent only once the handshake completed.
+            Some(tls) => tls.has_records() || (!self.out.is_empty() && tls.is_secured()),
+        }
     }
 
     /// Puts it in the run queue, once.

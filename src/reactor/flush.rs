@@ -199,7 +199,7 @@ impl<A: App> Reactor<A> {
         let conn = &self.conns[key];
         if conn.phase == Phase::Open
             && (conn.readable || conn.session.has_work())
-            && conn.out.len() <= conn.session.output_limit(&self.config).bytes()
+            && conn.unsent() <= conn.session.output_limit(&self.config).bytes()
         {
             self.schedule_run(key);
         }

@@ -191,6 +191,9 @@ pub struct Reactor<A: App> {
     links_drained: bool,
     /// The read buffer shared by all connections.
     scratch: Vec<u8>,
+    /// The plaintext of the records one TLS read completed, handed to the
+    /// session at once (see [`tls`]); empty until a TLS connection reads.
+    plaintext: Vec<u8>,
     /// Reused buffer for a refused connection's farewell.
     farewell: Vec<u8>,
     pool: Pool,
@@ -252,6 +255,7 @@ impl<A: App> Reactor<A> {
             dialed: Vec::new(),
             links_drained: false,
             scratch: vec![0; SCRATCH],
+            plaintext: Vec::new(),
             farewell: Vec::new(),
             pool: Pool::default(),
             stats: Stats::default(),

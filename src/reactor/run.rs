@@ -71,7 +71,7 @@ impl<A: App> Reactor<A> {
     /// session say is bounded by its limit plus one call's worth.
     fn may_work(&self, key: usize) -> bool {
         let conn = &self.conns[key];
-        conn.phase == Phase::Open && conn.out.len() <= conn.session.output_limit(&self.config).bytes()
+        conn.phase == Phase::Open && conn.unsent() <= conn.session.output_limit(&self.config).bytes()
     }
 
     /// Whether the connection's input should be read now: it may work, and
@@ -180,8 +180,8 @@ impl<A: App> Reactor<A> {
     pub(super) fn slow_consumer(&self, key: usize) -> bool {
         let conn = &self.conns[key];
         match conn.session.output_limit(&self.config) {
-            OutputLimit::CloseAbove(limit) if conn.out.len() > limit => {
-                debug!("#{key}: {} bytes unsent, over the output limit", conn.out.len());
+            OutputLimit::CloseAbove(limit) if conn.unsent() > limit => {
+                debug!("#{key}: {} bytes unsent, over the output limit", conn.unsent());
                 true
             }
             _ => false,

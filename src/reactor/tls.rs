@@ -1,56 +1,80 @@
 //! TLS as one more layer the reactor drives, between the socket and the
 //! session: no thread, no runtime, no protocol changed.
 //!
-//! rustls is sans-IO. On a connection accepted by a TLS listener the
-//! reactor hands what the socket has to rustls (`read_tls`, through
-//! [`io::Wire`], so `io.rs` stays the only code that reads), lets it
-//! decrypt (`process_new_packets`), and gives the session the plaintext
-//! as if it had been read from the socket. The session appends plaintext
-//! to the connection's [`OutBuf`](super::OutBuf) as always; the flush
-//! phase seals it into records (`writer`) and writes them (`write_tls`).
-//! So every limit keeps its meaning: `--max-line` and `--max-output`
-//! count plaintext, the slow-consumer check judges the plaintext not yet
-//! sealed, and the session's deadlines run from the TCP connect, so the
-//! handshake timeout covers the TLS handshake too.
+//! rustls is sans-IO, and its unbuffered API leaves every buffer to the
+//! caller. On a connection accepted by a TLS listener the reactor reads
+//! records into its shared scratch buffer (through [`io::read`], so
+//! `io.rs` stays the only code that reads), has rustls open them in place
+//! ([`Tls::open`]), and hands the session each record's plaintext as if
+//! it had been read from the socket. The session appends plaintext to the
+//! connection's [`OutBuf`](super::OutBuf) as always; the flush phase
+//! seals up to one write budget of it into the scratch buffer and writes
+//! the records from there. So every limit keeps its meaning:
+//! `--max-line` and `--max-output` count plaintext, the slow-consumer
+//! check judges the plaintext not yet sealed, and the session's deadlines
+//! run from the TCP connect, so the handshake timeout covers the TLS
+//! handshake too.
 //!
-//! The plaintext waiting in the connection's `OutBuf` is sealed only once
-//! the records before it are written: rustls holds at most one write
-//! budget of records, and the `OutBuf` stays the measure of what the peer
-//! has not taken. Decrypted input the session did not take (its output is
-//! backed up, or it awaits a reply) stays in rustls, and the connection
-//! stays `readable`, so it is handed over before the socket is read again.
+//! What a connection keeps of its own is rustls's state (keys, the
+//! handshake's progress) and two byte strings that are empty, and own no
+//! memory, while it is idle: [`Tls::received`], the start of a record
+//! whose end has not arrived, and [`Tls::sealed`], records the kernel has
+//! not taken yet (a handshake flight, or what a full socket left of one
+//! write). That is what brings an idle TLS collar from rustls's buffered
+//! connection (a 4 KiB receive buffer of its own) to about 3 KiB.
+//!
+//! Plaintext waiting in the `OutBuf` is sealed only once the records
+//! before it are written, so `sealed` holds at most one write budget of
+//! application data and the `OutBuf` stays the measure of what the peer
+//! has not taken. Every record one read completes is opened and handed
+//! over, as a plain read hands over all its bytes; back-pressure then
+//! stops the next read, so what is carried is never more than a record.
 //!
 //! When the handshake completes with a client certificate (mutual TLS),
 //! the session is told whom the certificate names ([`PeerIdentity`],
-//! [`Session::on_peer_identity`]): the protocol decides what that means.
+//! [`Session::on_peer_identity`]) before any input: the protocol decides
+//! what that means.
 //!
 //! A TLS failure (plain text to a TLS port, a refused certificate, a
-//! record that does not decrypt) closes the connection as `tls-error`; a
-//! close before the handshake completes says nothing in clear text (the
-//! session's last words are dropped); after it, the last words are sealed
-//! and followed by a `close_notify`.
+//! record that does not decrypt) closes the connection as `tls-error`,
+//! after the alert rustls has for it; a close before the handshake
+//! completes says nothing in clear text (the session's last words are
+//! dropped); after it, the last words are sealed and followed by a
+//! `close_notify`.
+//!
+//! [`io::read`]: super::io::read
+//! [`Session::on_peer_identity`]: super::Session::on_peer_identity
 
-use std::io::{ErrorKind, Read as _, Write as _};
 use std::sync::Arc;
 
 use log::debug;
-use rustls::{ServerConfig, ServerConnection};
+use rustls::ServerConfig;
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{ConnectionState, EncodeError, EncodeTlsData, EncryptError, WriteTraffic};
 
 use super::Reactor;
 use super::app::App;
 use super::budget::Budget;
-use super::io::Wire;
+use super::io::{self, Io};
 use super::session::{Next, Session as _};
 use crate::close::CloseReason;
 
-/// Most records rustls holds unsent besides those being written; the
-/// reactor seals no more than one write budget at a time anyway.
-const SEND_LIMIT: usize = 64 * 1024;
+/// Room kept in the scratch buffer beyond the plaintext sealed into it:
+/// a record's header, tag and content type (29 bytes at most) for each
+/// of up to four records, and a key update rustls may put in front.
+const SEAL_SLACK: usize = 512;
 
-/// A connection's TLS state: rustls's, boxed, so a plain connection pays
-/// one null pointer for it.
+/// A connection's TLS state, boxed, so a plain connection pays one null
+/// pointer for it.
 pub struct Tls {
-    conn: ServerConnection,
+    conn: UnbufferedServerConnection,
+    /// Received bytes that are not a whole record yet (or the records of
+    /// a handshake message not yet whole), which go in front of the next
+    /// read. rustls may have opened part of them in place: they are
+    /// handed back exactly as it left them.
+    received: Vec<u8>,
+    /// Records sealed and not yet taken by the kernel, in order.
+    sealed: Vec<u8>,
     /// The handshake completed and the session was told.
     secured: bool,
     /// Some bytes of a handshake arrived: an end of file before it
@@ -60,7 +84,11 @@ pub struct Tls {
 
 impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tls").field("secured", &self.secured).finish_non_exhaustive()
+        f.debug_struct("Tls")
+            .field("secured", &self.secured)
+            .field("received", &self.received.len())
+            .field("sealed", &self.sealed.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -72,17 +100,32 @@ pub struct PeerIdentity {
     pub common_name: Option<String>,
 }
 
+/// Where opening the received records stopped.
+#[derive(Debug, PartialEq, Eq)]
+enum Opened {
+    /// Every whole record is open; the rest needs more bytes.
+    NeedMore,
+    /// The handshake just completed; records after it wait.
+    Secured,
+    /// The peer sent its `close_notify`: nothing more will come.
+    PeerClosed,
+}
+
 impl Tls {
     /// The TLS state of a new connection on a listener with `config`.
     pub fn accept(config: &Arc<ServerConfig>) -> Result<Box<Tls>, rustls::Error> {
-        let mut conn = ServerConnection::new(Arc::clone(config))?;
-        conn.set_buffer_limit(Some(SEND_LIMIT));
-        Ok(Box::new(Tls { conn, secured: false, started: false }))
+        let conn = UnbufferedServerConnection::new(Arc::clone(config))?;
+        Ok(Box::new(Tls { conn, received: Vec::new(), sealed: Vec::new(), secured: false, started: false }))
     }
 
     /// Records are waiting to be written.
-    pub fn has_output(&self) -> bool {
-        self.conn.wants_write()
+    pub fn has_records(&self) -> bool {
+        !self.sealed.is_empty()
+    }
+
+    /// The bytes of records waiting to be written.
+    pub fn sealed_len(&self) -> usize {
+        self.sealed.len()
     }
 
     /// The handshake completed.
@@ -98,6 +141,158 @@ impl Tls {
         });
         Some(PeerIdentity { common_name })
     }
+
+    /// Puts what was carried of a record at the front of `buf`, for a
+    /// read to append to. Returns its length.
+    fn resume(&mut self, buf: &mut [u8]) -> usize {
+        let carried = std::mem::take(&mut self.received);
+        buf[..carried.len()].copy_from_slice(&carried);
+        carried.len()
+    }
+
+    /// Opens the records in `buf` (see [`Tls::open`]) and moves what is
+    /// left, the start of a record, to its front. Returns the length of
+    /// that start and where opening stopped.
+    fn receive(&mut self, buf: &mut [u8], plaintext: &mut Vec<u8>) -> (usize, Result<Opened, rustls::Error>) {
+        let (done, opened) = self.open(buf, plaintext);
+        buf.copy_within(done.., 0);
+        (buf.len() - done, opened)
+    }
+
+    /// Keeps `start`, the start of a record, until the next read; nothing
+    /// when the records ended with the read.
+    fn keep(&mut self, start: &[u8]) {
+        if !start.is_empty() {
+            self.received = start.to_vec();
+        }
+    }
+
+    /// Has rustls process the records at the start of `incoming` (the
+    /// bytes carried from before, then those just read): handshake
+    /// messages move the handshake on, and what it has to send is sealed
+    /// into [`Tls::sealed`]; application records are opened and their
+    /// plaintext appended to `plaintext`. Returns how many bytes of
+    /// `incoming` are done with (the rest must be handed back, from its
+    /// start, next time) and where it stopped. After a failure, the alert
+    /// rustls has for the peer is sealed too.
+    fn open(&mut self, incoming: &mut [u8], plaintext: &mut Vec<u8>) -> (usize, Result<Opened, rustls::Error>) {
+        let mut done = 0;
+        loop {
+            if !self.secured && !self.conn.is_handshaking() {
+                self.secured = true;
+                return (done, Ok(Opened::Secured));
+            }
+            let status = self.conn.process_tls_records(&mut incoming[done..]);
+            let discard = status.discard;
+            let step = match status.state {
+                Ok(ConnectionState::ReadTraffic(mut records)) => loop {
+                    match records.next_record() {
+                        None => break None,
+                        Some(Ok(record)) => plaintext.extend_from_slice(record.payload),
+                        Some(Err(e)) => break Some(Err(e)),
+                    }
+                },
+                Ok(ConnectionState::EncodeTlsData(data)) => {
+                    encode_sealed(data, &mut self.sealed);
+                    None
+                }
+                // The records are in `sealed`, which goes out before
+                // anything sealed later: as good as transmitted.
+                Ok(ConnectionState::TransmitTlsData(sent)) => {
+                    sent.done();
+                    None
+                }
+                Ok(ConnectionState::BlockedHandshake | ConnectionState::WriteTraffic(_)) => Some(Ok(Opened::NeedMore)),
+                Ok(ConnectionState::PeerClosed | ConnectionState::Closed) => Some(Ok(Opened::PeerClosed)),
+                // The listeners accept no early data; anything else is a
+                // state this layer does not know.
+                Ok(state) => Some(Err(rustls::Error::General(format!("unexpected TLS state {state:?}")))),
+                Err(e) => Some(Err(e)),
+            };
+            done += discard;
+            match step {
+                None => continue,
+                Some(Err(e)) => {
+                    self.seal_alert(&mut incoming[done..]);
+                    return (done, Err(e));
+                }
+                Some(Ok(opened)) => return (done, Ok(opened)),
+            }
+        }
+    }
+
+    /// After a failure, rustls hands over the alert it queued for the
+    /// peer, ahead of anything else, on the next call. That call is the
+    /// last: one more would process the input again and report (and try
+    /// to alert) the same failure twice.
+    fn seal_alert(&mut self, incoming: &mut [u8]) {
+        if let Ok(ConnectionState::EncodeTlsData(data)) = self.conn.process_tls_records(incoming).state {
+            encode_sealed(data, &mut self.sealed);
+        }
+    }
+
+    /// Seals with `write` into `target` from `at` on, once rustls may send
+    /// application data, after any handshake record it queued first (a
+    /// key update). `target` grows if rustls asks for more room. Returns
+    /// where the sealed records end.
+    fn seal(
+        &mut self,
+        target: &mut Vec<u8>,
+        at: usize,
+        mut write: impl FnMut(&mut WriteTraffic<'_, ServerConnectionData>, &mut [u8]) -> Result<usize, EncryptError>,
+    ) -> Result<usize, rustls::Error> {
+        let mut end = at;
+        loop {
+            let status = self.conn.process_tls_records(&mut self.received);
+            let discard = status.discard;
+            let step = match status.state {
+                Ok(ConnectionState::EncodeTlsData(data)) => {
+                    end = encode(data, target, end);
+                    None
+                }
+                Ok(ConnectionState::TransmitTlsData(sent)) => {
+                    sent.done();
+                    None
+                }
+                Ok(ConnectionState::WriteTraffic(mut traffic)) => loop {
+                    match write(&mut traffic, &mut target[end..]) {
+                        Ok(n) => break Some(Ok(end + n)),
+                        Err(EncryptError::InsufficientSize(room)) => target.resize(end + room.required_size, 0),
+                        Err(e) => break Some(Err(rustls::Error::General(e.to_string()))),
+                    }
+                },
+                // Bytes carried in `received` are never a whole record
+                // (every whole one was opened when it was read), so this
+                // is a connection that may not send: closed, or not yet
+                // secured.
+                Ok(state) => Some(Err(rustls::Error::General(format!("cannot send in TLS state {state:?}")))),
+                Err(e) => Some(Err(e)),
+            };
+            self.received.drain(..discard);
+            if let Some(result) = step {
+                return result;
+            }
+        }
+    }
+}
+
+/// Writes the handshake record rustls hands over into `target` at `at`,
+/// growing `target` if it lacks the room rustls asks for. Returns where
+/// the record ends.
+fn encode(mut data: EncodeTlsData<'_, ServerConnectionData>, target: &mut Vec<u8>, at: usize) -> usize {
+    loop {
+        match data.encode(&mut target[at..]) {
+            Ok(n) => return at + n,
+            Err(EncodeError::InsufficientSize(e)) => target.resize(at + e.required_size, 0),
+            Err(EncodeError::AlreadyEncoded) => return at,
+        }
+    }
+}
+
+/// Appends the handshake record rustls hands over to `sealed`.
+fn encode_sealed(data: EncodeTlsData<'_, ServerConnectionData>, sealed: &mut Vec<u8>) {
+    let end = encode(data, sealed, sealed.len());
+    sealed.truncate(end);
 }
 
 /// How reading a TLS connection ended.
@@ -111,75 +306,86 @@ enum End {
 }
 
 impl<A: App> Reactor<A> {
-    /// [`Reactor::read_input`] for a TLS connection: decrypted input
-    /// rustls holds first, then up to `budget` reads of records, each
-    /// decrypted and handed to the session.
+    /// [`Reactor::read_input`] for a TLS connection: up to `budget` reads,
+    /// each appended to what was carried of a record, with every record
+    /// it completes opened and handed to the session.
     pub(super) fn read_tls_input(&mut self, app: &mut A, key: usize, budget: usize) {
         let now = self.now;
+        let conn = &mut self.conns[key];
+        let token = conn.token(key);
+        let tls = conn.tls.as_mut().expect("a TLS connection");
+        let mut filled = tls.resume(&mut self.scratch);
+        let mut cx = cx!(self, conn, token);
+        let session = &mut conn.session;
         let mut next = Next::Continue;
+        let mut got = false;
         let mut reads = 0;
-        let end = 'reading: loop {
-            // Hand over what rustls decrypted, as long as the session takes it.
-            loop {
-                if next != Next::Continue || !self.may_read(key) {
-                    break 'reading End::Stopped;
-                }
-                let conn = &mut self.conns[key];
-                let tls = conn.tls.as_mut().expect("a TLS connection");
-                let n = match tls.conn.reader().read(&mut self.scratch) {
-                    Ok(0) => break 'reading End::Closed,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        // Records rustls has not opened yet (it stops at its
-                        // plaintext limit) are opened now.
-                        match tls.conn.process_new_packets() {
-                            Ok(state) if state.plaintext_bytes_to_read() > 0 => continue,
-                            Ok(_) => break,
-                            Err(e) => break 'reading End::Tls(e),
-                        }
-                    }
-                    // The peer closed without a close_notify: a truncation
-                    // attack or a peer that just hung up; either way, gone.
-                    Err(_) => break 'reading End::Closed,
-                };
-                let token = conn.token(key);
-                let mut cx = cx!(self, conn, token);
-                log::trace!("#{key} <- \"{}\" (TLS)", self.scratch[..n].escape_ascii());
-                next = conn.session.on_input(&self.scratch[..n], &mut cx);
-                self.take_effects(token);
-            }
+        let end = loop {
             if reads == budget {
                 break End::Budget;
             }
             reads += 1;
-            let conn = &mut self.conns[key];
-            let tls = conn.tls.as_mut().expect("a TLS connection");
-            match tls.conn.read_tls(&mut Wire(&conn.stream)) {
-                Ok(0) if tls.started && !tls.is_secured() => {
+            let room = self.scratch.len() - filled;
+            if room == 0 {
+                break End::Tls(rustls::Error::General("a record larger than the read buffer".into()));
+            }
+            let n = match io::read(&conn.stream, &mut self.scratch[filled..]) {
+                Io::Done(n) => n,
+                Io::WouldBlock => break End::Drained,
+                Io::Closed if tls.started && !tls.secured => {
                     break End::Tls(rustls::Error::General("the handshake was cut short".into()));
                 }
-                Ok(0) => break End::Closed,
-                Ok(n) => {
-                    tls.started = true;
-                    conn.last_rx = now;
-                    self.stats.bytes_in += n as u64;
-                    self.stats.reads += 1;
-                    if let Err(e) = tls.conn.process_new_packets() {
-                        break End::Tls(e);
-                    }
-                    if !tls.secured && tls.is_secured() {
-                        tls.secured = true;
-                        let resumed = tls.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
-                        self.stats.tls_handshakes[usize::from(resumed)] += 1;
-                        if let Some(identity) = tls.peer_identity() {
-                            next = self.call(key, |s, cx| s.on_peer_identity(&identity, cx));
-                        }
+                Io::Closed => break End::Closed,
+                Io::Failed(e) => break End::Failed(e),
+            };
+            got = true;
+            tls.started = true;
+            cx.stats.bytes_in += n as u64;
+            cx.stats.reads += 1;
+            filled += n;
+            let plaintext = &mut self.plaintext;
+            let opened = loop {
+                let (left, opened) = tls.receive(&mut self.scratch[..filled], plaintext);
+                filled = left;
+                if opened != Ok(Opened::Secured) {
+                    break opened;
+                }
+                // Whom the certificate names, before any input.
+                let resumed = tls.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+                cx.stats.tls_handshakes[usize::from(resumed)] += 1;
+                if let Some(identity) = tls.peer_identity() {
+                    next = session.on_peer_identity(&identity, &mut cx);
+                    if next != Next::Continue {
+                        break Ok(Opened::NeedMore);
                     }
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break End::Drained,
-                Err(e) => break End::Failed(e),
+            };
+            // All the read's plaintext at once, as a plain read hands over
+            // all its bytes.
+            if !plaintext.is_empty() && next == Next::Continue {
+                log::trace!("#{key} <- \"{}\" (TLS)", plaintext.escape_ascii());
+                next = session.on_input(plaintext, &mut cx);
+            }
+            plaintext.clear();
+            match opened {
+                Ok(Opened::NeedMore | Opened::Secured) => {}
+                Ok(Opened::PeerClosed) => break End::Closed,
+                Err(e) => break End::Tls(e),
+            }
+            // Output past the limit stops reading, as for a plain read.
+            let backed_up = cx.out.len() + tls.sealed_len() > session.output_limit(cx.config).bytes();
+            if next != Next::Continue || backed_up || !session.wants_input(cx.config) {
+                break End::Stopped;
+            }
+            if n < room && !conn.read_closed {
+                break End::Drained;
             }
         };
+        tls.keep(&self.scratch[..filled]);
+        if got {
+            conn.last_rx = now;
+        }
+        self.take_effects(token);
         match end {
             End::Drained => self.conns[key].readable = false,
             End::Budget => self.stats.budget_spent(Budget::Reads),
@@ -206,25 +412,40 @@ impl<A: App> Reactor<A> {
         self.settle(app);
     }
 
-    /// [`Reactor::write_once`] for a TLS connection: seals up to `budget`
-    /// bytes of plaintext once the records before are out, then writes
-    /// records until the kernel takes no more. Returns the bytes written.
+    /// [`Reactor::write_once`] for a TLS connection: one write of the
+    /// records sealed before, followed by up to `budget` bytes of
+    /// plaintext sealed behind them in the scratch buffer. What the kernel
+    /// does not take is kept sealed. Returns the bytes written.
     pub(super) fn write_tls_once(&mut self, app: &mut A, key: usize, budget: usize) -> usize {
         let conn = &mut self.conns[key];
         let tls = conn.tls.as_mut().expect("a TLS connection");
-        if !tls.conn.wants_write() && !conn.out.is_empty() && tls.is_secured() {
+        let scratch = &mut self.scratch;
+        // Records from before go first; when they are many (last words),
+        // they go alone, straight from where they are.
+        let carried = std::mem::take(&mut tls.sealed);
+        let direct = carried.len() > scratch.len() / 2;
+        let mut len = 0;
+        if direct {
+            tls.sealed = carried;
+        } else {
+            scratch[..carried.len()].copy_from_slice(&carried);
+            len = carried.len();
+        }
+        let mut cut = false;
+        if !direct && !conn.out.is_empty() && tls.is_secured() && len < budget {
             let pending = conn.out.pending();
-            let chunk = &pending[..pending.len().min(budget)];
+            let most = (budget - len).min(scratch.len() - len - SEAL_SLACK);
+            let chunk = &pending[..pending.len().min(most)];
+            cut = chunk.len() < pending.len();
             log::trace!("#{key} -> \"{}\" (TLS)", chunk.escape_ascii());
-            match tls.conn.writer().write(chunk) {
-                Ok(n) => {
-                    if n < pending.len() {
-                        self.stats.budget_spent(Budget::WriteBytes);
-                    }
-                    conn.out.consume(n, &mut self.pool);
+            match tls.seal(scratch, len, |traffic, buf| traffic.encrypt(chunk, buf)) {
+                Ok(end) => {
+                    len = end;
+                    conn.out.consume(chunk.len(), &mut self.pool);
                 }
                 Err(e) => {
                     debug!("#{key} TLS: {e}");
+                    tls.sealed = scratch[..len].to_vec();
                     if conn.phase == super::Phase::Open {
                         self.close(key, CloseReason::TlsError);
                         self.settle(app);
@@ -233,43 +454,59 @@ impl<A: App> Reactor<A> {
                 }
             }
         }
-        let conn = &mut self.conns[key];
-        let tls = conn.tls.as_mut().expect("a TLS connection");
-        let mut written = 0;
-        while tls.conn.wants_write() {
-            match tls.conn.write_tls(&mut Wire(&conn.stream)) {
-                Ok(0) => {
-                    self.on_io_error(app, key, &ErrorKind::WriteZero.into());
-                    return written;
-                }
-                Ok(n) => {
-                    written += n;
-                    self.stats.bytes_out += n as u64;
-                    self.stats.writes += 1;
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    conn.blocked = true;
-                    break;
-                }
-                Err(e) => {
-                    self.on_io_error(app, key, &e);
-                    return written;
-                }
+        let records = if direct { &tls.sealed[..] } else { &scratch[..len] };
+        if records.is_empty() {
+            // Plaintext waits for the handshake to complete; it has no
+            // output until then.
+            if !conn.has_output() {
+                self.on_flushed(key);
+            }
+            return 0;
+        }
+        let written = match io::write(&conn.stream, records) {
+            Io::Done(n) => n,
+            Io::WouldBlock => 0,
+            Io::Closed => {
+                self.on_io_error(app, key, &std::io::ErrorKind::WriteZero.into());
+                return 0;
+            }
+            Io::Failed(e) => {
+                self.on_io_error(app, key, &e);
+                return 0;
+            }
+        };
+        if written > 0 {
+            self.stats.bytes_out += written as u64;
+            self.stats.writes += 1;
+        }
+        if direct {
+            tls.sealed.drain(..written);
+        } else if written < len {
+            tls.sealed = scratch[written..len].to_vec();
+        }
+        if tls.has_records() {
+            // The kernel's buffer is full: wait for the WRITABLE edge.
+            conn.blocked = true;
+        } else {
+            // Idle, it keeps no buffer.
+            tls.sealed = Vec::new();
+            if cut {
+                self.stats.budget_spent(Budget::WriteBytes);
             }
         }
-        if self.conns[key].blocked {
-            if self.conns[key].phase == super::Phase::Open && self.slow_consumer(key) {
-                self.close(key, CloseReason::SlowConsumer);
-                self.settle(app);
-            }
-        } else if !self.conns[key].has_output() {
+        let conn = &self.conns[key];
+        if !conn.has_output() {
             self.on_flushed(key);
+        } else if conn.blocked && conn.phase == super::Phase::Open && self.slow_consumer(key) {
+            // As for a plain write, only a peer whose kernel took less than
+            // it was given is judged.
+            self.close(key, CloseReason::SlowConsumer);
+            self.settle(app);
         } else {
             self.resume_reading(key);
         }
         written
     }
-
     /// A TLS connection is closing: its last words are sealed and followed
     /// by a `close_notify` once the handshake completed; before that,
     /// nothing may be said in clear text, so they are dropped (a TLS alert
@@ -278,14 +515,240 @@ impl<A: App> Reactor<A> {
         let conn = &mut self.conns[key];
         let Some(tls) = conn.tls.as_mut() else { return };
         if reason != CloseReason::TlsError && tls.is_secured() {
+            // The last words are bounded by the session's output limit;
+            // they go after whatever is sealed already.
             let pending = conn.out.pending();
-            // The last words are bounded by the session's output limit.
-            tls.conn.set_buffer_limit(None);
-            if let Err(e) = tls.conn.writer().write_all(pending) {
-                debug!("#{key} TLS: {e}");
+            let mut sealed = std::mem::take(&mut tls.sealed);
+            let at = sealed.len();
+            let result = tls
+                .seal(&mut sealed, at, |traffic, buf| traffic.encrypt(pending, buf))
+                .and_then(|end| tls.seal(&mut sealed, end, |traffic, buf| traffic.queue_close_notify(buf)));
+            match result {
+                Ok(end) => sealed.truncate(end),
+                Err(e) => {
+                    debug!("#{key} TLS: {e}");
+                    sealed.truncate(at);
+                }
             }
-            tls.conn.send_close_notify();
+            tls.sealed = sealed;
         }
         conn.out.clear(&mut self.pool);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The layer without a socket: an in-memory rustls client on one side,
+    //! [`Tls`] driven the way the reactor drives it on the other, with the
+    //! bytes between them cut wherever a test likes.
+
+    use super::*;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use rustls::{ClientConfig, ClientConnection, RootCertStore};
+
+    /// A server configuration for `localhost` and a client that trusts it.
+    fn configs() -> (Arc<ServerConfig>, Arc<ClientConfig>) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap().self_signed(&key).unwrap();
+        let der = CertificateDer::from(cert.der().to_vec());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![der.clone()], PrivateKeyDer::try_from(key.serialize_der()).unwrap())
+            .unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(der).unwrap();
+        let client = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (Arc::new(server), Arc::new(client))
+    }
+
+    /// Both ends, and what the server end opened so far.
+    struct Pair {
+        server: Box<Tls>,
+        client: ClientConnection,
+        plaintext: Vec<u8>,
+        /// Where each call of `receive` stopped.
+        opened: Vec<Opened>,
+    }
+
+    impl Pair {
+        fn new() -> Pair {
+            let (server, client) = configs();
+            Pair {
+                server: Tls::accept(&server).unwrap(),
+                client: ClientConnection::new(client, ServerName::try_from("localhost").unwrap()).unwrap(),
+                plaintext: Vec::new(),
+                opened: Vec::new(),
+            }
+        }
+
+        /// Hands `bytes` to the server end `cut` bytes per read, as the
+        /// reactor does: what was carried in front, the read behind it.
+        fn feed(&mut self, bytes: &[u8], cut: usize) -> Result<(), rustls::Error> {
+            let mut buf = vec![0; 64 * 1024];
+            for piece in bytes.chunks(cut) {
+                let mut filled = self.server.resume(&mut buf);
+                buf[filled..filled + piece.len()].copy_from_slice(piece);
+                filled += piece.len();
+                loop {
+                    let (left, opened) = self.server.receive(&mut buf[..filled], &mut self.plaintext);
+                    filled = left;
+                    let opened = opened?;
+                    self.opened.push(opened);
+                    if self.opened.last() != Some(&Opened::Secured) {
+                        break;
+                    }
+                }
+                self.server.keep(&buf[..filled]);
+            }
+            Ok(())
+        }
+
+        /// What the client has to send.
+        fn client_sends(&mut self) -> Vec<u8> {
+            let mut bytes = Vec::new();
+            while self.client.wants_write() {
+                self.client.write_tls(&mut bytes).unwrap();
+            }
+            bytes
+        }
+
+        /// Hands the server's sealed records to the client; the plaintext
+        /// they carried.
+        fn deliver_to_client(&mut self) -> Vec<u8> {
+            let sealed = std::mem::take(&mut self.server.sealed);
+            let mut records = &sealed[..];
+            let mut plaintext = Vec::new();
+            while !records.is_empty() {
+                self.client.read_tls(&mut records).unwrap();
+                self.client.process_new_packets().unwrap();
+                let _ = std::io::Read::read_to_end(&mut self.client.reader(), &mut plaintext);
+            }
+            plaintext
+        }
+
+        /// A complete handshake, every flight cut `cut` bytes per read.
+        fn handshake(&mut self, cut: usize) {
+            while self.client.is_handshaking() {
+                let hello = self.client_sends();
+                self.feed(&hello, cut).unwrap();
+                self.deliver_to_client();
+            }
+            let finished = self.client_sends();
+            self.feed(&finished, cut).unwrap();
+            assert!(self.server.is_secured() && self.server.secured);
+        }
+    }
+
+    #[test]
+    fn records_cut_anywhere_come_out_whole_and_in_order() {
+        for cut in [1, 2, 3, 5, 7, 64, 1000] {
+            let mut pair = Pair::new();
+            pair.handshake(cut);
+            let mut sent = Vec::new();
+            for i in 0..20 {
+                let line = format!("LOCATION:48.{i},2.35\n");
+                std::io::Write::write_all(&mut pair.client.writer(), line.as_bytes()).unwrap();
+                sent.extend_from_slice(line.as_bytes());
+            }
+            let records = pair.client_sends();
+            pair.feed(&records, cut).unwrap();
+            assert_eq!(pair.plaintext.escape_ascii().to_string(), sent.escape_ascii().to_string(), "cut {cut}");
+            // Between records, nothing is carried and nothing is held.
+            assert_eq!(pair.server.received.capacity(), 0, "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn the_handshake_is_reported_before_the_input_that_came_with_it() {
+        let mut pair = Pair::new();
+        let hello = pair.client_sends();
+        pair.feed(&hello, usize::MAX).unwrap();
+        pair.deliver_to_client();
+        // The client's Finished and its first line, in one read.
+        std::io::Write::write_all(&mut pair.client.writer(), b"IDENTIFY:CE:96:C2:78:27:FC\n").unwrap();
+        let mut read = pair.client_sends();
+        let (left, opened) = pair.server.receive(&mut read, &mut pair.plaintext);
+        assert_eq!(opened, Ok(Opened::Secured));
+        assert!(pair.plaintext.is_empty(), "input before the handshake was reported");
+        let (left, opened) = pair.server.receive(&mut read[..left], &mut pair.plaintext);
+        assert_eq!((left, opened), (0, Ok(Opened::NeedMore)));
+        assert_eq!(pair.plaintext, b"IDENTIFY:CE:96:C2:78:27:FC\n");
+        // Session tickets follow the handshake.
+        assert!(pair.server.has_records());
+    }
+
+    #[test]
+    fn plain_text_is_refused_with_an_alert_in_clear() {
+        let mut pair = Pair::new();
+        let error = pair.feed(b"IDENTIFY:CE:96:C2:78:27:FC\n", usize::MAX).unwrap_err();
+        assert!(matches!(error, rustls::Error::InvalidMessage(_)), "{error:?}");
+        // One alert record (type 21), and nothing else.
+        let sealed = &pair.server.sealed;
+        assert_eq!(sealed.first(), Some(&21), "{sealed:?}");
+        assert_eq!(sealed.len(), 7, "{sealed:?}");
+    }
+
+    #[test]
+    fn a_record_that_does_not_decrypt_is_refused_once() {
+        let mut pair = Pair::new();
+        pair.handshake(usize::MAX);
+        pair.deliver_to_client();
+        std::io::Write::write_all(&mut pair.client.writer(), b"PING\n").unwrap();
+        let mut record = pair.client_sends();
+        *record.last_mut().unwrap() ^= 1;
+        let error = pair.feed(&record, usize::MAX).unwrap_err();
+        assert_eq!(error, rustls::Error::DecryptError);
+        assert!(pair.plaintext.is_empty());
+        // The alert is sealed, once (a second would trip rustls).
+        assert_eq!(pair.server.sealed.first(), Some(&23), "an encrypted alert");
+    }
+
+    #[test]
+    fn sealed_output_and_close_notify_reach_the_client() {
+        let mut pair = Pair::new();
+        pair.handshake(usize::MAX);
+        pair.deliver_to_client();
+        let mut sealed = Vec::new();
+        let end = pair.server.seal(&mut sealed, 0, |traffic, buf| traffic.encrypt(b"OK\nPONG\n", buf)).unwrap();
+        let end = pair.server.seal(&mut sealed, end, |traffic, buf| traffic.queue_close_notify(buf)).unwrap();
+        sealed.truncate(end);
+        pair.server.sealed = sealed;
+        assert_eq!(pair.deliver_to_client(), b"OK\nPONG\n");
+        let mut rest = Vec::new();
+        assert_eq!(std::io::Read::read_to_end(&mut pair.client.reader(), &mut rest).unwrap(), 0, "close_notify");
+    }
+
+    #[test]
+    fn a_large_output_is_cut_into_records_with_room_to_spare() {
+        let mut pair = Pair::new();
+        pair.handshake(usize::MAX);
+        pair.deliver_to_client();
+        // What the flush seals at most into the scratch buffer: it fits.
+        let plaintext = vec![b'x'; 64 * 1024 - SEAL_SLACK];
+        let mut scratch = vec![0; 64 * 1024];
+        let end = pair.server.seal(&mut scratch, 0, |traffic, buf| traffic.encrypt(&plaintext, buf)).unwrap();
+        assert_eq!(scratch.len(), 64 * 1024, "the scratch buffer did not grow");
+        scratch.truncate(end);
+        pair.server.sealed = scratch;
+        assert_eq!(pair.deliver_to_client().len(), plaintext.len());
+    }
+
+    #[test]
+    fn the_peers_close_notify_ends_its_input() {
+        let mut pair = Pair::new();
+        pair.handshake(usize::MAX);
+        std::io::Write::write_all(&mut pair.client.writer(), b"PING\n").unwrap();
+        pair.client.send_close_notify();
+        let bytes = pair.client_sends();
+        pair.feed(&bytes, usize::MAX).unwrap();
+        assert_eq!(pair.plaintext, b"PING\n");
+        assert_eq!(pair.opened.last(), Some(&Opened::PeerClosed));
     }
 }
