@@ -58,9 +58,11 @@ pub fn write(mut stream: &TcpStream, buf: &[u8]) -> Io {
 }
 
 /// A socket as `std::io::Read` and `Write`, through [`read`] and
-/// [`write`], for a layer that moves the bytes itself: rustls reads
-/// records with `read_tls` and writes them with `write_tls`. `WouldBlock`
-/// and end of file come back as the `io` results std readers expect.
+/// [`write`], for a layer that moves the bytes itself: `tether-load`'s
+/// buffered rustls client reads records with `read_tls` and writes them
+/// with `write_tls` (the gateway's TLS layer reads into the scratch buffer
+/// with [`read`] instead). `WouldBlock` and end of file come back as the
+/// `io` results std readers expect.
 pub struct Wire<'a>(pub &'a TcpStream);
 
 impl Read for Wire<'_> {
