@@ -66,6 +66,14 @@ pub struct Args {
     #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
     pub duration: Duration,
 
+    /// Each collar closes its connection (inside TLS after a close_notify)
+    /// as soon as the gateway answers OK to its IDENTIFY, and counts as
+    /// `left`: a stream of short connections, to measure connects and TLS
+    /// handshakes (the run ends when every collar has left). Give each run
+    /// its own --mac-base, so that no MAC reconnects (--flap-limit).
+    #[arg(long, conflicts_with = "rtt")]
+    pub leave_after_identify: bool,
+
     /// Closed-loop RTT measurement: once every collar is connected (or has
     /// failed), --active of them send PING as soon as the previous PONG
     /// arrives, until the end of the run.
@@ -135,6 +143,12 @@ pub struct Args {
     /// target's IP address.
     #[arg(long, value_name = "NAME", requires = "tls")]
     pub tls_server_name: Option<String>,
+
+    /// Make every TLS handshake a full one: no session kept from one
+    /// connection for the next (by default the tickets the gateway sends
+    /// are kept, in memory, and a later collar resumes with one).
+    #[arg(long, requires = "tls")]
+    pub tls_no_resume: bool,
 
     /// Mutual TLS: every collar presents this client certificate (PEM)...
     #[arg(long, value_name = "PEM", requires_all = ["tls", "client_key"])]

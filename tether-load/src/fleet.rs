@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use rustls::ClientConnection;
+use rustls::{ClientConnection, HandshakeKind};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 use tether::device::LineFramer;
@@ -46,7 +46,7 @@ use crate::collar::{Behaviour, Collar, Flow, Micros, Phase};
 use crate::connect::{self, Status};
 use crate::outcome::Failure;
 use crate::pacing;
-use crate::stats::Stats;
+use crate::stats::{Stats, TlsHandshake};
 use crate::summary::Timing;
 use crate::tls::ClientTls;
 
@@ -107,6 +107,7 @@ impl Setup {
                 ping_interval: us(args.ping_interval),
                 report_interval: us(args.report_interval),
                 keys: args.device_key_file.clone(),
+                leave_after_identify: args.leave_after_identify,
             },
             tls: crate::tls::from_args(args)?,
         })
@@ -131,6 +132,8 @@ struct Conn {
     /// is registered while `blocked`.
     tls: Option<Box<ClientConnection>>,
     blocked: bool,
+    /// The TLS handshake has been counted (by its kind) once done.
+    handshake_counted: bool,
 }
 
 pub struct Fleet {
@@ -296,6 +299,7 @@ impl Fleet {
             timer: None,
             tls,
             blocked: false,
+            handshake_counted: false,
         });
         self.arm(key);
     }
@@ -450,7 +454,7 @@ impl Fleet {
     fn read_tls(&mut self, key: usize) {
         let mut end = ReadEnd::Budget;
         for _ in 0..READS_PER_TURN {
-            let Conn { stream, framer, collar, tls, .. } = &mut self.conns[key];
+            let Conn { stream, framer, collar, tls, handshake_counted, .. } = &mut self.conns[key];
             let tls = tls.as_mut().expect("a TLS connection");
             match tls.read_tls(&mut Wire(stream)) {
                 Ok(0) => {
@@ -470,6 +474,15 @@ impl Fleet {
             if tls.process_new_packets().is_err() {
                 // Refused by the gateway, or not TLS: the collar cannot talk.
                 return self.fail(key, Failure::Other);
+            }
+            if !*handshake_counted && !tls.is_handshaking() {
+                *handshake_counted = true;
+                let kind = match tls.handshake_kind() {
+                    Some(HandshakeKind::Resumed) => TlsHandshake::Resumed,
+                    Some(HandshakeKind::FullWithHelloRetryRequest) => TlsHandshake::FullWithHelloRetry,
+                    Some(HandshakeKind::Full) | None => TlsHandshake::Full,
+                };
+                self.stats.tls_handshakes[kind as usize] += 1;
             }
             let (now, how, batch, stats) = (self.now, &self.setup.behaviour, &mut self.batch, &mut self.stats);
             let mut flow = Flow::Continue;
@@ -706,11 +719,17 @@ impl Fleet {
     }
 
     /// Drops a connection: its timer is cancelled, and closing the socket
-    /// takes it out of the poller.
+    /// takes it out of the poller. Inside TLS a close_notify goes first, as
+    /// a well-behaved client's does (best effort: the socket may be gone,
+    /// or full).
     fn free(&mut self, key: usize) {
-        let conn = self.conns.remove(key);
+        let mut conn = self.conns.remove(key);
         if let Some((id, _)) = conn.timer {
             self.wheel.cancel(id);
+        }
+        if let Some(tls) = &mut conn.tls {
+            tls.send_close_notify();
+            let _ = tls.write_tls(&mut Wire(&conn.stream));
         }
     }
 

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::ClientConfig;
+use rustls::client::Resumption;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
@@ -36,17 +37,22 @@ pub fn from_args(args: &Args) -> Result<Option<ClientTls>, String> {
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots);
-    let config = match (&args.client_cert, &args.client_key) {
+    let mut config = match (&args.client_cert, &args.client_key) {
         (Some(cert), Some(key)) => {
             let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
             builder.with_client_auth_cert(certificates(cert)?, key).map_err(|e| format!("{}: {e}", cert.display()))?
         }
         _ => builder.with_no_client_auth(),
     };
+    // By default rustls keeps the gateway's tickets in memory (a bounded
+    // cache per server name), so a later connection resumes.
     let name = match &args.tls_server_name {
         Some(name) => ServerName::try_from(name.clone()).map_err(|e| format!("--tls-server-name {name}: {e}"))?,
         None => ServerName::from(args.target.ip()),
     };
+    if args.tls_no_resume {
+        config.resumption = Resumption::disabled();
+    }
     Ok(Some(ClientTls { config: Arc::new(config), name }))
 }
 

@@ -305,3 +305,46 @@ fn a_fleet_speaks_tls_and_mutual_tls() {
     gateway.stop_drained();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `--leave-after-identify` with `--max-in-flight 1`: a collar starts only
+/// once the one before it is identified and gone, with that one's session
+/// tickets (the gateway sends them before its `OK`). So the first TLS
+/// handshake is full and every later one resumes, as the gateway counts
+/// too; with `--tls-no-resume` every one is full.
+#[test]
+fn collars_that_leave_one_by_one_resume_with_the_tickets_of_those_before() {
+    let dir = pki("resume", "unused");
+    let gateway = Gateway::start(tether::Config {
+        device_tls_listen: Some("127.0.0.1:0".parse().unwrap()),
+        device_tls_cert: Some(dir.join("server.pem")),
+        device_tls_key: Some(dir.join("server.key")),
+        ..common::config()
+    });
+    let ca = dir.join("ca.pem").to_str().unwrap().to_string();
+    let args = ["-n", "20", "--max-in-flight", "1", "--leave-after-identify", "--duration", "15s", "--fail-on-loss"];
+    let args = [&args[..], &["--tls", "--tls-ca", &ca]].concat();
+    let Run { status, summary: s, .. } = load(gateway.tls.unwrap(), &args);
+    assert_eq!(status.code(), Some(0), "{s:#}");
+    for (path, n) in [
+        ("connections.established", 20),
+        ("connections.left", 20),
+        ("connections.open_at_end", 0),
+        ("connections.lost", 0),
+        ("tls_handshakes.full", 1),
+        ("tls_handshakes.full_with_hello_retry", 0),
+        ("tls_handshakes.resumed", 19),
+    ] {
+        assert_eq!(count(&s, path), n, "{path}: {s:#}");
+    }
+    assert!(s["elapsed_s"].as_f64().unwrap() < 15.0, "the run ends when every collar has left: {s:#}");
+
+    let no_resume = [&args[..], &["--tls-no-resume", "--mac-base", "02:4D:00:00:00:00"]].concat();
+    let Run { status, summary: s, .. } = load(gateway.tls.unwrap(), &no_resume);
+    assert_eq!(status.code(), Some(0), "{s:#}");
+    let counts = ["connections.left", "tls_handshakes.full", "tls_handshakes.resumed"].map(|path| count(&s, path));
+    assert_eq!(counts, [20, 20, 0], "{s:#}");
+
+    let stats = gateway.stop_drained();
+    assert_eq!(stats.tls_handshakes, [21, 19], "the gateway saw the same: {stats:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
