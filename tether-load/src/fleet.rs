@@ -27,7 +27,6 @@ use std::io;
 use std::mem;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::ControlFlow;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::event::Event;
@@ -46,6 +45,7 @@ use crate::collar::{Behaviour, Collar, Flow, Micros, Phase};
 use crate::connect::{self, Status};
 use crate::outcome::Failure;
 use crate::pacing;
+use crate::plan::mac_of;
 use crate::stats::{Stats, TlsHandshake};
 use crate::summary::Timing;
 use crate::tls::ClientTls;
@@ -134,6 +134,19 @@ struct Conn {
     blocked: bool,
     /// The TLS handshake has been counted (by its kind) once done.
     handshake_counted: bool,
+}
+
+impl Conn {
+    /// Inside TLS, sends a close_notify before the socket is closed, as a
+    /// well-behaved client does, so the gateway sees a clean close rather
+    /// than a truncated stream (best effort: the socket may be gone, or
+    /// full).
+    fn close_notify(&mut self) {
+        if let Some(tls) = &mut self.tls {
+            tls.send_close_notify();
+            let _ = tls.write_tls(&mut Wire(&self.stream));
+        }
+    }
 }
 
 pub struct Fleet {
@@ -270,7 +283,24 @@ impl Fleet {
         self.started += 1;
         let sources = &self.setup.sources;
         let source = (!sources.is_empty()).then(|| sources[(n % sources.len() as u64) as usize]);
-        let mut collar = Collar::start(self.setup.first_index + n, self.now, &mut self.stats);
+        let index = self.setup.first_index + n;
+        // The TLS client first: with --client-ca-cert it makes the collar's
+        // key and certificate, which is not part of its connect time.
+        let tls = self.setup.tls.as_ref().map(|tls| {
+            let mac = mac_of(self.setup.behaviour.mac_base, index).expect("MAC range checked at start");
+            tls.connect(mac)
+        });
+        if tls.is_some() {
+            self.tick();
+        }
+        let mut collar = Collar::start(index, self.now, &mut self.stats);
+        let tls = match tls {
+            None => None,
+            Some(Ok(conn)) => Some(Box::new(conn)),
+            // The CA was tried at start (one certificate issued), so this
+            // is not expected; counted if it happens all the same.
+            Some(Err(_)) => return collar.fail(Failure::Other, &mut self.stats),
+        };
         let mut stream = match connect::start(self.setup.target, source) {
             Ok(stream) => stream,
             Err(e) => return collar.fail(Failure::of(&e), &mut self.stats),
@@ -283,13 +313,6 @@ impl Fleet {
         if let Err(e) = self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
             return collar.fail(Failure::of(&e), &mut self.stats);
         }
-        let tls = match &self.setup.tls {
-            None => None,
-            Some(tls) => match ClientConnection::new(Arc::clone(&tls.config), tls.name.clone()) {
-                Ok(conn) => Some(Box::new(conn)),
-                Err(_) => return collar.fail(Failure::Other, &mut self.stats),
-            },
-        };
         entry.insert(Conn {
             stream,
             generation,
@@ -718,19 +741,14 @@ impl Fleet {
         self.free(key);
     }
 
-    /// Drops a connection: its timer is cancelled, and closing the socket
-    /// takes it out of the poller. Inside TLS a close_notify goes first, as
-    /// a well-behaved client's does (best effort: the socket may be gone,
-    /// or full).
+    /// Drops a connection: its timer is cancelled, its close announced
+    /// inside TLS, and closing the socket takes it out of the poller.
     fn free(&mut self, key: usize) {
         let mut conn = self.conns.remove(key);
         if let Some((id, _)) = conn.timer {
             self.wheel.cancel(id);
         }
-        if let Some(tls) = &mut conn.tls {
-            tls.send_close_notify();
-            let _ = tls.write_tls(&mut Wire(&conn.stream));
-        }
+        conn.close_notify();
     }
 
     fn token_of(&self, key: usize) -> Token {
@@ -742,6 +760,7 @@ impl Fleet {
         self.tick();
         for (_, conn) in self.conns.iter_mut() {
             conn.collar.finish(&mut self.stats);
+            conn.close_notify();
         }
         self.conns.clear();
         let now = self.now;
