@@ -2,7 +2,13 @@
 # Hold N collar connections on one tether gateway, measure it, and check
 # that no collar was lost.
 #
-# Usage: scripts/loadtest.sh [N] [--tls]  (default 100000)
+# Usage: scripts/loadtest.sh [N] [--tls | --mtls]  (default 100000)
+#
+# --tls: every collar speaks TLS 1.3 to the gateway's TLS listener.
+# --mtls: the same with mutual TLS: the gateway requires a client
+# certificate from a collar CA (--device-tls-client-ca) whose CN is the
+# MAC, and each collar presents its own, made by tether-load from that CA
+# (--client-ca-cert/--client-ca-key).
 #
 # Builds release, starts `tether` on loopback, opens N-ACTIVE idle collars
 # with `tether-load` (as many processes and source IPs as the host needs),
@@ -86,8 +92,11 @@ fi
 # --- TLS (issue 10): `--tls` holds every collar over TLS 1.3 ------------
 # A throwaway CA and an ECDSA P-256 certificate for 127.0.0.1 (openssl);
 # the gateway opens its TLS collar listener, and the fleets connect there.
-tls=0
-for arg in "$@"; do [[ "$arg" == --tls ]] && tls=1; done
+tls=0; mtls=0
+for arg in "$@"; do
+    [[ "$arg" == --tls ]] && tls=1
+    [[ "$arg" == --mtls ]] && tls=1 && mtls=1
+done
 tls_gateway_args=(); tls_load_args=()
 if [[ "$tls" == 1 ]]; then
     ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
@@ -99,6 +108,12 @@ if [[ "$tls" == 1 ]]; then
         -days 2 -extfile "$work/tls.ext" -out "$work/tls.pem" 2>/dev/null
     tls_gateway_args=(--device-tls-listen 127.0.0.1:0 --device-tls-cert "$work/tls.pem" --device-tls-key "$work/tls.key")
     tls_load_args=(--tls --tls-ca "$work/ca.pem")
+    if [[ "$mtls" == 1 ]]; then
+        openssl req -x509 "${ec[@]}" -keyout "$work/collar-ca.key" -out "$work/collar-ca.pem" -days 2 \
+            -subj "/CN=loadtest collar CA" 2>/dev/null
+        tls_gateway_args+=(--device-tls-client-ca "$work/collar-ca.pem")
+        tls_load_args+=(--client-ca-cert "$work/collar-ca.pem" --client-ca-key "$work/collar-ca.key")
+    fi
 fi
 
 echo "building release binaries..."
@@ -123,6 +138,7 @@ http_addr=$(sed -n 's/.*http: listening on \([^ ,]*\).*/\1/p' "$work/gateway.log
 if [[ "$tls" == 1 ]]; then
     device_addr=$(sed -n 's/.*devices: TLS on \([^ ,]*\).*/\1/p' "$work/gateway.log")
     echo "TLS: every collar speaks TLS 1.3 (ECDSA P-256) to $device_addr"
+    [[ "$mtls" == 1 ]] && echo "mutual TLS: each collar presents its own certificate (CN = its MAC) from the collar CA"
 fi
 http_get /health >/dev/null
 base_rss=$(rss_kib "$gateway")
@@ -150,6 +166,9 @@ fi
 cpu_connect1=$(cpu_ticks "$gateway")
 sleep 2
 held_rss=$(rss_kib "$gateway")
+# The fleet's own memory: the parent and its workers, if any.
+fleet_rss=0
+for pid in "$fleet" $(pgrep -P "$fleet" || true); do fleet_rss=$((fleet_rss + $(rss_kib "$pid"))); done
 echo "all $idle collars online; holding them ${hold}s (heartbeat every $heartbeat)..."
 sleep "$hold"
 
@@ -175,9 +194,10 @@ gateway=""
 # --- Report --------------------------------------------------------------
 hz=$(getconf CLK_TCK)
 python3 - "$work" "$n" "$idle" "$active" "$base_rss" "$held_rss" "$rss_end" "$cpu_before" "$cpu_after" \
-    "$hz" "$still_online" "$fleet_status" "$rtt_status" "$auth" "$cpu_connect0" "$cpu_connect1" "$reports" <<'EOF'
+    "$hz" "$still_online" "$fleet_status" "$rtt_status" "$auth" "$cpu_connect0" "$cpu_connect1" "$reports" \
+    "$tls" "$mtls" "$fleet_rss" <<'EOF'
 import json, sys
-work, n, idle, active, base, held, end, cpu0, cpu1, hz, still, fs, rs, auth, cc0, cc1, reports = sys.argv[1:]
+work, n, idle, active, base, held, end, cpu0, cpu1, hz, still, fs, rs, auth, cc0, cc1, reports, tls, mtls, fleet_rss = sys.argv[1:]
 n, idle, active, base, held, end = map(int, (n, idle, active, base, held, end))
 cpu_s = (int(cpu1) - int(cpu0)) / int(hz)
 # Gateway CPU while the fleet connected (polled every 0.5 s, so it includes
@@ -196,13 +216,17 @@ trips = rtt["rtt_us"]["count"]
 lost = sum(s["connections"]["failed"] + s["connections"]["closed_by_server"] for s in (fleet, rtt))
 rows = [
     ("device authentication", "on (CHALLENGE/AUTH)" if auth == "1" else "off"),
+    ("transport", "TLS 1.3, mutual: a certificate per collar" if mtls == "1" else "TLS 1.3" if tls == "1" else "plain"),
     ("connections held", f"{idle + active} ({idle} idle + {active} in the RTT loop)"),
     ("gateway RSS", f"{base} KiB at start, {held} KiB holding {idle}, {end} KiB at the end"),
     ("server bytes per connection", f"{(held - base) * 1024 / idle:.0f}"),
+    ("client RSS (all of tether-load) / connections", f"{int(fleet_rss) * 1024 / idle:.0f} B ({fleet_rss} KiB holding {idle})"),
     ("connect rate", f"{fleet['connects_per_s']:.0f} connections/s ({fleet['connect_phase_s']:.2f} s for {idle})"),
     ("server CPU per connect", f"{connect_cpu_s * 1e6 / idle:.1f} us ({connect_cpu_s:.2f} s CPU for {idle})"),
     ("connect latency p50 / p99", f"{fleet['connect_latency_us']['p50']} / {fleet['connect_latency_us']['p99']} us"),
     ("handshake (IDENTIFY->OK) p50 / p99" if auth != "1" else "handshake (IDENTIFY->AUTH->OK) p50 / p99", f"{fleet['handshake_latency_us']['p50']} / {fleet['handshake_latency_us']['p99']} us"),
+    ("TLS handshakes (client side)",
+     ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in fleet["tls_handshakes"].items()) if tls == "1" else "n/a"),
     ("heartbeats received / answered", f"{fleet['heartbeats']['received']} / {fleet['heartbeats']['answered']}"),
     ("round trips", f"{trips} in {rtt['rtt']['phase_s']:.1f} s = {rtt['rtt']['per_s']:.0f}/s"),
     ("RTT p50 / p99 / p99.9", f"{rtt['rtt_us']['p50']} / {rtt['rtt_us']['p99']} / {rtt['rtt_us']['p999']} us"),

@@ -16,11 +16,22 @@
 #   1. user-space memory per idle TLS collar: RSS growth of the process
 #      terminating TLS (tether; nginx's worker) while N collars
 #      (tether-load --tls, on CPU 1) are online and idle;
-#   2. full TLS 1.3 handshakes/s and resumed ones (`openssl s_time -new`
-#      and `-reuse` on CPU 1 for SECS seconds; the server's one core);
+#   2. TLS 1.3 handshakes per second of server CPU, full and resumed: K
+#      collars (tether-load --tls --leave-after-identify, on CPU 1, at most
+#      INFLIGHT connecting at once) connect, identify and leave, once with
+#      --tls-no-resume (every handshake full) and once keeping the tickets
+#      (every collar but the first INFLIGHT resumes; tether-load counts how
+#      each handshake went); the server's CPU ticks over each run. Through
+#      nginx a connect also costs nginx its upstream connect to tether's
+#      plain port and the proxying of IDENTIFY and OK; tether's own CPU
+#      behind nginx is not counted. (`openssl s_time -reuse` is not used:
+#      it resumes no TLS 1.3 session against either server, as it never
+#      reads the tickets that arrive after the handshake.)
 #   3. server CPU per PING round trip, ACTIVE collars in a closed loop for
 #      SECS seconds: tether plain, tether TLS, and nginx + tether.
-# and prints one table. Environment: SECS (default 10), ACTIVE (default 100).
+# and prints one table, each figure with the tool that made it.
+# Environment: SECS (default 10), ACTIVE (default 100), K (default 5000),
+# INFLIGHT (default 4).
 # The figures are only as quiet as the host: other processes' CPU shows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,12 +39,14 @@ cd "$(dirname "$0")/.."
 n=${1:-19000}
 secs=${SECS:-10}
 active=${ACTIVE:-100}
+k=${K:-5000}
+inflight=${INFLIGHT:-4}
 
 if ! command -v nginx >/dev/null || [[ ! -e /usr/lib/nginx/modules/ngx_stream_module.so ]]; then
     echo "installing nginx and its stream module..."
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light libnginx-mod-stream >/dev/null
 fi
-command -v openssl >/dev/null || { echo "openssl is needed (s_time, certificates)" >&2; exit 1; }
+command -v openssl >/dev/null || { echo "openssl is needed (certificates)" >&2; exit 1; }
 ulimit -n "$(ulimit -Hn)"
 
 work=$(mktemp -d)
@@ -108,17 +121,22 @@ echo "tether pid $gateway (TLS $tls_addr, plain $plain_addr); nginx worker $ngin
 
 load() { taskset -c 1 target/release/tether-load --tls --tls-ca "$work/ca.pem" "$@"; }
 
-# --- 2. Handshakes per second ---------------------------------------------------
-s_time() { # s_time ADDR -new|-reuse -> connections per second
-    taskset -c 1 openssl s_time -connect "$1" "$2" -time "$secs" -tls1_3 2>/dev/null \
-        | awk '/connections in .* real seconds/ { rate = $1 / $4 } END { printf "%.0f", rate }' || true
+# --- 2. Handshakes per second of server CPU ----------------------------------
+handshakes() { # handshakes NAME ADDR PID MAC_BASE [FLAGS...]: writes hs-NAME.{json,ticks}
+    local name=$1 addr=$2 pid=$3 mac=$4 cpu0; shift 4
+    cpu0=$(cpu_ticks "$pid")
+    load --target "$addr" -n "$k" --max-in-flight "$inflight" --leave-after-identify --duration 300s --json \
+        --source-ips 127.0.0.4-127.0.0.5 --mac-base "$mac" "$@" >"$work/hs-$name.json" 2>"$work/hs-$name.log" || true
+    echo $(( $(cpu_ticks "$pid") - cpu0 )) >"$work/hs-$name.ticks"
 }
-echo "handshakes: openssl s_time, ${secs}s each..."
-t_cpu0=$(cpu_ticks "$gateway"); t_full=$(s_time "$tls_addr" -new); t_cpu1=$(cpu_ticks "$gateway")
-t_resumed=$(s_time "$tls_addr" -reuse)
-n_cpu0=$(cpu_ticks "$nginx_worker"); n_full=$(s_time "127.0.0.1:$nginx_port" -new); n_cpu1=$(cpu_ticks "$nginx_worker")
-n_resumed=$(s_time "127.0.0.1:$nginx_port" -reuse)
-http_get /metrics >"$work/metrics.txt"
+echo "handshakes: $k collars connect, identify and leave, $inflight at a time, full then resumed..."
+http_get /metrics >"$work/metrics-hs0.txt"
+handshakes tether-full "$tls_addr" "$gateway" 02:4E:00:00:00:00 --tls-no-resume
+http_get /metrics >"$work/metrics-hs1.txt"
+handshakes tether-resumed "$tls_addr" "$gateway" 02:4E:01:00:00:00
+http_get /metrics >"$work/metrics-hs2.txt"
+handshakes nginx-full "127.0.0.1:$nginx_port" "$nginx_worker" 02:4E:02:00:00:00 --tls-no-resume
+handshakes nginx-resumed "127.0.0.1:$nginx_port" "$nginx_worker" 02:4E:03:00:00:00
 
 # --- 3. CPU per PING round trip ----------------------------------------------------
 rtt() { # rtt NAME ADDR TLS(0/1) PIDS...: sets $trips and $ticks (CPU ticks of each pid); no subshell
@@ -144,8 +162,11 @@ hold() { # hold NAME ADDR PID: sets $before and $after (KiB); no subshell
     local name=$1 addr=$2 pid=$3 cpu0
     before=$(rss_kib "$pid")
     cpu0=$(cpu_ticks "$pid")
-    load --target "$addr" -n "$n" --source-ips 127.0.0.2-127.0.0.3 --duration 900s --json \
-        --mac-base 02:4C:00:00:00:00 >"$work/hold-$name.json" 2>"$work/hold-$name.log" &
+    # Not through load(): $! must be tether-load itself (taskset execs it),
+    # so that the TERM below ends the fleet and has it print its summary.
+    taskset -c 1 target/release/tether-load --tls --tls-ca "$work/ca.pem" --target "$addr" -n "$n" \
+        --source-ips 127.0.0.2-127.0.0.3 --duration 900s --json --mac-base 02:4C:00:00:00:00 \
+        >"$work/hold-$name.json" 2>"$work/hold-$name.log" &
     fleet=$!
     for _ in $(seq 240); do
         (( $(online) >= n )) && break
@@ -160,7 +181,6 @@ hold() { # hold NAME ADDR PID: sets $before and $after (KiB); no subshell
     [[ -n "${KEEP:-}" ]] && cp "$work/hold-$name.log" "/tmp/tls-bench-hold-$name.log"
     for _ in $(seq 100); do (( $(online) == 0 )) && break; sleep 0.2; done
 }
-http_get /metrics >"$work/metrics-before-hold.txt"
 echo "holding $n idle TLS collars on tether..."
 hold tether "$tls_addr" "$gateway"; t_before=$before; t_held=$after; t_connect=$connect_cpu
 http_get /metrics >"$work/metrics-hold.txt"
@@ -168,40 +188,62 @@ echo "holding $n idle TLS collars through nginx..."
 hold nginx "127.0.0.1:$nginx_port" "$nginx_worker"; n_before=$before; n_held=$after; n_connect=$connect_cpu
 
 # --- Report -------------------------------------------------------------------------
-python3 - "$n" "$t_before" "$t_held" "$n_before" "$n_held" "$t_full" "$t_resumed" "$n_full" "$n_resumed" \
+python3 - "$n" "$t_before" "$t_held" "$n_before" "$n_held" \
     "$p_trips" "$p_cpu" "$t_trips" "$t_cpu" "$x_trips" "$x_tether" "$x_nginx" "$(getconf CLK_TCK)" \
-    "$((t_cpu1 - t_cpu0))" "$((n_cpu1 - n_cpu0))" "$secs" "$t_connect" "$n_connect" "$work/metrics.txt" \
-    "$work/metrics-hold.txt" "$work/metrics-before-hold.txt" <<'EOF'
-import sys
+    "$t_connect" "$n_connect" "$k" "$work" <<'EOF'
+import json, sys
 a = sys.argv[1:]
-n, tb, th, nb, nh, tf, tr, nf, nr, pt, pc, tt, tc, xt, xtc, xnc, hz, tfc, nfc, secs, tcc, ncc = map(float, a[:22])
-def handshakes(path):
+n, tb, th, nb, nh, pt, pc, tt, tc, xt, xtc, xnc, hz, tcc, ncc, k = map(float, a[:16])
+work = a[16]
+def handshakes(name):
+    """tether's own count of its handshakes (full, resumed) in a metrics dump."""
     counts = {}
-    for line in open(path):
+    for line in open(f"{work}/{name}.txt"):
         if line.startswith('tether_tls_handshakes_total{kind="'):
             counts[line.split('"')[1]] = int(float(line.split()[-1]))
     return counts.get("full", 0), counts.get("resumed", 0)
-full, resumed = handshakes(a[22])
-# The hold's own handshakes: the counters after it, less those before it.
-hold_full, hold_resumed = [after - before for after, before in zip(handshakes(a[23]), handshakes(a[24]))]
-per_core = lambda rate, ticks: f"{rate * secs / (ticks / hz):.0f}/s per core" if ticks else "n/a"
+def client(name):
+    """A tether-load summary, and the full and resumed handshakes it saw."""
+    s = json.load(open(f"{work}/{name}.json"))
+    t = s["tls_handshakes"]
+    return s, t["full"] + t["full_with_hello_retry"], t["resumed"]
+def rate(name):
+    """Handshakes per second of server CPU in one run, and what backs it."""
+    s, full, resumed = client(f"hs-{name}")
+    ticks = int(open(f"{work}/hs-{name}.ticks").read())
+    done, secs = s["connections"]["left"], s["connect_phase_s"]
+    if not ticks or not done:
+        return "n/a", f"{done} of {int(k)} connects done"
+    core = ticks / hz / secs * 100 if secs else 0
+    return (f"{done / (ticks / hz):,.0f}/s",
+            f"{done:,} in {secs:.1f} s, {core:.0f}% of a core; client saw {full:,} full, {resumed:,} resumed")
 us = lambda ticks, trips: f"{ticks / hz * 1e6 / trips:.1f} us" if trips else "n/a"
-rows = [
-    ("", "tether (rustls)", "nginx 1 worker (OpenSSL)"),
-    (f"user-space memory per idle TLS collar ({int(n)})",
-     f"{(th - tb) * 1024 / n:.0f} B", f"{(nh - nb) * 1024 / n:.0f} B (client and upstream sides)"),
-    ("full TLS 1.3 handshakes/s (s_time -new)", f"{tf:.0f} ({tfc / hz / secs * 100:.0f}% of a core)",
-     f"{nf:.0f} ({nfc / hz / secs * 100:.0f}% of a core)"),
-    ("  the same per core of server CPU", per_core(tf, tfc), per_core(nf, nfc)),
-    (f"server CPU per collar connect, {int(n)} tether-load --tls",
-     f"{tcc / hz * 1e6 / n:.0f} us ({hold_full} full, {hold_resumed} resumed)", f"{ncc / hz * 1e6 / n:.0f} us"),
-    ("resumed handshakes/s (s_time -reuse)", f"{tr:.0f}", f"{nr:.0f}"),
-    ("server CPU per PING round trip, plain", us(pc, pt) + f" ({pt:.0f} trips)", ""),
-    ("server CPU per PING round trip, TLS", us(tc, tt) + f" ({tt:.0f} trips)",
+hold = {name: client(f"hold-{name}") for name in ("tether", "nginx")}
+load = "tether-load --tls"
+rows = [("", "tether (rustls)", "nginx 1 worker (OpenSSL), with its upstream connect"),
+        (f"user-space memory per idle TLS collar, {int(n):,} held ({load}; RSS growth / N)",
+         f"{(th - tb) * 1024 / n:.0f} B", f"{(nh - nb) * 1024 / n:.0f} B (client and upstream sides)")]
+for kind, how in (("full", "--tls-no-resume"), ("resumed", "tickets kept")):
+    t, x = rate(f"tether-{kind}"), rate(f"nginx-{kind}")
+    rows.append((f"{kind} TLS 1.3 handshakes per second of server CPU ({load} {how})", t[0], x[0]))
+    rows.append(("", "  " + t[1], "  " + x[1]))
+rows += [
+    (f"server CPU per collar connect, {int(n):,} held ({load}, 1024 in flight)",
+     f"{tcc / hz * 1e6 / n:.0f} us ({hold['tether'][1]:,} full, {hold['tether'][2]:,} resumed)",
+     f"{ncc / hz * 1e6 / n:.0f} us ({hold['nginx'][1]:,} full, {hold['nginx'][2]:,} resumed)"),
+    ("server CPU per PING round trip, plain (tether-load --rtt)", us(pc, pt) + f" ({pt:.0f} trips)", ""),
+    ("server CPU per PING round trip, TLS (tether-load --tls --rtt)", us(tc, tt) + f" ({tt:.0f} trips)",
      us(xnc, xt) + " nginx + " + us(xtc, xt) + f" tether ({xt:.0f} trips)"),
 ]
 w = [max(len(r[i]) for r in rows) for i in range(3)]
 for r in rows:
     print(f"  {r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]}")
-print(f"  tether counted {full} full and {resumed} resumed handshakes in all")
+runs = [("full run", "metrics-hs0", "metrics-hs1"), ("resumed run", "metrics-hs1", "metrics-hs2")]
+counted = []
+for what, before, after in runs:
+    full, resumed = [x - y for x, y in zip(handshakes(after), handshakes(before))]
+    counted.append(f"{what} {full:,} full, {resumed:,} resumed")
+print("  tether's own count (tether_tls_handshakes_total) of its handshake runs: " + "; ".join(counted))
+full, resumed = handshakes("metrics-hold")
+print(f"  tether counted {full:,} full and {resumed:,} resumed handshakes in all")
 EOF

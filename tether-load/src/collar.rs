@@ -7,6 +7,11 @@
 //!      +--- error, timeout ------+--- BYE, EOF -----+--> Closed
 //! ```
 //!
+//! With `--leave-after-identify` an `OK` leads straight to `Closed`: the
+//! collar counts as established and as `left`, and its connection is
+//! closed (a stream of short connections, to measure connects and TLS
+//! handshakes rather than idle collars).
+//!
 //! With device keys (`--device-key-file`) the collar answers the gateway's
 //! `CHALLENGE` with `AUTH:` while identifying, as a real collar holding its
 //! own key would: the key is derived from the master key and the MAC, the
@@ -49,6 +54,9 @@ pub struct Behaviour {
     /// The gateway's master keys, to answer its `CHALLENGE` (`None`: it
     /// asks for no proof).
     pub keys: Option<DeviceKeys>,
+    /// Close the connection as soon as `IDENTIFY` is answered `OK`
+    /// (`--leave-after-identify`).
+    pub leave_after_identify: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +152,12 @@ impl Collar {
                     |interval: Micros, salt| (interval > 0).then(|| now + random::below(self.index, salt, interval));
                 self.next_ping = first(how.ping_interval, PING_PHASE);
                 self.next_report = first(how.report_interval, REPORT_PHASE);
+                if how.leave_after_identify {
+                    stats.online -= 1;
+                    stats.left += 1;
+                    self.phase = Phase::Closed;
+                    return Flow::Close;
+                }
             }
             _ if self.phase == Phase::Identifying && line.starts_with(b"CHALLENGE ") => {
                 let (Some(keys), Some(nonce)) = (&how.keys, Nonce::parse(&line[b"CHALLENGE ".len()..])) else {
@@ -339,6 +353,7 @@ mod tests {
             ping_interval: 0,
             report_interval: 0,
             keys: None,
+            leave_after_identify: false,
         }
     }
 
@@ -377,6 +392,24 @@ mod tests {
         let mut collar = Collar::start(2, 0, &mut stats);
         collar.on_connected(MS, &how(), &mut out, &mut stats);
         assert_eq!(collar.on_line(line.as_bytes(), 2 * MS, &how(), &mut out, &mut stats), Flow::Close);
+    }
+
+    #[test]
+    fn leaving_after_identify_counts_it_established_and_left_and_closes() {
+        let how = Behaviour { leave_after_identify: true, ..how() };
+        let (mut stats, mut out) = (Stats::default(), Vec::new());
+        let mut collar = Collar::start(3, 0, &mut stats);
+        collar.on_connected(MS, &how, &mut out, &mut stats);
+        out.clear();
+        assert_eq!(collar.on_line(b"OK", 3 * MS, &how, &mut out, &mut stats), Flow::Close);
+        assert!(out.is_empty());
+        assert_eq!(collar.phase(), Phase::Closed);
+        assert_eq!((stats.established, stats.left, stats.online, stats.in_flight, stats.lost), (1, 1, 0, 0, 0));
+        assert_eq!(stats.handshake_us.max(), 2 * MS);
+        // Nothing more is counted for it, at the end of the run either.
+        collar.finish(&mut stats);
+        collar.fail(Failure::Reset, &mut stats);
+        assert_eq!((stats.open_at_end, stats.failed_total(), stats.left), (0, 0, 1));
     }
 
     #[test]

@@ -27,13 +27,12 @@ use std::io;
 use std::mem;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::ControlFlow;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use rustls::ClientConnection;
+use rustls::{ClientConnection, HandshakeKind};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 use tether::device::LineFramer;
@@ -46,7 +45,8 @@ use crate::collar::{Behaviour, Collar, Flow, Micros, Phase};
 use crate::connect::{self, Status};
 use crate::outcome::Failure;
 use crate::pacing;
-use crate::stats::Stats;
+use crate::plan::mac_of;
+use crate::stats::{Stats, TlsHandshake};
 use crate::summary::Timing;
 use crate::tls::ClientTls;
 
@@ -107,6 +107,7 @@ impl Setup {
                 ping_interval: us(args.ping_interval),
                 report_interval: us(args.report_interval),
                 keys: args.device_key_file.clone(),
+                leave_after_identify: args.leave_after_identify,
             },
             tls: crate::tls::from_args(args)?,
         })
@@ -131,6 +132,21 @@ struct Conn {
     /// is registered while `blocked`.
     tls: Option<Box<ClientConnection>>,
     blocked: bool,
+    /// The TLS handshake has been counted (by its kind) once done.
+    handshake_counted: bool,
+}
+
+impl Conn {
+    /// Inside TLS, sends a close_notify before the socket is closed, as a
+    /// well-behaved client does, so the gateway sees a clean close rather
+    /// than a truncated stream (best effort: the socket may be gone, or
+    /// full).
+    fn close_notify(&mut self) {
+        if let Some(tls) = &mut self.tls {
+            tls.send_close_notify();
+            let _ = tls.write_tls(&mut Wire(&self.stream));
+        }
+    }
 }
 
 pub struct Fleet {
@@ -267,7 +283,24 @@ impl Fleet {
         self.started += 1;
         let sources = &self.setup.sources;
         let source = (!sources.is_empty()).then(|| sources[(n % sources.len() as u64) as usize]);
-        let mut collar = Collar::start(self.setup.first_index + n, self.now, &mut self.stats);
+        let index = self.setup.first_index + n;
+        // The TLS client first: with --client-ca-cert it makes the collar's
+        // key and certificate, which is not part of its connect time.
+        let tls = self.setup.tls.as_ref().map(|tls| {
+            let mac = mac_of(self.setup.behaviour.mac_base, index).expect("MAC range checked at start");
+            tls.connect(mac)
+        });
+        if tls.is_some() {
+            self.tick();
+        }
+        let mut collar = Collar::start(index, self.now, &mut self.stats);
+        let tls = match tls {
+            None => None,
+            Some(Ok(conn)) => Some(Box::new(conn)),
+            // The CA was tried at start (one certificate issued), so this
+            // is not expected; counted if it happens all the same.
+            Some(Err(_)) => return collar.fail(Failure::Other, &mut self.stats),
+        };
         let mut stream = match connect::start(self.setup.target, source) {
             Ok(stream) => stream,
             Err(e) => return collar.fail(Failure::of(&e), &mut self.stats),
@@ -280,13 +313,6 @@ impl Fleet {
         if let Err(e) = self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
             return collar.fail(Failure::of(&e), &mut self.stats);
         }
-        let tls = match &self.setup.tls {
-            None => None,
-            Some(tls) => match ClientConnection::new(Arc::clone(&tls.config), tls.name.clone()) {
-                Ok(conn) => Some(Box::new(conn)),
-                Err(_) => return collar.fail(Failure::Other, &mut self.stats),
-            },
-        };
         entry.insert(Conn {
             stream,
             generation,
@@ -296,6 +322,7 @@ impl Fleet {
             timer: None,
             tls,
             blocked: false,
+            handshake_counted: false,
         });
         self.arm(key);
     }
@@ -450,7 +477,7 @@ impl Fleet {
     fn read_tls(&mut self, key: usize) {
         let mut end = ReadEnd::Budget;
         for _ in 0..READS_PER_TURN {
-            let Conn { stream, framer, collar, tls, .. } = &mut self.conns[key];
+            let Conn { stream, framer, collar, tls, handshake_counted, .. } = &mut self.conns[key];
             let tls = tls.as_mut().expect("a TLS connection");
             match tls.read_tls(&mut Wire(stream)) {
                 Ok(0) => {
@@ -470,6 +497,15 @@ impl Fleet {
             if tls.process_new_packets().is_err() {
                 // Refused by the gateway, or not TLS: the collar cannot talk.
                 return self.fail(key, Failure::Other);
+            }
+            if !*handshake_counted && !tls.is_handshaking() {
+                *handshake_counted = true;
+                let kind = match tls.handshake_kind() {
+                    Some(HandshakeKind::Resumed) => TlsHandshake::Resumed,
+                    Some(HandshakeKind::FullWithHelloRetryRequest) => TlsHandshake::FullWithHelloRetry,
+                    Some(HandshakeKind::Full) | None => TlsHandshake::Full,
+                };
+                self.stats.tls_handshakes[kind as usize] += 1;
             }
             let (now, how, batch, stats) = (self.now, &self.setup.behaviour, &mut self.batch, &mut self.stats);
             let mut flow = Flow::Continue;
@@ -705,13 +741,14 @@ impl Fleet {
         self.free(key);
     }
 
-    /// Drops a connection: its timer is cancelled, and closing the socket
-    /// takes it out of the poller.
+    /// Drops a connection: its timer is cancelled, its close announced
+    /// inside TLS, and closing the socket takes it out of the poller.
     fn free(&mut self, key: usize) {
-        let conn = self.conns.remove(key);
+        let mut conn = self.conns.remove(key);
         if let Some((id, _)) = conn.timer {
             self.wheel.cancel(id);
         }
+        conn.close_notify();
     }
 
     fn token_of(&self, key: usize) -> Token {
@@ -723,6 +760,7 @@ impl Fleet {
         self.tick();
         for (_, conn) in self.conns.iter_mut() {
             conn.collar.finish(&mut self.stats);
+            conn.close_notify();
         }
         self.conns.clear();
         let now = self.now;

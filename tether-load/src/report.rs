@@ -18,8 +18,8 @@ pub fn text(s: &Summary) -> String {
     );
     let _ = writeln!(
         out,
-        "             open at end {}  pending at end {}  not attempted {}",
-        c.open_at_end, c.pending_at_end, c.not_attempted
+        "             left {}  open at end {}  pending at end {}  not attempted {}",
+        c.left, c.open_at_end, c.pending_at_end, c.not_attempted
     );
     if c.failed > 0 {
         let f = &s.failed;
@@ -42,6 +42,18 @@ pub fn text(s: &Summary) -> String {
         "connecting   {} established in {:.3} s: {:.0}/s",
         c.established, s.connect_phase_s, s.connects_per_s
     );
+    let t = &s.tls_handshakes;
+    let handshakes = t.full + t.full_with_hello_retry + t.resumed;
+    if handshakes > 0 {
+        let _ = writeln!(
+            out,
+            "tls          handshakes {handshakes}: full {}  full after HelloRetryRequest {}  resumed {} ({:.1}%)",
+            t.full,
+            t.full_with_hello_retry,
+            t.resumed,
+            t.resumed as f64 * 100.0 / handshakes as f64
+        );
+    }
     latency(&mut out, "connect", &s.connect_latency_us);
     latency(&mut out, "handshake", &s.handshake_latency_us);
     latency(&mut out, "rtt", &s.rtt_us);
@@ -119,9 +131,17 @@ mod tests {
         assert!(report.contains("rtt          p50 40us"), "{report}");
         assert!(report.contains("handshake    no samples"), "{report}");
         assert!(!report.contains("refused") && !report.contains("without BYE"), "{report}");
+        assert!(!report.contains("tls "), "no TLS line without TLS handshakes: {report}");
 
         stats.ended(&crate::outcome::End::Bye("shutdown".into()), true);
         let report = text(&Summary::new("127.0.0.1:3001", 3, &stats, timing));
         assert!(report.contains("BYE shutdown 1  without BYE 0"), "{report}");
+
+        stats.tls_handshakes = [1, 0, 3];
+        let report = text(&Summary::new("127.0.0.1:3001", 3, &stats, timing));
+        assert!(
+            report.contains("tls          handshakes 4: full 1  full after HelloRetryRequest 0  resumed 3 (75.0%)"),
+            "{report}"
+        );
     }
 }

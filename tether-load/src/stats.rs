@@ -8,8 +8,8 @@
 //! process.
 //!
 //! Invariant: every attempted collar is, at any moment, in exactly one of
-//! `in_flight`, `online`, or ended (`failed`, `closed_by_server`); at the
-//! end of the run the first two are moved to `pending_at_end` and
+//! `in_flight`, `online`, or ended (`failed`, `closed_by_server`, `left`);
+//! at the end of the run the first two are moved to `pending_at_end` and
 //! `open_at_end`.
 
 use std::collections::BTreeMap;
@@ -31,6 +31,22 @@ pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, HISTOGRAM_MAX_US, HISTOGRAM_DIGITS).expect("valid histogram bounds")
 }
 
+/// How a TLS handshake ended, from the client's side (rustls's
+/// `HandshakeKind`): the server certificate checked and a key exchanged
+/// (full), the same after the server asked for another key share (a
+/// `HelloRetryRequest`: one more round trip), or a session resumed from a
+/// ticket of an earlier connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsHandshake {
+    Full,
+    FullWithHelloRetry,
+    Resumed,
+}
+
+impl TlsHandshake {
+    pub const ALL: [TlsHandshake; 3] = [TlsHandshake::Full, TlsHandshake::FullWithHelloRetry, TlsHandshake::Resumed];
+}
+
 #[derive(Debug, Clone)]
 pub struct Stats {
     /// Connects started (a socket was asked for).
@@ -50,6 +66,9 @@ pub struct Stats {
     /// Established collars that ended before the run did (a subset of the
     /// failed and closed ones).
     pub lost: u64,
+    /// Collars that closed their connection themselves once identified
+    /// (`--leave-after-identify`).
+    pub left: u64,
     /// Online when the run ended.
     pub open_at_end: u64,
     /// Still connecting or identifying when the run ended.
@@ -74,6 +93,9 @@ pub struct Stats {
     /// Lines we have no use for (`OK` when identified, a `PONG` to no
     /// `PING`, anything unknown).
     pub unexpected_lines: u64,
+    /// `--tls`: completed handshakes by how they went, as the client saw
+    /// them (indexed like [`TlsHandshake::ALL`]).
+    pub tls_handshakes: [u64; TlsHandshake::ALL.len()],
     /// Sum of the RTT samples, for the progress line's mean.
     pub rtt_sum_us: u64,
     /// Connect start to connected.
@@ -95,6 +117,7 @@ impl Default for Stats {
             bye: BTreeMap::new(),
             without_bye: 0,
             lost: 0,
+            left: 0,
             open_at_end: 0,
             pending_at_end: 0,
             lines_in: 0,
@@ -109,6 +132,7 @@ impl Default for Stats {
             reports_sent: 0,
             errors_received: 0,
             unexpected_lines: 0,
+            tls_handshakes: [0; TlsHandshake::ALL.len()],
             rtt_sum_us: 0,
             connect_us: histogram(),
             handshake_us: histogram(),
@@ -148,6 +172,10 @@ impl Stats {
         if was_online {
             self.lost += 1;
         }
+    }
+
+    pub fn tls_handshakes(&self, kind: TlsHandshake) -> u64 {
+        self.tls_handshakes[kind as usize]
     }
 
     pub fn record_rtt(&mut self, us: u64) {

@@ -26,6 +26,7 @@
 //! | `connections.failed` | ended on an error or a timeout (see `failed`) |
 //! | `connections.closed_by_server` | ended by the gateway (see `closed_by_server`) |
 //! | `connections.lost` | established, then failed or closed before the end |
+//! | `connections.left` | closed by the collar itself once identified (`--leave-after-identify`) |
 //! | `connections.open_at_end` | online when the run ended |
 //! | `connections.pending_at_end` | still connecting or identifying when the run ended |
 //! | `connections.not_attempted` | never started (the run ended first) |
@@ -39,6 +40,7 @@
 //! | `reports_sent` | periodic `LOCATION:` reports |
 //! | `errors_received` | `ERR` lines |
 //! | `unexpected_lines` | lines with no meaning in their place |
+//! | `tls_handshakes.{full,full_with_hello_retry,resumed}` | `--tls`: completed handshakes by how they went, as the client saw them: full, full after a `HelloRetryRequest`, resumed from a ticket of an earlier connection (all 0 without `--tls`) |
 //! | `rtt.active` | collars in the closed RTT loop (`--rtt`) |
 //! | `rtt.phase_s` | how long the RTT loop ran |
 //! | `rtt.per_s` | RTT-loop `PING`/`PONG` round trips per second |
@@ -50,7 +52,7 @@
 //! digits). With no samples every figure is 0.
 //!
 //! Every attempted collar ends up in exactly one place:
-//! `attempted = failed + closed_by_server + open_at_end + pending_at_end`.
+//! `attempted = failed + closed_by_server + left + open_at_end + pending_at_end`.
 
 use std::collections::BTreeMap;
 
@@ -59,7 +61,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::collar::Micros;
 use crate::outcome::Failure;
-use crate::stats::{Stats, histogram};
+use crate::stats::{Stats, TlsHandshake, histogram};
 
 pub const VERSION: u32 = 1;
 
@@ -82,6 +84,8 @@ pub struct Summary {
     pub reports_sent: u64,
     pub errors_received: u64,
     pub unexpected_lines: u64,
+    #[serde(default)]
+    pub tls_handshakes: TlsHandshakes,
     pub rtt: Rtt,
     pub connect_latency_us: Latency,
     pub handshake_latency_us: Latency,
@@ -95,6 +99,8 @@ pub struct Connections {
     pub failed: u64,
     pub closed_by_server: u64,
     pub lost: u64,
+    #[serde(default)]
+    pub left: u64,
     pub open_at_end: u64,
     pub pending_at_end: u64,
     pub not_attempted: u64,
@@ -138,6 +144,13 @@ pub struct Pings {
     pub sent: u64,
     pub pongs: u64,
     pub skipped: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TlsHandshakes {
+    pub full: u64,
+    pub full_with_hello_retry: u64,
+    pub resumed: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -221,6 +234,7 @@ impl Summary {
                 failed: stats.failed_total(),
                 closed_by_server: stats.closed_by_server(),
                 lost: stats.lost,
+                left: stats.left,
                 open_at_end: stats.open_at_end,
                 pending_at_end: stats.pending_at_end,
                 not_attempted: collars.saturating_sub(stats.attempted),
@@ -241,6 +255,11 @@ impl Summary {
             reports_sent: stats.reports_sent,
             errors_received: stats.errors_received,
             unexpected_lines: stats.unexpected_lines,
+            tls_handshakes: TlsHandshakes {
+                full: stats.tls_handshakes(TlsHandshake::Full),
+                full_with_hello_retry: stats.tls_handshakes(TlsHandshake::FullWithHelloRetry),
+                resumed: stats.tls_handshakes(TlsHandshake::Resumed),
+            },
             rtt: Rtt {
                 active: timing.rtt_active,
                 phase_s: rtt_phase_s,
@@ -340,6 +359,7 @@ impl Summary {
         c.failed += o.failed;
         c.closed_by_server += o.closed_by_server;
         c.lost += o.lost;
+        c.left += o.left;
         c.open_at_end += o.open_at_end;
         c.pending_at_end += o.pending_at_end;
         c.not_attempted += o.not_attempted;
@@ -369,6 +389,10 @@ impl Summary {
         self.reports_sent += other.reports_sent;
         self.errors_received += other.errors_received;
         self.unexpected_lines += other.unexpected_lines;
+        let (t, o) = (&mut self.tls_handshakes, &other.tls_handshakes);
+        t.full += o.full;
+        t.full_with_hello_retry += o.full_with_hello_retry;
+        t.resumed += o.resumed;
 
         self.rtt.active += other.rtt.active;
         self.rtt.phase_s = self.rtt.phase_s.max(other.rtt.phase_s);
@@ -509,6 +533,25 @@ mod tests {
         assert!((4995..=5005).contains(&rtt.p50), "{}", rtt.p50);
         assert!(rtt.p99 > 100_000, "{}", rtt.p99);
         assert_eq!(merged.connect_latency_us.count, 2);
+    }
+
+    #[test]
+    fn left_collars_and_tls_handshakes_are_counted_and_merged() {
+        let part = |full, resumed, left| {
+            let mut st = Stats { attempted: left + 1, established: left + 1, left, open_at_end: 1, ..Stats::default() };
+            st.tls_handshakes = [full, 1, resumed];
+            Summary::new("t", left + 1, &st, timing(2, 0))
+        };
+        let (a, b) = (part(1, 9, 10), part(2, 30, 33));
+        assert_eq!(a.tls_handshakes, TlsHandshakes { full: 1, full_with_hello_retry: 1, resumed: 9 });
+        let c = &a.connections;
+        assert_eq!(c.attempted, c.failed + c.closed_by_server + c.left + c.open_at_end + c.pending_at_end);
+        let merged = Summary::merge(&[a, b]).unwrap();
+        assert_eq!(merged.tls_handshakes, TlsHandshakes { full: 3, full_with_hello_retry: 2, resumed: 39 });
+        assert_eq!((merged.connections.left, merged.losses()), (43, 0));
+        let json = serde_json::to_string(&merged).unwrap();
+        assert!(json.contains("\"tls_handshakes\":{\"full\":3,\"full_with_hello_retry\":2,\"resumed\":39}"), "{json}");
+        assert!(json.contains("\"lost\":0,\"left\":43,"), "{json}");
     }
 
     #[test]

@@ -240,8 +240,9 @@ fn a_gateway_that_turns_every_collar_away_fails_the_run() {
     }
 }
 
-/// A CA and the gateway certificate it issued (for 127.0.0.1), and a
-/// client certificate for `client_cn`, as PEM files in a new directory.
+/// A CA (`ca.pem`, `ca.key`) and the gateway certificate it issued (for
+/// 127.0.0.1), and a client certificate for `client_cn`, as PEM files in a
+/// new directory.
 fn pki(name: &str, client_cn: &str) -> std::path::PathBuf {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
     let dir = std::env::temp_dir().join(format!("tether-load-tls-{}-{name}", std::process::id()));
@@ -251,6 +252,7 @@ fn pki(name: &str, client_cn: &str) -> std::path::PathBuf {
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca.distinguished_name.push(DnType::CommonName, "tether-load test CA");
     std::fs::write(dir.join("ca.pem"), ca.self_signed(&ca_key).unwrap().pem()).unwrap();
+    std::fs::write(dir.join("ca.key"), ca_key.serialize_pem()).unwrap();
     let issuer = Issuer::new(ca, ca_key);
     for (file, cn, sans) in [("server", "localhost", vec!["127.0.0.1".to_string()]), ("client", client_cn, vec![])] {
         let key = KeyPair::generate().unwrap();
@@ -304,4 +306,83 @@ fn a_fleet_speaks_tls_and_mutual_tls() {
     assert_eq!((status.code(), count(&s, "connections.established")), (Some(1), 0), "{s:#}");
     gateway.stop_drained();
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `--leave-after-identify` with `--max-in-flight 1`: a collar starts only
+/// once the one before it is identified and gone, with that one's session
+/// tickets (the gateway sends them before its `OK`). So the first TLS
+/// handshake is full and every later one resumes, as the gateway counts
+/// too; with `--tls-no-resume` every one is full.
+#[test]
+fn collars_that_leave_one_by_one_resume_with_the_tickets_of_those_before() {
+    let dir = pki("resume", "unused");
+    let gateway = Gateway::start(tether::Config {
+        device_tls_listen: Some("127.0.0.1:0".parse().unwrap()),
+        device_tls_cert: Some(dir.join("server.pem")),
+        device_tls_key: Some(dir.join("server.key")),
+        ..common::config()
+    });
+    let ca = dir.join("ca.pem").to_str().unwrap().to_string();
+    let args = ["-n", "20", "--max-in-flight", "1", "--leave-after-identify", "--duration", "15s", "--fail-on-loss"];
+    let args = [&args[..], &["--tls", "--tls-ca", &ca]].concat();
+    let Run { status, summary: s, .. } = load(gateway.tls.unwrap(), &args);
+    assert_eq!(status.code(), Some(0), "{s:#}");
+    for (path, n) in [
+        ("connections.established", 20),
+        ("connections.left", 20),
+        ("connections.open_at_end", 0),
+        ("connections.lost", 0),
+        ("tls_handshakes.full", 1),
+        ("tls_handshakes.full_with_hello_retry", 0),
+        ("tls_handshakes.resumed", 19),
+    ] {
+        assert_eq!(count(&s, path), n, "{path}: {s:#}");
+    }
+    assert!(s["elapsed_s"].as_f64().unwrap() < 15.0, "the run ends when every collar has left: {s:#}");
+
+    let no_resume = [&args[..], &["--tls-no-resume", "--mac-base", "02:4D:00:00:00:00"]].concat();
+    let Run { status, summary: s, .. } = load(gateway.tls.unwrap(), &no_resume);
+    assert_eq!(status.code(), Some(0), "{s:#}");
+    let counts = ["connections.left", "tls_handshakes.full", "tls_handshakes.resumed"].map(|path| count(&s, path));
+    assert_eq!(counts, [20, 20, 0], "{s:#}");
+
+    let stats = gateway.stop_drained();
+    assert_eq!(stats.tls_handshakes, [21, 19], "the gateway saw the same: {stats:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `--client-ca-cert/--client-ca-key`: over mutual TLS, each collar
+/// presents a certificate of its own naming its MAC, so a whole fleet comes
+/// online; certificates from a CA the gateway does not trust are refused.
+#[test]
+fn over_mutual_tls_each_collar_presents_its_own_certificate() {
+    let (dir, other) = (pki("collar-ca", "unused"), pki("other-ca", "unused"));
+    let gateway = Gateway::start(tether::Config {
+        device_tls_listen: Some("127.0.0.1:0".parse().unwrap()),
+        device_tls_cert: Some(dir.join("server.pem")),
+        device_tls_key: Some(dir.join("server.key")),
+        device_tls_client_ca: Some(dir.join("ca.pem")),
+        ..common::config()
+    });
+    let file = |dir: &std::path::Path, name: &str| dir.join(name).to_str().unwrap().to_string();
+    let (ca, ca_key, other_ca, other_key) =
+        (file(&dir, "ca.pem"), file(&dir, "ca.key"), file(&other, "ca.pem"), file(&other, "ca.key"));
+    let args = ["--tls", "--tls-ca", &ca, "-n", "50", "--duration", "10s", "--fail-on-loss", "--leave-after-identify"];
+    let own = [&args[..], &["--client-ca-cert", &ca, "--client-ca-key", &ca_key]].concat();
+    let Run { status, summary: s, .. } = load(gateway.tls.unwrap(), &own);
+    assert_eq!(status.code(), Some(0), "{s:#}");
+    let counts = ["connections.established", "connections.left", "tls_handshakes.full", "tls_handshakes.resumed"];
+    assert_eq!(counts.map(|path| count(&s, path)), [50, 50, 50, 0], "never resumed: {s:#}");
+
+    let wrong = [&args[..], &["--client-ca-cert", &other_ca, "--client-ca-key", &other_key]].concat();
+    let wrong = [&wrong[..], &["--mac-base", "02:4D:00:00:00:00"]].concat();
+    let Run { status, summary: s, stderr } = load(gateway.tls.unwrap(), &wrong);
+    assert_eq!(status.code(), Some(1), "{s:#}");
+    assert_eq!((count(&s, "connections.established"), count(&s, "failed.other")), (0, 50), "{s:#}");
+    assert!(none_connected(&stderr).is_some(), "{stderr}");
+
+    let stats = gateway.stop_drained();
+    assert_eq!(stats.tls_handshakes, [50, 0], "{stats:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&other).unwrap();
 }
