@@ -88,9 +88,10 @@ impl<S> Conn<S> {
 
     /// Bytes accepted for sending that the kernel has not taken: the
     /// plaintext not yet sealed and, on a TLS connection, the records
-    /// sealed and not yet written. This is what output limits judge.
+    /// sealed and not yet written (see [`Tls::unsent`]). This is what
+    /// output limits judge.
     pub fn unsent(&self) -> usize {
-        self.out.len() + self.tls.as_ref().map_or(0, |tls| tls.sealed_len())
+        self.out.len() + self.tls.as_ref().map_or(0, |tls| tls.unsent())
     }
 
     /// Whether it has bytes to write: unsent plaintext (on a TLS
@@ -98,8 +99,7 @@ impl<S> Conn<S> {
     pub fn has_output(&self) -> bool {
         match &self.tls {
             None => !self.out.is_empty(),
-            // Plaintext can be sent only once the handshake completed.
-            Some(tls) => tls.has_records() || (!self.out.is_empty() && tls.is_secured()),
+            Some(tls) => tls.has_output(!self.out.is_empty()),
         }
     }
 

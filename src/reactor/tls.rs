@@ -4,31 +4,31 @@
 //! rustls is sans-IO, and its unbuffered API leaves every buffer to the
 //! caller. On a connection accepted by a TLS listener the reactor reads
 //! records into its shared scratch buffer (through [`io::read`], so
-//! `io.rs` stays the only code that reads), has rustls open them in place
-//! ([`Tls::open`]), and hands the session each record's plaintext as if
-//! it had been read from the socket. The session appends plaintext to the
-//! connection's [`OutBuf`](super::OutBuf) as always; the flush phase
-//! seals up to one write budget of it into the scratch buffer and writes
-//! the records from there. So every limit keeps its meaning:
-//! `--max-line` and `--max-output` count plaintext, the slow-consumer
-//! check judges the plaintext not yet sealed, and the session's deadlines
-//! run from the TCP connect, so the handshake timeout covers the TLS
-//! handshake too.
+//! `io.rs` stays the only code that reads), has rustls open them
+//! ([`Tls::open`]), and hands the session all the plaintext of a read at
+//! once, as a plain read hands over all its bytes. The session appends
+//! plaintext to the connection's [`OutBuf`](super::OutBuf) as always; the
+//! flush phase seals up to one write budget of it into the scratch buffer
+//! and writes the records from there. So every limit keeps its meaning:
+//! `--max-line` and `--max-output` count plaintext, the output limits
+//! judge what the kernel has not taken (the plaintext not yet sealed and
+//! the records not yet written), and the session's deadlines run from the
+//! TCP connect, so the handshake timeout covers the TLS handshake too.
 //!
 //! What a connection keeps of its own is rustls's state (keys, the
 //! handshake's progress) and two byte strings that are empty, and own no
 //! memory, while it is idle: [`Tls::received`], the start of a record
 //! whose end has not arrived, and [`Tls::sealed`], records the kernel has
 //! not taken yet (a handshake flight, or what a full socket left of one
-//! write). That is what brings an idle TLS collar from rustls's buffered
-//! connection (a 4 KiB receive buffer of its own) to about 3 KiB.
+//! write). rustls's state is about 3.3 KB against 7.4 KB for its buffered
+//! connection, which keeps a 4 KiB receive buffer of its own
+//! (`cargo bench --bench tls_memory`).
 //!
 //! Plaintext waiting in the `OutBuf` is sealed only once the records
 //! before it are written, so `sealed` holds at most one write budget of
-//! application data and the `OutBuf` stays the measure of what the peer
-//! has not taken. Every record one read completes is opened and handed
-//! over, as a plain read hands over all its bytes; back-pressure then
-//! stops the next read, so what is carried is never more than a record.
+//! application data. Every whole record a read completes is opened, so
+//! what is carried to the next read is never more than the start of one
+//! (or of a handshake message).
 //!
 //! When the handshake completes with a client certificate (mutual TLS),
 //! the session is told whom the certificate names ([`PeerIdentity`],
@@ -39,8 +39,8 @@
 //! record that does not decrypt) closes the connection as `tls-error`,
 //! after the alert rustls has for it; a close before the handshake
 //! completes says nothing in clear text (the session's last words are
-//! dropped); after it, the last words are sealed and followed by a
-//! `close_notify`.
+//! dropped); after it, the last words are sealed a write budget at a time
+//! like any output, and followed by a `close_notify`.
 //!
 //! [`io::read`]: super::io::read
 //! [`Session::on_peer_identity`]: super::Session::on_peer_identity
@@ -77,6 +77,8 @@ pub struct Tls {
     sealed: Vec<u8>,
     /// The handshake completed and the session was told.
     secured: bool,
+    /// The connection is closing: a `close_notify` follows the last words.
+    close_notify: bool,
     /// Some bytes of a handshake arrived: an end of file before it
     /// completes is a truncated handshake, not a peer that just hung up.
     started: bool,
@@ -101,12 +103,10 @@ pub struct PeerIdentity {
 }
 
 /// Where opening the received records stopped.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Opened {
     /// Every whole record is open; the rest needs more bytes.
     NeedMore,
-    /// The handshake just completed; records after it wait.
-    Secured,
     /// The peer sent its `close_notify`: nothing more will come.
     PeerClosed,
 }
@@ -115,17 +115,28 @@ impl Tls {
     /// The TLS state of a new connection on a listener with `config`.
     pub fn accept(config: &Arc<ServerConfig>) -> Result<Box<Tls>, rustls::Error> {
         let conn = UnbufferedServerConnection::new(Arc::clone(config))?;
-        Ok(Box::new(Tls { conn, received: Vec::new(), sealed: Vec::new(), secured: false, started: false }))
+        Ok(Box::new(Tls {
+            conn,
+            received: Vec::new(),
+            sealed: Vec::new(),
+            secured: false,
+            close_notify: false,
+            started: false,
+        }))
     }
 
-    /// Records are waiting to be written.
-    pub fn has_records(&self) -> bool {
-        !self.sealed.is_empty()
+    /// Whether there is something to write, with `plaintext` waiting or
+    /// not: records, or (once the handshake completed) plaintext to seal
+    /// or the `close_notify` owed at a close.
+    pub fn has_output(&self, plaintext: bool) -> bool {
+        !self.sealed.is_empty() || (self.is_secured() && (plaintext || self.close_notify))
     }
 
-    /// The bytes of records waiting to be written.
-    pub fn sealed_len(&self) -> usize {
-        self.sealed.len()
+    /// The bytes of records waiting to be written that count against the
+    /// output limits: once the handshake completed (a large certificate
+    /// chain the peer is slow to take is the handshake timeout's matter).
+    pub fn unsent(&self) -> usize {
+        if self.is_secured() { self.sealed.len() } else { 0 }
     }
 
     /// The handshake completed.
@@ -153,8 +164,13 @@ impl Tls {
     /// Opens the records in `buf` (see [`Tls::open`]) and moves what is
     /// left, the start of a record, to its front. Returns the length of
     /// that start and where opening stopped.
-    fn receive(&mut self, buf: &mut [u8], plaintext: &mut Vec<u8>) -> (usize, Result<Opened, rustls::Error>) {
-        let (done, opened) = self.open(buf, plaintext);
+    fn receive(
+        &mut self,
+        buf: &mut [u8],
+        plaintext: &mut Vec<u8>,
+        on_secured: &mut dyn FnMut(&Tls),
+    ) -> (usize, Result<Opened, rustls::Error>) {
+        let (done, opened) = self.open(buf, plaintext, on_secured);
         buf.copy_within(done.., 0);
         (buf.len() - done, opened)
     }
@@ -170,17 +186,24 @@ impl Tls {
     /// Has rustls process the records at the start of `incoming` (the
     /// bytes carried from before, then those just read): handshake
     /// messages move the handshake on, and what it has to send is sealed
-    /// into [`Tls::sealed`]; application records are opened and their
-    /// plaintext appended to `plaintext`. Returns how many bytes of
+    /// into [`Tls::sealed`]; `on_secured` is called when the handshake
+    /// completes, before any application record is opened; application
+    /// records are opened and their plaintext appended to `plaintext`.
+    /// Every whole record is processed. Returns how many bytes of
     /// `incoming` are done with (the rest must be handed back, from its
     /// start, next time) and where it stopped. After a failure, the alert
     /// rustls has for the peer is sealed too.
-    fn open(&mut self, incoming: &mut [u8], plaintext: &mut Vec<u8>) -> (usize, Result<Opened, rustls::Error>) {
+    fn open(
+        &mut self,
+        incoming: &mut [u8],
+        plaintext: &mut Vec<u8>,
+        on_secured: &mut dyn FnMut(&Tls),
+    ) -> (usize, Result<Opened, rustls::Error>) {
         let mut done = 0;
         loop {
             if !self.secured && !self.conn.is_handshaking() {
                 self.secured = true;
-                return (done, Ok(Opened::Secured));
+                on_secured(self);
             }
             let status = self.conn.process_tls_records(&mut incoming[done..]);
             let discard = status.discard;
@@ -224,7 +247,9 @@ impl Tls {
     /// After a failure, rustls hands over the alert it queued for the
     /// peer, ahead of anything else, on the next call. That call is the
     /// last: one more would process the input again and report (and try
-    /// to alert) the same failure twice.
+    /// to alert) the same failure twice. (So when a key update of ours
+    /// was queued in front of the alert, the key update goes and the
+    /// alert does not; the connection is closed either way.)
     fn seal_alert(&mut self, incoming: &mut [u8]) {
         if let Ok(ConnectionState::EncodeTlsData(data)) = self.conn.process_tls_records(incoming).state {
             encode_sealed(data, &mut self.sealed);
@@ -262,8 +287,8 @@ impl Tls {
                     }
                 },
                 // Bytes carried in `received` are never a whole record
-                // (every whole one was opened when it was read), so this
-                // is a connection that may not send: closed, or not yet
+                // ([`Tls::open`] processes every whole one), so this is a
+                // connection that may not send: closed, or not yet
                 // secured.
                 Ok(state) => Some(Err(rustls::Error::General(format!("cannot send in TLS state {state:?}")))),
                 Err(e) => Some(Err(e)),
@@ -300,7 +325,10 @@ enum End {
     Drained,
     Budget,
     Stopped,
+    /// The end of file.
     Closed,
+    /// The peer's `close_notify`: bytes may still follow it in the socket.
+    Notified,
     Failed(std::io::Error),
     Tls(rustls::Error),
 }
@@ -344,22 +372,17 @@ impl<A: App> Reactor<A> {
             cx.stats.reads += 1;
             filled += n;
             let plaintext = &mut self.plaintext;
-            let opened = loop {
-                let (left, opened) = tls.receive(&mut self.scratch[..filled], plaintext);
-                filled = left;
-                if opened != Ok(Opened::Secured) {
-                    break opened;
-                }
-                // Whom the certificate names, before any input.
+            // Whom the certificate names goes to the session before any
+            // input; a session that refuses it gets none (the records are
+            // still opened, so that none is carried).
+            let (left, opened) = tls.receive(&mut self.scratch[..filled], plaintext, &mut |tls: &Tls| {
                 let resumed = tls.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
                 cx.stats.tls_handshakes[usize::from(resumed)] += 1;
                 if let Some(identity) = tls.peer_identity() {
                     next = session.on_peer_identity(&identity, &mut cx);
-                    if next != Next::Continue {
-                        break Ok(Opened::NeedMore);
-                    }
                 }
-            };
+            });
+            filled = left;
             // All the read's plaintext at once, as a plain read hands over
             // all its bytes.
             if !plaintext.is_empty() && next == Next::Continue {
@@ -368,12 +391,12 @@ impl<A: App> Reactor<A> {
             }
             plaintext.clear();
             match opened {
-                Ok(Opened::NeedMore | Opened::Secured) => {}
-                Ok(Opened::PeerClosed) => break End::Closed,
+                Ok(Opened::NeedMore) => {}
+                Ok(Opened::PeerClosed) => break End::Notified,
                 Err(e) => break End::Tls(e),
             }
             // Output past the limit stops reading, as for a plain read.
-            let backed_up = cx.out.len() + tls.sealed_len() > session.output_limit(cx.config).bytes();
+            let backed_up = cx.out.len() + tls.unsent() > session.output_limit(cx.config).bytes();
             if next != Next::Continue || backed_up || !session.wants_input(cx.config) {
                 break End::Stopped;
             }
@@ -390,8 +413,10 @@ impl<A: App> Reactor<A> {
             End::Drained => self.conns[key].readable = false,
             End::Budget => self.stats.budget_spent(Budget::Reads),
             End::Stopped => {}
-            End::Closed => {
-                self.conns[key].readable = false;
+            End::Closed | End::Notified => {
+                if matches!(end, End::Closed) {
+                    self.conns[key].readable = false;
+                }
                 self.after_call(key, next);
                 self.settle(app);
                 return self.on_peer_closed(app, key);
@@ -414,38 +439,55 @@ impl<A: App> Reactor<A> {
 
     /// [`Reactor::write_once`] for a TLS connection: one write of the
     /// records sealed before, followed by up to `budget` bytes of
-    /// plaintext sealed behind them in the scratch buffer. What the kernel
-    /// does not take is kept sealed. Returns the bytes written.
+    /// plaintext (and, at a close, the `close_notify`) sealed behind them
+    /// in the scratch buffer. What the kernel does not take is kept
+    /// sealed. Returns the bytes written.
     pub(super) fn write_tls_once(&mut self, app: &mut A, key: usize, budget: usize) -> usize {
         let conn = &mut self.conns[key];
         let tls = conn.tls.as_mut().expect("a TLS connection");
         let scratch = &mut self.scratch;
-        // Records from before go first; when they are many (last words),
-        // they go alone, straight from where they are.
-        let carried = std::mem::take(&mut tls.sealed);
-        let direct = carried.len() > scratch.len() / 2;
+        // Records from before go first. Past half the scratch buffer (a
+        // budget sealed when the socket was already full), they go alone,
+        // straight from where they are.
+        let direct = tls.sealed.len() > scratch.len() / 2;
         let mut len = 0;
-        if direct {
-            tls.sealed = carried;
-        } else {
-            scratch[..carried.len()].copy_from_slice(&carried);
-            len = carried.len();
+        if !direct {
+            len = tls.sealed.len();
+            scratch[..len].copy_from_slice(&tls.sealed);
+            tls.sealed = Vec::new();
         }
         let mut cut = false;
-        if !direct && !conn.out.is_empty() && tls.is_secured() && len < budget {
+        if !direct && tls.is_secured() && len < budget {
             let pending = conn.out.pending();
             let most = (budget - len).min(scratch.len() - len - SEAL_SLACK);
             let chunk = &pending[..pending.len().min(most)];
             cut = chunk.len() < pending.len();
-            log::trace!("#{key} -> \"{}\" (TLS)", chunk.escape_ascii());
-            match tls.seal(scratch, len, |traffic, buf| traffic.encrypt(chunk, buf)) {
+            let last = !cut && tls.close_notify;
+            let sealed = match (chunk.is_empty(), last) {
+                (true, false) => Ok(len),
+                (true, true) => tls.seal(scratch, len, |traffic, buf| traffic.queue_close_notify(buf)),
+                (false, _) => {
+                    log::trace!("#{key} -> \"{}\" (TLS)", chunk.escape_ascii());
+                    tls.seal(scratch, len, |traffic, buf| traffic.encrypt(chunk, buf)).and_then(|end| {
+                        if last {
+                            tls.seal(scratch, end, |traffic, buf| traffic.queue_close_notify(buf))
+                        } else {
+                            Ok(end)
+                        }
+                    })
+                }
+            };
+            match sealed {
                 Ok(end) => {
                     len = end;
+                    tls.close_notify &= !last;
                     conn.out.consume(chunk.len(), &mut self.pool);
                 }
                 Err(e) => {
                     debug!("#{key} TLS: {e}");
                     tls.sealed = scratch[..len].to_vec();
+                    tls.close_notify = false;
+                    conn.out.clear(&mut self.pool);
                     if conn.phase == super::Phase::Open {
                         self.close(key, CloseReason::TlsError);
                         self.settle(app);
@@ -454,7 +496,10 @@ impl<A: App> Reactor<A> {
                 }
             }
         }
-        let records = if direct { &tls.sealed[..] } else { &scratch[..len] };
+        if direct && tls.sealed.len() > budget {
+            cut = true;
+        }
+        let records = if direct { &tls.sealed[..budget.min(tls.sealed.len())] } else { &scratch[..len] };
         if records.is_empty() {
             // Plaintext waits for the handshake to complete; it has no
             // output until then.
@@ -475,24 +520,25 @@ impl<A: App> Reactor<A> {
                 return 0;
             }
         };
+        let partial = written < records.len();
         if written > 0 {
             self.stats.bytes_out += written as u64;
             self.stats.writes += 1;
         }
         if direct {
             tls.sealed.drain(..written);
-        } else if written < len {
+        } else if partial {
             tls.sealed = scratch[written..len].to_vec();
         }
-        if tls.has_records() {
-            // The kernel's buffer is full: wait for the WRITABLE edge.
-            conn.blocked = true;
-        } else {
+        if tls.sealed.is_empty() {
             // Idle, it keeps no buffer.
             tls.sealed = Vec::new();
-            if cut {
-                self.stats.budget_spent(Budget::WriteBytes);
-            }
+        }
+        if partial {
+            // The kernel's buffer is full: wait for the WRITABLE edge.
+            conn.blocked = true;
+        } else if cut {
+            self.stats.budget_spent(Budget::WriteBytes);
         }
         let conn = &self.conns[key];
         if !conn.has_output() {
@@ -507,32 +553,20 @@ impl<A: App> Reactor<A> {
         }
         written
     }
-    /// A TLS connection is closing: its last words are sealed and followed
-    /// by a `close_notify` once the handshake completed; before that,
-    /// nothing may be said in clear text, so they are dropped (a TLS alert
-    /// rustls queued still goes out).
+
+    /// A TLS connection is closing: once the handshake completed, its last
+    /// words stay in its output, to be sealed by the flush a budget at a
+    /// time, and a `close_notify` follows them; before that, nothing may
+    /// be said in clear text, so they are dropped (a TLS alert rustls
+    /// sealed still goes out).
     pub(super) fn close_tls(&mut self, key: usize, reason: CloseReason) {
         let conn = &mut self.conns[key];
         let Some(tls) = conn.tls.as_mut() else { return };
         if reason != CloseReason::TlsError && tls.is_secured() {
-            // The last words are bounded by the session's output limit;
-            // they go after whatever is sealed already.
-            let pending = conn.out.pending();
-            let mut sealed = std::mem::take(&mut tls.sealed);
-            let at = sealed.len();
-            let result = tls
-                .seal(&mut sealed, at, |traffic, buf| traffic.encrypt(pending, buf))
-                .and_then(|end| tls.seal(&mut sealed, end, |traffic, buf| traffic.queue_close_notify(buf)));
-            match result {
-                Ok(end) => sealed.truncate(end),
-                Err(e) => {
-                    debug!("#{key} TLS: {e}");
-                    sealed.truncate(at);
-                }
-            }
-            tls.sealed = sealed;
+            tls.close_notify = true;
+        } else {
+            conn.out.clear(&mut self.pool);
         }
-        conn.out.clear(&mut self.pool);
     }
 }
 
@@ -542,29 +576,40 @@ mod tests {
     //! [`Tls`] driven the way the reactor drives it on the other, with the
     //! bytes between them cut wherever a test likes.
 
+    use std::io::{Read, Write};
+
     use super::*;
+    use rustls::SupportedProtocolVersion;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use rustls::version::{TLS12, TLS13};
     use rustls::{ClientConfig, ClientConnection, RootCertStore};
 
-    /// A server configuration for `localhost` and a client that trusts it.
-    fn configs() -> (Arc<ServerConfig>, Arc<ClientConfig>) {
+    /// A server configuration for `localhost` speaking `version` (with
+    /// session tickets, as the gateway's), and a client that trusts it and
+    /// cuts its records to `fragment` bytes, if given.
+    fn configs(
+        version: &'static SupportedProtocolVersion,
+        fragment: Option<usize>,
+    ) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap().self_signed(&key).unwrap();
         let der = CertificateDer::from(cert.der().to_vec());
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let server = ServerConfig::builder_with_provider(Arc::clone(&provider))
-            .with_protocol_versions(&[&rustls::version::TLS13])
+        let mut server = ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_protocol_versions(&[version])
             .unwrap()
             .with_no_client_auth()
             .with_single_cert(vec![der.clone()], PrivateKeyDer::try_from(key.serialize_der()).unwrap())
             .unwrap();
+        server.ticketer = rustls::crypto::ring::Ticketer::new().unwrap();
         let mut roots = RootCertStore::empty();
         roots.add(der).unwrap();
-        let client = ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
+        let mut client = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[version])
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
+        client.max_fragment_size = fragment;
         (Arc::new(server), Arc::new(client))
     }
 
@@ -575,16 +620,24 @@ mod tests {
         plaintext: Vec<u8>,
         /// Where each call of `receive` stopped.
         opened: Vec<Opened>,
+        /// How much plaintext was out when the handshake was reported, for
+        /// each time it was.
+        secured: Vec<usize>,
     }
 
     impl Pair {
         fn new() -> Pair {
-            let (server, client) = configs();
+            Pair::with(&TLS13, None)
+        }
+
+        fn with(version: &'static SupportedProtocolVersion, fragment: Option<usize>) -> Pair {
+            let (server, client) = configs(version, fragment);
             Pair {
                 server: Tls::accept(&server).unwrap(),
                 client: ClientConnection::new(client, ServerName::try_from("localhost").unwrap()).unwrap(),
                 plaintext: Vec::new(),
                 opened: Vec::new(),
+                secured: Vec::new(),
             }
         }
 
@@ -596,16 +649,12 @@ mod tests {
                 let mut filled = self.server.resume(&mut buf);
                 buf[filled..filled + piece.len()].copy_from_slice(piece);
                 filled += piece.len();
-                loop {
-                    let (left, opened) = self.server.receive(&mut buf[..filled], &mut self.plaintext);
-                    filled = left;
-                    let opened = opened?;
-                    self.opened.push(opened);
-                    if self.opened.last() != Some(&Opened::Secured) {
-                        break;
-                    }
-                }
-                self.server.keep(&buf[..filled]);
+                let out = self.plaintext.len();
+                let secured = &mut self.secured;
+                let (left, opened) =
+                    self.server.receive(&mut buf[..filled], &mut self.plaintext, &mut |_| secured.push(out));
+                self.server.keep(&buf[..left]);
+                self.opened.push(opened?);
             }
             Ok(())
         }
@@ -619,6 +668,12 @@ mod tests {
             bytes
         }
 
+        /// The client writes `plaintext`; its records.
+        fn client_writes(&mut self, plaintext: &[u8]) -> Vec<u8> {
+            self.client.writer().write_all(plaintext).unwrap();
+            self.client_sends()
+        }
+
         /// Hands the server's sealed records to the client; the plaintext
         /// they carried.
         fn deliver_to_client(&mut self) -> Vec<u8> {
@@ -628,9 +683,27 @@ mod tests {
             while !records.is_empty() {
                 self.client.read_tls(&mut records).unwrap();
                 self.client.process_new_packets().unwrap();
-                let _ = std::io::Read::read_to_end(&mut self.client.reader(), &mut plaintext);
+                let _ = self.client.reader().read_to_end(&mut plaintext);
             }
             plaintext
+        }
+
+        /// Seals `plaintext` as the flush does, behind the records sealed
+        /// before, and a `close_notify` after it if `close`; what the
+        /// client reads of it all.
+        fn server_writes(&mut self, plaintext: &[u8], close: bool) -> Vec<u8> {
+            let mut scratch = vec![0; 64 * 1024];
+            let before = std::mem::take(&mut self.server.sealed);
+            scratch[..before.len()].copy_from_slice(&before);
+            let mut end =
+                self.server.seal(&mut scratch, before.len(), |traffic, buf| traffic.encrypt(plaintext, buf)).unwrap();
+            if close {
+                end = self.server.seal(&mut scratch, end, |traffic, buf| traffic.queue_close_notify(buf)).unwrap();
+            }
+            assert_eq!(scratch.len(), 64 * 1024, "the scratch buffer did not grow");
+            scratch.truncate(end);
+            self.server.sealed = scratch;
+            self.deliver_to_client()
         }
 
         /// A complete handshake, every flight cut `cut` bytes per read.
@@ -643,6 +716,15 @@ mod tests {
             let finished = self.client_sends();
             self.feed(&finished, cut).unwrap();
             assert!(self.server.is_secured() && self.server.secured);
+            assert_eq!(self.secured.len(), 1, "the handshake is reported once");
+            // The tickets (TLS 1.3).
+            self.deliver_to_client();
+        }
+
+        /// The client's close_notify has reached the server's session.
+        fn client_closed(&mut self) -> bool {
+            let mut rest = Vec::new();
+            matches!(self.client.reader().read_to_end(&mut rest), Ok(0))
         }
     }
 
@@ -654,7 +736,7 @@ mod tests {
             let mut sent = Vec::new();
             for i in 0..20 {
                 let line = format!("LOCATION:48.{i},2.35\n");
-                std::io::Write::write_all(&mut pair.client.writer(), line.as_bytes()).unwrap();
+                pair.client.writer().write_all(line.as_bytes()).unwrap();
                 sent.extend_from_slice(line.as_bytes());
             }
             let records = pair.client_sends();
@@ -666,22 +748,38 @@ mod tests {
     }
 
     #[test]
+    fn handshake_messages_split_over_records_and_reads_come_together() {
+        // Records of 32 bytes: the ClientHello (and the client's
+        // Certificate-less Finished) span many, cut across reads anywhere.
+        for version in [&TLS13, &TLS12] {
+            for cut in [1, 3, 7, 33, 100, 1000] {
+                let mut pair = Pair::with(version, Some(32));
+                pair.handshake(cut);
+                let records = pair.client_writes(b"PING\nPING\n");
+                pair.feed(&records, cut).unwrap();
+                assert_eq!(pair.plaintext, b"PING\nPING\n", "{version:?}, cut {cut}");
+                assert_eq!(pair.server_writes(b"PONG\nPONG\n", false), b"PONG\nPONG\n");
+            }
+        }
+    }
+
+    #[test]
     fn the_handshake_is_reported_before_the_input_that_came_with_it() {
         let mut pair = Pair::new();
         let hello = pair.client_sends();
         pair.feed(&hello, usize::MAX).unwrap();
         pair.deliver_to_client();
+        assert!(pair.secured.is_empty());
         // The client's Finished and its first line, in one read.
-        std::io::Write::write_all(&mut pair.client.writer(), b"IDENTIFY:CE:96:C2:78:27:FC\n").unwrap();
-        let mut read = pair.client_sends();
-        let (left, opened) = pair.server.receive(&mut read, &mut pair.plaintext);
-        assert_eq!(opened, Ok(Opened::Secured));
-        assert!(pair.plaintext.is_empty(), "input before the handshake was reported");
-        let (left, opened) = pair.server.receive(&mut read[..left], &mut pair.plaintext);
-        assert_eq!((left, opened), (0, Ok(Opened::NeedMore)));
+        let read = pair.client_writes(b"IDENTIFY:CE:96:C2:78:27:FC\n");
+        pair.feed(&read, usize::MAX).unwrap();
+        assert_eq!(pair.secured, [0], "reported once, before any plaintext");
         assert_eq!(pair.plaintext, b"IDENTIFY:CE:96:C2:78:27:FC\n");
-        // Session tickets follow the handshake.
-        assert!(pair.server.has_records());
+        // Every whole record was opened: nothing is carried, so a session
+        // that refused the identity can still be answered.
+        assert!(pair.server.received.is_empty());
+        assert_eq!(pair.server_writes(b"BYE auth-failed\n", true), b"BYE auth-failed\n");
+        assert!(pair.client_closed());
     }
 
     #[test]
@@ -699,9 +797,7 @@ mod tests {
     fn a_record_that_does_not_decrypt_is_refused_once() {
         let mut pair = Pair::new();
         pair.handshake(usize::MAX);
-        pair.deliver_to_client();
-        std::io::Write::write_all(&mut pair.client.writer(), b"PING\n").unwrap();
-        let mut record = pair.client_sends();
+        let mut record = pair.client_writes(b"PING\n");
         *record.last_mut().unwrap() ^= 1;
         let error = pair.feed(&record, usize::MAX).unwrap_err();
         assert_eq!(error, rustls::Error::DecryptError);
@@ -711,44 +807,56 @@ mod tests {
     }
 
     #[test]
+    fn a_key_update_the_client_asks_for_is_answered_in_order() {
+        for cut in [1, 5, 1000] {
+            let mut pair = Pair::new();
+            pair.handshake(usize::MAX);
+            pair.client.refresh_traffic_keys().unwrap();
+            let records = pair.client_writes(b"PING\n");
+            pair.feed(&records, cut).unwrap();
+            assert_eq!(pair.plaintext, b"PING\n");
+            // Our key update goes in front of the answer, sealed with it.
+            assert_eq!(pair.server_writes(b"PONG\n", false), b"PONG\n");
+            let records = pair.client_writes(b"PING\n");
+            pair.feed(&records, cut).unwrap();
+            assert_eq!(pair.server_writes(b"BYE\n", true), b"BYE\n");
+            assert!(pair.client_closed());
+        }
+    }
+
+    #[test]
     fn sealed_output_and_close_notify_reach_the_client() {
-        let mut pair = Pair::new();
-        pair.handshake(usize::MAX);
-        pair.deliver_to_client();
-        let mut sealed = Vec::new();
-        let end = pair.server.seal(&mut sealed, 0, |traffic, buf| traffic.encrypt(b"OK\nPONG\n", buf)).unwrap();
-        let end = pair.server.seal(&mut sealed, end, |traffic, buf| traffic.queue_close_notify(buf)).unwrap();
-        sealed.truncate(end);
-        pair.server.sealed = sealed;
-        assert_eq!(pair.deliver_to_client(), b"OK\nPONG\n");
-        let mut rest = Vec::new();
-        assert_eq!(std::io::Read::read_to_end(&mut pair.client.reader(), &mut rest).unwrap(), 0, "close_notify");
+        for version in [&TLS13, &TLS12] {
+            let mut pair = Pair::with(version, None);
+            pair.handshake(usize::MAX);
+            assert_eq!(pair.server_writes(b"OK\nPONG\n", true), b"OK\nPONG\n");
+            assert!(pair.client_closed(), "{version:?}");
+        }
     }
 
     #[test]
     fn a_large_output_is_cut_into_records_with_room_to_spare() {
         let mut pair = Pair::new();
         pair.handshake(usize::MAX);
-        pair.deliver_to_client();
-        // What the flush seals at most into the scratch buffer: it fits.
+        // What the flush seals at most into the scratch buffer fits it.
         let plaintext = vec![b'x'; 64 * 1024 - SEAL_SLACK];
-        let mut scratch = vec![0; 64 * 1024];
-        let end = pair.server.seal(&mut scratch, 0, |traffic, buf| traffic.encrypt(&plaintext, buf)).unwrap();
-        assert_eq!(scratch.len(), 64 * 1024, "the scratch buffer did not grow");
-        scratch.truncate(end);
-        pair.server.sealed = scratch;
-        assert_eq!(pair.deliver_to_client().len(), plaintext.len());
+        assert_eq!(pair.server_writes(&plaintext, true).len(), plaintext.len());
     }
 
     #[test]
     fn the_peers_close_notify_ends_its_input() {
-        let mut pair = Pair::new();
-        pair.handshake(usize::MAX);
-        std::io::Write::write_all(&mut pair.client.writer(), b"PING\n").unwrap();
-        pair.client.send_close_notify();
-        let bytes = pair.client_sends();
-        pair.feed(&bytes, usize::MAX).unwrap();
-        assert_eq!(pair.plaintext, b"PING\n");
-        assert_eq!(pair.opened.last(), Some(&Opened::PeerClosed));
+        for version in [&TLS13, &TLS12] {
+            let mut pair = Pair::with(version, None);
+            pair.handshake(7);
+            pair.client.writer().write_all(b"PING\n").unwrap();
+            pair.client.send_close_notify();
+            let bytes = pair.client_sends();
+            pair.feed(&bytes, 7).unwrap();
+            assert_eq!(pair.plaintext, b"PING\n");
+            assert_eq!(pair.opened.last(), Some(&Opened::PeerClosed));
+            // The last words still go out, and our close_notify.
+            assert_eq!(pair.server_writes(b"BYE\n", true), b"BYE\n");
+            assert!(pair.client_closed());
+        }
     }
 }
