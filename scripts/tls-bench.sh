@@ -14,7 +14,9 @@
 # Then it measures, for each (handshakes and round trips first: the
 # memory phase leaves tens of thousands of loopback ports in TIME_WAIT):
 #   1. user-space memory per idle TLS collar: RSS growth of the process
-#      terminating TLS (tether; nginx's worker) while N collars
+#      terminating TLS (tether; nginx's workers: a second instance with as
+#      many workers as the per-process descriptor limit needs, two per
+#      proxied collar) while N collars
 #      (tether-load --tls, on CPU 1) are online and idle;
 #   2. TLS 1.3 handshakes per second of server CPU, full and resumed: K
 #      collars (tether-load --tls --leave-after-identify, on CPU 1, at most
@@ -31,7 +33,8 @@
 #      SECS seconds: tether plain, tether TLS, and nginx + tether.
 # and prints one table, each figure with the tool that made it.
 # Environment: SECS (default 10), ACTIVE (default 100), K (default 5000),
-# INFLIGHT (default 4).
+# INFLIGHT (default 4), NGINX_PROXY_BUFFER (nginx's proxy_buffer_size;
+# default nginx's own, 16k).
 # The figures are only as quiet as the host: other processes' CPU shows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,10 +54,10 @@ ulimit -n "$(ulimit -Hn)"
 
 work=$(mktemp -d)
 chmod 755 "$work"
-gateway=""; nginx_master=""; fleet=""
+gateway=""; nginx_masters=(); fleet=""
 cleanup() {
     [[ -n "$fleet" ]] && kill "$fleet" 2>/dev/null || true
-    [[ -n "$nginx_master" ]] && kill "$nginx_master" 2>/dev/null || true
+    for master in "${nginx_masters[@]}"; do kill "$master" 2>/dev/null || true; done
     [[ -n "$gateway" ]] && kill "$gateway" 2>/dev/null || true
     wait 2>/dev/null || true
     rm -rf "$work"
@@ -90,33 +93,54 @@ tls_addr=$(sed -n 's/.*devices: TLS on \([^ ,]*\).*/\1/p' "$work/gateway.log")
 http_addr=$(sed -n 's/.*http: listening on \([^ ,]*\).*/\1/p' "$work/gateway.log")
 [[ -n "$tls_addr" && -n "$http_addr" ]] || { cat "$work/gateway.log"; echo "tether did not start" >&2; exit 1; }
 
-# --- nginx: one worker, stream TLS proxy to tether's plain port, CPU 0 -------
-nginx_port=$(free_port)
-cat >"$work/nginx.conf" <<EOF
+# --- nginx: stream TLS proxy to tether's plain port, on CPU 0 ----------------
+# start_nginx NAME WORKERS: an instance with its own port, config and pid
+# file; sets $nginx_port and $nginx_workers (the worker pids). One worker
+# for the handshake and round-trip runs; for the memory hold, as many as
+# the descriptors need: a proxied collar takes two (its side and the
+# upstream one) and a process may have $fd_limit, so one worker holds
+# fewer than half of 20,000 here. `reuseport` spreads the collars over
+# the workers.
+fd_limit=$(ulimit -Hn)
+nginx_masters=()
+proxy_buffer=""
+[[ -n "${NGINX_PROXY_BUFFER:-}" ]] && proxy_buffer=$'\n'"        proxy_buffer_size $NGINX_PROXY_BUFFER;"
+start_nginx() {
+    local name=$1 workers=$2 master
+    nginx_port=$(free_port)
+    cat >"$work/nginx-$name.conf" <<EOF
 load_module /usr/lib/nginx/modules/ngx_stream_module.so;
-worker_processes 1;
-worker_cpu_affinity 01;
-worker_rlimit_nofile $((2 * n + 1024));
-pid $work/nginx.pid;
-error_log $work/nginx.log warn;
-events { worker_connections $((2 * n + 512)); }
+worker_processes $workers;
+worker_rlimit_nofile $fd_limit;
+pid $work/nginx-$name.pid;
+error_log $work/nginx-$name.log warn;
+events { worker_connections $((fd_limit - 64)); }
 stream {
     server {
-        listen 127.0.0.1:$nginx_port ssl backlog=4096;
+        listen 127.0.0.1:$nginx_port ssl backlog=4096 reuseport;
         ssl_certificate $work/tls.pem;
         ssl_certificate_key $work/tls.key;
         ssl_protocols TLSv1.3;
-        ssl_session_cache shared:TLS:10m;
+        ssl_session_cache shared:TLS-$name:10m;
         ssl_session_tickets on;
         proxy_pass $plain_addr;
-        proxy_timeout 1h;
+        proxy_timeout 1h;$proxy_buffer
     }
 }
 EOF
-taskset -c 0 nginx -c "$work/nginx.conf" -p "$work" -g 'daemon off;' &
-nginx_master=$!
-for _ in $(seq 100); do nginx_worker=$(pgrep -P "$nginx_master" | head -1 || true); [[ -n "$nginx_worker" ]] && break; sleep 0.1; done
-[[ -n "$nginx_worker" ]] || { cat "$work/nginx.log"; echo "nginx did not start" >&2; exit 1; }
+    taskset -c 0 nginx -c "$work/nginx-$name.conf" -p "$work" -g 'daemon off;' &
+    master=$!
+    nginx_masters+=("$master")
+    nginx_workers=()
+    for _ in $(seq 100); do
+        mapfile -t nginx_workers < <(pgrep -P "$master" || true)
+        (( ${#nginx_workers[@]} == workers )) && break
+        sleep 0.1
+    done
+    (( ${#nginx_workers[@]} == workers )) || { cat "$work/nginx-$name.log"; echo "nginx did not start" >&2; exit 1; }
+}
+start_nginx bench 1
+nginx_worker=${nginx_workers[0]}
 echo "tether pid $gateway (TLS $tls_addr, plain $plain_addr); nginx worker $nginx_worker on 127.0.0.1:$nginx_port"
 
 load() { taskset -c 1 target/release/tether-load --tls --tls-ca "$work/ca.pem" "$@"; }
@@ -158,10 +182,13 @@ rtt nginx "127.0.0.1:$nginx_port" 1 "$gateway" "$nginx_worker"; x_trips=$trips; 
 
 # --- 1. Memory per idle TLS collar ---------------------------------------------
 # N collars online and idle through the server, then its RSS growth over N.
-hold() { # hold NAME ADDR PID: sets $before and $after (KiB); no subshell
-    local name=$1 addr=$2 pid=$3 cpu0
-    before=$(rss_kib "$pid")
-    cpu0=$(cpu_ticks "$pid")
+rss_sum() { local total=0 pid; for pid in "$@"; do total=$(( total + $(rss_kib "$pid") )); done; echo "$total"; }
+cpu_sum() { local total=0 pid; for pid in "$@"; do total=$(( total + $(cpu_ticks "$pid") )); done; echo "$total"; }
+hold() { # hold NAME ADDR PID...: sets $before and $after (KiB, over the PIDs); no subshell
+    local name=$1 addr=$2 cpu0
+    shift 2
+    before=$(rss_sum "$@")
+    cpu0=$(cpu_sum "$@")
     # Not through load(): $! must be tether-load itself (taskset execs it),
     # so that the TERM below ends the fleet and has it print its summary.
     taskset -c 1 target/release/tether-load --tls --tls-ca "$work/ca.pem" --target "$addr" -n "$n" \
@@ -174,9 +201,9 @@ hold() { # hold NAME ADDR PID: sets $before and $after (KiB); no subshell
         sleep 0.5
     done
     (( $(online) >= n )) || { cat "$work/hold-$name.log" >&2; online >&2; echo "$name: not all collars came online" >&2; exit 1; }
-    connect_cpu=$(( $(cpu_ticks "$pid") - cpu0 ))
+    connect_cpu=$(( $(cpu_sum "$@") - cpu0 ))
     sleep 2
-    after=$(rss_kib "$pid")
+    after=$(rss_sum "$@")
     kill -TERM "$fleet"; wait "$fleet" || true; fleet=""
     [[ -n "${KEEP:-}" ]] && cp "$work/hold-$name.log" "/tmp/tls-bench-hold-$name.log"
     for _ in $(seq 100); do (( $(online) == 0 )) && break; sleep 0.2; done
@@ -184,17 +211,19 @@ hold() { # hold NAME ADDR PID: sets $before and $after (KiB); no subshell
 echo "holding $n idle TLS collars on tether..."
 hold tether "$tls_addr" "$gateway"; t_before=$before; t_held=$after; t_connect=$connect_cpu
 http_get /metrics >"$work/metrics-hold.txt"
-echo "holding $n idle TLS collars through nginx..."
-hold nginx "127.0.0.1:$nginx_port" "$nginx_worker"; n_before=$before; n_held=$after; n_connect=$connect_cpu
+hold_workers=$(( (2 * n * 11 / 10 + fd_limit - 257) / (fd_limit - 256) ))
+start_nginx hold "$hold_workers"
+echo "holding $n idle TLS collars through nginx ($hold_workers workers, $fd_limit descriptors each)..."
+hold nginx "127.0.0.1:$nginx_port" "${nginx_workers[@]}"; n_before=$before; n_held=$after; n_connect=$connect_cpu
 
 # --- Report -------------------------------------------------------------------------
 python3 - "$n" "$t_before" "$t_held" "$n_before" "$n_held" \
     "$p_trips" "$p_cpu" "$t_trips" "$t_cpu" "$x_trips" "$x_tether" "$x_nginx" "$(getconf CLK_TCK)" \
-    "$t_connect" "$n_connect" "$k" "$work" <<'EOF'
+    "$t_connect" "$n_connect" "$k" "$work" "$hold_workers" <<'EOF'
 import json, sys
 a = sys.argv[1:]
 n, tb, th, nb, nh, pt, pc, tt, tc, xt, xtc, xnc, hz, tcc, ncc, k = map(float, a[:16])
-work = a[16]
+work, hold_workers = a[16], int(a[17])
 def handshakes(name):
     """tether's own count of its handshakes (full, resumed) in a metrics dump."""
     counts = {}
@@ -222,7 +251,7 @@ hold = {name: client(f"hold-{name}") for name in ("tether", "nginx")}
 load = "tether-load --tls"
 rows = [("", "tether (rustls)", "nginx 1 worker (OpenSSL), with its upstream connect"),
         (f"user-space memory per idle TLS collar, {int(n):,} held ({load}; RSS growth / N)",
-         f"{(th - tb) * 1024 / n:.0f} B", f"{(nh - nb) * 1024 / n:.0f} B (client and upstream sides)")]
+         f"{(th - tb) * 1024 / n:.0f} B", f"{(nh - nb) * 1024 / n:.0f} B (client and upstream sides; {hold_workers} workers for the descriptors)")]
 for kind, how in (("full", "--tls-no-resume"), ("resumed", "tickets kept")):
     t, x = rate(f"tether-{kind}"), rate(f"nginx-{kind}")
     rows.append((f"{kind} TLS 1.3 handshakes per second of server CPU ({load} {how})", t[0], x[0]))
