@@ -17,7 +17,7 @@
 //! ([`Supervisor::ended`]), what a stop signal does ([`Supervisor::signal`])
 //! and when to exit, with which status ([`Supervisor::exit_status`]).
 //! [`shares`] says how many workers `auto` means and what each may hold;
-//! [`process`] does the rest with real processes (spawning, reaping,
+//! `process` does the rest with real processes (spawning, reaping,
 //! passing signals on), in a loop that sleeps until a signal (a child's
 //! exit is SIGCHLD) or the next restart is due, never polling.
 

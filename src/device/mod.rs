@@ -2,7 +2,7 @@
 //!
 //! Everything here is sans-IO: bytes and times in, lines and effects out.
 //! [`DeviceSession`] is the collar protocol as the reactor drives it: it
-//! frames input into lines ([`line`]), parses them ([`protocol`]), applies
+//! frames input into lines ([`line`](mod@line)), parses them ([`protocol`]), applies
 //! the rules ([`rules`]), and answers on its own output.
 
 pub mod auth;

@@ -6,7 +6,7 @@
 //! (head by `httparse`, body by `Content-Length` or chunked); requests are
 //! answered strictly in order, at most [`crate::reactor::Budgets::requests`]
 //! per call, the rest on the next turn ([`Session::has_work`]). A request
-//! [`decide`]d to need the hub's state is asked as an [`Effect::Ask`], and
+//! [`api::decide`]d to need the hub's state is asked as an [`Effect::Ask`], and
 //! the connection waits (`Awaiting`) for the [`Reply`]: at once for most,
 //! later for a long poll. Requests pipelined behind it stay in `inbuf`, so
 //! answers go out in order. `GET /events` turns the connection into a

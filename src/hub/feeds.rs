@@ -1,6 +1,6 @@
 //! Event streams and waiting long polls: cursors into the event log.
 //!
-//! A subscriber is not a queue of copies but a [`Feed`]: where it is in the
+//! A subscriber is not a queue of copies but a `Feed`: where it is in the
 //! log (the next id to send), its `?mac=` filter, and whether it is caught
 //! up. Publishing an event appends it to the log once and wakes the feeds
 //! that were caught up; a feed that is behind is not touched (it will read
@@ -13,7 +13,7 @@
 //! budget per turn.
 //!
 //! A filtered feed must not scan other collars' events: each MAC that some
-//! feed filters on has a [`Filter`] with the ids of that MAC's events still
+//! feed filters on has a `Filter` with the ids of that MAC's events still
 //! in the log, built once when the first such feed appears and kept up as
 //! events are published. Feeds behind the head are ordered by cursor, so
 //! the ones whose cursor falls off the end of the log are found at once

@@ -10,7 +10,7 @@
 //! rest to the next turn.
 //!
 //! Closing is a small state machine (see [`Phase`]): a connection closed on
-//! purpose says its last words (the session's [`Session::on_close`]),
+//! purpose says its last words (the session's [`Session::on_close`](super::Session::on_close)),
 //! flushes, shuts down its write side, and lingers reading until the peer
 //! closes or the linger deadline passes; one that failed is freed at once;
 //! one whose peer is presumed dead ([`CloseReason::aborts`]) is set to

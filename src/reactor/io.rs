@@ -4,7 +4,7 @@
 //! A non-blocking socket answers in more ways than `io::Result` makes
 //! obvious: `WouldBlock` means "try again after the next readiness event",
 //! `Interrupted` means "try again now", and a zero-length read means the
-//! peer closed its side. [`read`] and [`write`] fold those into an [`Io`]
+//! peer closed its side. [`read`] and [`write()`] fold those into an [`Io`]
 //! outcome so callers match on what happened rather than on error kinds.
 //!
 //! [`read_budgeted`] is the loop around [`read`] for an edge-triggered
@@ -58,7 +58,7 @@ pub fn write(mut stream: &TcpStream, buf: &[u8]) -> Io {
 }
 
 /// A socket as `std::io::Read` and `Write`, through [`read`] and
-/// [`write`], for a layer that moves the bytes itself: `tether-load`'s
+/// [`write()`], for a layer that moves the bytes itself: `tether-load`'s
 /// buffered rustls client reads records with `read_tls` and writes them
 /// with `write_tls` (the gateway's TLS layer reads into the scratch buffer
 /// with [`read`] instead). `WouldBlock` and end of file come back as the

@@ -10,7 +10,7 @@
 //! one address from holding a listener's whole share.
 //!
 //! A listener is edge-triggered, so an event only says "something
-//! arrived". [`Listener::backlog`] remembers that the kernel's accept queue
+//! arrived". `Listener::backlog` remembers that the kernel's accept queue
 //! may still hold connections until `accept` answers `WouldBlock`: the
 //! queue is drained across turns (at most [`super::Budgets::accepts`] per
 //! turn), and nothing is left behind when a turn stops early. A connection
@@ -91,7 +91,7 @@ pub struct Spec {
     /// Most connections held at once from one IP address.
     pub per_ip: Option<usize>,
     /// At the cap, close the longest-idle connection (see
-    /// [`Session::idle_since`]) to admit a new one.
+    /// [`Session::idle_since`](super::Session::idle_since)) to admit a new one.
     pub evict_idle: bool,
     /// Stays open during a shutdown (so a load balancer sees `/health`
     /// answer "draining" rather than a refused connection).

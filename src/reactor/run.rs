@@ -162,7 +162,7 @@ impl<A: App> Reactor<A> {
         }
     }
 
-    /// Calls the session of connection `key` with a [`Cx`] for it, and
+    /// Calls the session of connection `key` with a [`Cx`](super::Cx) for it, and
     /// queues the effects it returns.
     pub(super) fn call<R>(&mut self, key: usize, f: impl FnOnce(&mut A::Session, &mut CxOf<'_, A::Session>) -> R) -> R {
         let conn = &mut self.conns[key];

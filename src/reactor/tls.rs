@@ -5,7 +5,7 @@
 //! caller. On a connection accepted by a TLS listener the reactor reads
 //! records into its shared scratch buffer (through [`io::read`], so
 //! `io.rs` stays the only code that reads), has rustls open them
-//! ([`Tls::open`]), and hands the session all the plaintext of a read at
+//! (`Tls::open`), and hands the session all the plaintext of a read at
 //! once, as a plain read hands over all its bytes. The session appends
 //! plaintext to the connection's [`OutBuf`](super::OutBuf) as always; the
 //! flush phase seals up to one write budget of it into the scratch buffer
@@ -17,8 +17,8 @@
 //!
 //! What a connection keeps of its own is rustls's state (keys, the
 //! handshake's progress) and two byte strings that are empty, and own no
-//! memory, while it is idle: [`Tls::received`], the start of a record
-//! whose end has not arrived, and [`Tls::sealed`], records the kernel has
+//! memory, while it is idle: `Tls::received`, the start of a record
+//! whose end has not arrived, and `Tls::sealed`, records the kernel has
 //! not taken yet (a handshake flight, or what a full socket left of one
 //! write). rustls's state is about 3.3 KB against 7.4 KB for its buffered
 //! connection, which keeps a 4 KiB receive buffer of its own

@@ -52,7 +52,7 @@ const SET_PER_WORKER: [&str; 8] = [
 
 /// A worker's command line, but for `--worker-index` and
 /// `--worker-restarts`: the supervisor's own arguments (`args`, without the
-/// program name) without [`SET_PER_WORKER`], then the addresses (with the
+/// program name) without `SET_PER_WORKER`, then the addresses (with the
 /// ports the supervisor holds) and the worker's caps.
 pub fn worker_args(args: &[OsString], device: SocketAddr, http: SocketAddr, shares: &Shares) -> Vec<OsString> {
     let mut kept = Vec::with_capacity(args.len() + 8);
