@@ -33,7 +33,7 @@ use crate::time::{Millis, millis};
 const GRACE: Millis = 20;
 
 impl Hub {
-    /// Dials both links and sends their set-up.
+    /// Dials the four links and sends their set-up.
     fn dial(&mut self, ops: &mut Ops<'_, Proto>) {
         let cluster = self.cluster_mut();
         cluster.retry_at = None;
@@ -82,7 +82,7 @@ impl Hub {
         self.control_request(&[b"CLIENT", b"SETNAME", control_name.as_bytes()], ControlRequest::Setup, ops);
     }
 
-    /// Both links answered their set-up: claim every local collar again,
+    /// Every link answered its set-up: claim every local collar again,
     /// refresh liveness, sweep.
     pub(super) fn links_up(&mut self, ops: &mut Ops<'_, Proto>) {
         let now = ops.now();
@@ -110,7 +110,7 @@ impl Hub {
         self.fcall("owned", &[id.as_bytes()], Pending::Owned, ops);
     }
 
-    /// A link closed: fail what waited on it, close the other, and dial
+    /// A link closed: fail what waited on it, close the others, and dial
     /// again after the back-off.
     pub(super) fn link_down(&mut self, ops: &mut Ops<'_, Proto>) {
         let now = ops.now();
@@ -232,13 +232,17 @@ impl Hub {
             if at > now {
                 break;
             }
-            if let Some(entry) = cluster.take_rpc(rpc) {
-                cluster.stats.rpc_timeouts += 1;
-                ops.reply(
-                    entry.origin,
-                    Reply::Answer(Answer::error(504, "the gateway holding the device did not answer in time")),
-                );
-            }
+            let Some(entry) = cluster.take_rpc(rpc) else {
+                // Entries and deadlines are added and taken together; one
+                // without the other must still leave the loop.
+                cluster.rpc_deadlines.remove(&(at, rpc));
+                continue;
+            };
+            cluster.stats.rpc_timeouts += 1;
+            ops.reply(
+                entry.origin,
+                Reply::Answer(Answer::error(504, "the gateway holding the device did not answer in time")),
+            );
         }
         if cluster.refresh_at.is_some_and(|at| at <= now) {
             self.refresh(ops);

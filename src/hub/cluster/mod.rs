@@ -10,7 +10,7 @@
 //!   stream (a location also recorded as the collar's last fix, in the same
 //!   call), page the directory for `GET /devices`, and `PUBLISH` to other
 //!   gateways. Redis answers in order, so each reply pops the oldest
-//!   [`Pending`] entry, which says what it answers;
+//!   `Pending` entry (`pipeline.rs`), which says what it answers;
 //! - the **bus** link is subscribed to this gateway's channel,
 //!   `tether:gw:<id>`: another gateway's claim of one of our MACs
 //!   (`replaced MAC EPOCH`), a command or a location query for one of our
@@ -33,7 +33,7 @@
 //! locally, the API serves local devices and answers 503 for the others,
 //! `/health` says `degraded`. A reply overdue by `--redis-timeout` closes
 //! the link, failing what waited on it; the links are redialed with
-//! back-off, and once both are up again every local collar is claimed
+//! back-off, and once all four are up again every local collar is claimed
 //! again (the higher epoch wins; a loser closes).
 //!
 //! The code is cut by what it holds, each part an `impl Hub` (and `impl
@@ -119,7 +119,9 @@ enum Role {
 #[derive(Debug, Default)]
 struct Link {
     token: Option<Token>,
-    /// Its set-up was answered (functions loaded, channel subscribed).
+    /// Its set-up was answered: the command link's functions loaded, the
+    /// bus's channel subscribed, the tail's and the control link's
+    /// database selected and name set.
     ready: bool,
 }
 

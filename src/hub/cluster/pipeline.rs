@@ -92,7 +92,6 @@ impl Hub {
         true
     }
 
-    /// Calls a function of the library.
     /// Calls function `name` of this version of the library (`function`).
     pub(super) fn fcall(&mut self, name: &str, args: &[&[u8]], pending: Pending, ops: &mut Ops<'_, Proto>) -> bool {
         let name = function(name);
@@ -108,7 +107,7 @@ impl Hub {
             Pending::Page { origin, .. } | Pending::Get { origin, .. } => {
                 ops.reply(origin, Reply::Answer(Answer::error(503, "the directory (redis) is unavailable")));
             }
-            Pending::Route { rpc, .. } => {
+            Pending::Route { rpc, .. } | Pending::Publish { rpc } => {
                 if let Some(entry) = self.cluster_mut().take_rpc(rpc) {
                     ops.reply(entry.origin, Reply::Answer(Answer::error(503, "the directory (redis) is unavailable")));
                 }
@@ -119,11 +118,6 @@ impl Hub {
                 let cluster = self.cluster_mut();
                 if cluster.claims.get(&mac).is_some_and(|c| c.token == token && c.epoch.is_none()) {
                     cluster.claims_due.get_or_insert(ops.now() + CLAIM_RETRY);
-                }
-            }
-            Pending::Publish { rpc } => {
-                if let Some(entry) = self.cluster_mut().take_rpc(rpc) {
-                    ops.reply(entry.origin, Reply::Answer(Answer::error(503, "the directory (redis) is unavailable")));
                 }
             }
             Pending::Event(event) => {

@@ -49,7 +49,7 @@ pub enum Waiter {
     Remote { gateway: String, rpc: u64 },
 }
 
-/// What [`Hub::remote`] is asked for.
+/// What `Hub::remote` is asked for.
 #[derive(Debug)]
 pub enum Remote {
     Device,
