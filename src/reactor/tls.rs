@@ -79,6 +79,10 @@ pub struct Tls {
     secured: bool,
     /// The connection is closing: a `close_notify` follows the last words.
     close_notify: bool,
+    /// rustls reported a failure: it is not asked again (a second call
+    /// would process the input again and report, and alert, the same
+    /// failure twice).
+    failed: bool,
     /// Some bytes of a handshake arrived: an end of file before it
     /// completes is a truncated handshake, not a peer that just hung up.
     started: bool,
@@ -121,6 +125,7 @@ impl Tls {
             sealed: Vec::new(),
             secured: false,
             close_notify: false,
+            failed: false,
             started: false,
         }))
     }
@@ -199,6 +204,9 @@ impl Tls {
         plaintext: &mut Vec<u8>,
         on_secured: &mut dyn FnMut(&Tls),
     ) -> (usize, Result<Opened, rustls::Error>) {
+        if self.failed {
+            return (0, Err(failed_before()));
+        }
         let mut done = 0;
         loop {
             if !self.secured && !self.conn.is_handshaking() {
@@ -236,6 +244,7 @@ impl Tls {
             match step {
                 None => continue,
                 Some(Err(e)) => {
+                    self.failed = true;
                     self.seal_alert(&mut incoming[done..]);
                     return (done, Err(e));
                 }
@@ -266,6 +275,9 @@ impl Tls {
         at: usize,
         mut write: impl FnMut(&mut WriteTraffic<'_, ServerConnectionData>, &mut [u8]) -> Result<usize, EncryptError>,
     ) -> Result<usize, rustls::Error> {
+        if self.failed {
+            return Err(failed_before());
+        }
         let mut end = at;
         loop {
             let status = self.conn.process_tls_records(&mut self.received);
@@ -295,10 +307,16 @@ impl Tls {
             };
             self.received.drain(..discard);
             if let Some(result) = step {
+                self.failed = result.is_err();
                 return result;
             }
         }
     }
+}
+
+/// What a connection that failed before says when asked again.
+fn failed_before() -> rustls::Error {
+    rustls::Error::General("the TLS connection failed before".into())
 }
 
 /// Writes the handshake record rustls hands over into `target` at `at`,
@@ -857,6 +875,75 @@ mod tests {
             // The last words still go out, and our close_notify.
             assert_eq!(pair.server_writes(b"BYE\n", true), b"BYE\n");
             assert!(pair.client_closed());
+        }
+    }
+
+    /// Hands `bytes` to the server end cut at `cuts` (each taken modulo
+    /// what is left), stopping at the first failure; whether one came.
+    fn feed_cut(pair: &mut Pair, bytes: &[u8], cuts: &[usize]) -> bool {
+        let mut rest = bytes;
+        for &cut in cuts.iter().chain(std::iter::repeat(&usize::MAX)) {
+            if rest.is_empty() {
+                return false;
+            }
+            let (piece, after) = rest.split_at(cut % rest.len() + 1);
+            if pair.feed(piece, usize::MAX).is_err() {
+                return true;
+            }
+            rest = after;
+        }
+        unreachable!("the cuts repeat until the bytes run out")
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config { cases: 64, failure_persistence: None, ..Default::default() })]
+
+        /// Whatever a peer sends instead of a handshake, cut however: no
+        /// panic, nothing carried past the read buffer, at most one alert.
+        #[test]
+        fn any_bytes_before_the_handshake_end_in_an_alert_or_wait(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2000),
+            cuts in proptest::collection::vec(proptest::prelude::any::<usize>(), 0..8),
+        ) {
+            let mut pair = Pair::new();
+            let failed = feed_cut(&mut pair, &bytes, &cuts);
+            proptest::prop_assert!(pair.server.received.len() <= bytes.len());
+            proptest::prop_assert!(pair.plaintext.is_empty(), "plaintext before a handshake");
+            if failed {
+                proptest::prop_assert!(pair.server.sealed.len() <= 7, "{:?}", pair.server.sealed);
+            }
+        }
+
+        /// A genuine client's records, damaged (bytes flipped, cut short,
+        /// followed by garbage) and cut however: no panic, and what the
+        /// session is given is always a prefix of what the client sent.
+        #[test]
+        fn damaged_records_give_the_session_only_what_the_client_sent(
+            plaintext in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..3000),
+            flips in proptest::collection::vec((proptest::prelude::any::<usize>(), 1..=255u8), 0..3),
+            keep in proptest::prelude::any::<usize>(),
+            garbage in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            cuts in proptest::collection::vec(proptest::prelude::any::<usize>(), 0..8),
+        ) {
+            let mut pair = Pair::new();
+            pair.handshake(usize::MAX);
+            let mut records = pair.client_writes(&plaintext);
+            for &(at, bits) in &flips {
+                let at = at % records.len();
+                records[at] ^= bits;
+            }
+            records.truncate(keep % (records.len() + 1));
+            records.extend_from_slice(&garbage);
+            let failed = feed_cut(&mut pair, &records, &cuts);
+            proptest::prop_assert!(plaintext.starts_with(&pair.plaintext), "plaintext the client never sent");
+            if flips.is_empty() && garbage.is_empty() && keep % (records.len() + 1) == records.len() {
+                proptest::prop_assert_eq!(&pair.plaintext, &plaintext);
+            }
+            // Sealing afterwards works, or fails at once after a failure
+            // (rustls is not asked again), and never panics.
+            let mut scratch = vec![0; 64 * 1024];
+            let sealed = pair.server.seal(&mut scratch, 0, |traffic, buf| traffic.encrypt(b"BYE\n", buf));
+            proptest::prop_assert_eq!(sealed.is_err(), failed, "{:?}", sealed);
         }
     }
 }
