@@ -84,8 +84,8 @@ fn client(config: &Arc<ClientConfig>) -> ClientConnection {
 }
 
 /// The client's pending records, then the server's answer, until both
-/// have nothing more to say; `serve` takes the client's bytes and returns
-/// the server's.
+/// have nothing more to say, and then one line from the client; `serve`
+/// takes the client's bytes and returns the server's.
 fn converse(client: &mut ClientConnection, mut serve: impl FnMut(&[u8]) -> Vec<u8>) {
     loop {
         let mut bytes = Vec::new();
@@ -103,14 +103,19 @@ fn converse(client: &mut ClientConnection, mut serve: impl FnMut(&[u8]) -> Vec<u
         }
     }
     assert!(!client.is_handshaking());
-    // One line each way, as an identified collar has said.
+    // One line, as an identified collar has said.
     client.writer().write_all(b"IDENTIFY:CE:96:C2:78:27:FC\n").unwrap();
+    let mut line = Vec::new();
+    while client.wants_write() {
+        client.write_tls(&mut line).unwrap();
+    }
+    serve(&line);
 }
 
 fn buffered(server: &Arc<ServerConfig>, client: &Arc<ClientConfig>) -> ServerConnection {
     let mut conn = ServerConnection::new(Arc::clone(server)).unwrap();
     let mut peer = self::client(client);
-    let mut serve = |bytes: &[u8]| {
+    let serve = |bytes: &[u8]| {
         let mut bytes = bytes;
         while !bytes.is_empty() {
             conn.read_tls(&mut bytes).unwrap();
@@ -124,19 +129,14 @@ fn buffered(server: &Arc<ServerConfig>, client: &Arc<ClientConfig>) -> ServerCon
         }
         answer
     };
-    converse(&mut peer, &mut serve);
-    let mut line = Vec::new();
-    while peer.wants_write() {
-        peer.write_tls(&mut line).unwrap();
-    }
-    serve(&line);
+    converse(&mut peer, serve);
     conn
 }
 
 fn unbuffered(server: &Arc<ServerConfig>, client: &Arc<ClientConfig>) -> UnbufferedServerConnection {
     let mut conn = UnbufferedServerConnection::new(Arc::clone(server)).unwrap();
     let mut peer = self::client(client);
-    let mut serve = |bytes: &[u8]| {
+    let serve = |bytes: &[u8]| {
         let mut incoming = bytes.to_vec();
         let mut answer = Vec::new();
         let mut done = 0;
@@ -159,12 +159,7 @@ fn unbuffered(server: &Arc<ServerConfig>, client: &Arc<ClientConfig>) -> Unbuffe
         }
         answer
     };
-    converse(&mut peer, &mut serve);
-    let mut line = Vec::new();
-    while peer.wants_write() {
-        peer.write_tls(&mut line).unwrap();
-    }
-    serve(&line);
+    converse(&mut peer, serve);
     conn
 }
 
