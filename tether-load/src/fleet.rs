@@ -417,24 +417,10 @@ impl Fleet {
         let mut got = false;
         let end = read_budgeted(stream, &mut self.scratch, READS_PER_TURN, to_eof, |bytes| {
             got = true;
-            // Answers to the lines of this read: dropped if the collar
-            // closes (those of earlier reads are still sent).
-            let answered = batch.len();
-            let mut flow = Flow::Continue;
-            let framed = framer.feed(bytes, MAX_LINE, |line| {
-                flow = collar.on_line(line, now, how, batch, stats);
-                if flow == Flow::Close { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
-            });
-            if framed.is_err() {
-                // Not a gateway we know how to talk to.
-                collar.fail(Failure::Other, stats);
-                flow = Flow::Close;
+            match hand_lines(framer, collar, bytes, now, how, batch, stats) {
+                Flow::Close => ControlFlow::Break(()),
+                Flow::Continue => ControlFlow::Continue(()),
             }
-            if flow == Flow::Close {
-                batch.truncate(answered);
-                return ControlFlow::Break(());
-            }
-            ControlFlow::Continue(())
         });
         // A failed write means the connection is gone.
         if self.send_batch(key).is_break() {
@@ -523,17 +509,8 @@ impl Fleet {
                         break;
                     }
                 };
-                let answered = batch.len();
-                let framed = framer.feed(&self.scratch[..n], MAX_LINE, |line| {
-                    flow = collar.on_line(line, now, how, batch, stats);
-                    if flow == Flow::Close { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
-                });
-                if framed.is_err() {
-                    collar.fail(Failure::Other, stats);
-                    flow = Flow::Close;
-                }
+                flow = hand_lines(framer, collar, &self.scratch[..n], now, how, batch, stats);
                 if flow == Flow::Close {
-                    batch.truncate(answered);
                     break;
                 }
             }
@@ -777,4 +754,34 @@ impl Fleet {
         };
         (self.stats, timing)
     }
+}
+
+/// Hands the bytes of one read to `collar` line by line, its answers
+/// appended to `batch`. On `Close` (the collar closed, or the bytes are
+/// not lines it can frame: not a gateway it knows how to talk to) the
+/// answers to this read's lines are dropped; those of earlier reads are
+/// still sent.
+fn hand_lines(
+    framer: &mut LineFramer,
+    collar: &mut Collar,
+    bytes: &[u8],
+    now: Micros,
+    how: &Behaviour,
+    batch: &mut Vec<u8>,
+    stats: &mut Stats,
+) -> Flow {
+    let answered = batch.len();
+    let mut flow = Flow::Continue;
+    let framed = framer.feed(bytes, MAX_LINE, |line| {
+        flow = collar.on_line(line, now, how, batch, stats);
+        if flow == Flow::Close { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+    });
+    if framed.is_err() {
+        collar.fail(Failure::Other, stats);
+        flow = Flow::Close;
+    }
+    if flow == Flow::Close {
+        batch.truncate(answered);
+    }
+    flow
 }
