@@ -117,6 +117,13 @@ impl<A: App> Reactor<A> {
             conn.last_rx = now;
         }
         self.take_effects(token);
+        self.after_read(app, key, end, next);
+    }
+
+    /// What the end of a read means, plain or TLS, once the session was
+    /// called (`next`): the socket drained, the budget spent, the peer
+    /// gone, or the read failed.
+    pub(super) fn after_read(&mut self, app: &mut A, key: usize, end: ReadEnd, next: Next) {
         match end {
             ReadEnd::Drained => self.conns[key].readable = false,
             ReadEnd::Budget => self.stats.budget_spent(Budget::Reads),

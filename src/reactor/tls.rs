@@ -55,7 +55,7 @@ use rustls::unbuffered::{ConnectionState, EncodeError, EncodeTlsData, EncryptErr
 use super::Reactor;
 use super::app::App;
 use super::budget::Budget;
-use super::io::{self, Io};
+use super::io::{self, Io, ReadEnd};
 use super::session::{Next, Session as _};
 use crate::close::CloseReason;
 
@@ -338,16 +338,11 @@ fn encode_sealed(data: EncodeTlsData<'_, ServerConnectionData>, sealed: &mut Vec
     sealed.truncate(end);
 }
 
-/// How reading a TLS connection ended.
+/// How reading a TLS connection ended: as a plain read may, or two more.
 enum End {
-    Drained,
-    Budget,
-    Stopped,
-    /// The end of file.
-    Closed,
+    Read(ReadEnd),
     /// The peer's `close_notify`: bytes may still follow it in the socket.
     Notified,
-    Failed(std::io::Error),
     Tls(rustls::Error),
 }
 
@@ -368,7 +363,7 @@ impl<A: App> Reactor<A> {
         let mut reads = 0;
         let end = loop {
             if reads == budget {
-                break End::Budget;
+                break End::Read(ReadEnd::Budget);
             }
             reads += 1;
             let room = self.scratch.len() - filled;
@@ -377,12 +372,12 @@ impl<A: App> Reactor<A> {
             }
             let n = match io::read(&conn.stream, &mut self.scratch[filled..]) {
                 Io::Done(n) => n,
-                Io::WouldBlock => break End::Drained,
+                Io::WouldBlock => break End::Read(ReadEnd::Drained),
                 Io::Closed if tls.started && !tls.secured => {
                     break End::Tls(rustls::Error::General("the handshake was cut short".into()));
                 }
-                Io::Closed => break End::Closed,
-                Io::Failed(e) => break End::Failed(e),
+                Io::Closed => break End::Read(ReadEnd::Closed),
+                Io::Failed(e) => break End::Read(ReadEnd::Failed(e)),
             };
             got = true;
             tls.started = true;
@@ -416,10 +411,10 @@ impl<A: App> Reactor<A> {
             // Output past the limit stops reading, as for a plain read.
             let backed_up = cx.out.len() + tls.unsent() > session.output_limit(cx.config).bytes();
             if next != Next::Continue || backed_up || !session.wants_input(cx.config) {
-                break End::Stopped;
+                break End::Read(ReadEnd::Stopped);
             }
             if n < room && !conn.read_closed {
-                break End::Drained;
+                break End::Read(ReadEnd::Drained);
             }
         };
         tls.keep(&self.scratch[..filled]);
@@ -428,31 +423,20 @@ impl<A: App> Reactor<A> {
         }
         self.take_effects(token);
         match end {
-            End::Drained => self.conns[key].readable = false,
-            End::Budget => self.stats.budget_spent(Budget::Reads),
-            End::Stopped => {}
-            End::Closed | End::Notified => {
-                if matches!(end, End::Closed) {
-                    self.conns[key].readable = false;
-                }
-                self.after_call(key, next);
-                self.settle(app);
-                return self.on_peer_closed(app, key);
-            }
-            End::Failed(e) => {
-                self.after_call(key, next);
-                self.settle(app);
-                return self.on_io_error(app, key, &e);
+            End::Read(end) => self.after_read(app, key, end, next),
+            // The peer said it is done, as an end of file does, but the
+            // socket stays readable: the close drains what follows.
+            End::Notified => {
+                self.after_read(app, key, ReadEnd::Stopped, next);
+                self.on_peer_closed(app, key);
             }
             End::Tls(e) => {
                 // Once per peer: the connection ends here.
                 debug!("#{key} TLS from {}: {e}", self.conns[key].peer);
                 self.close(key, CloseReason::TlsError);
-                return self.settle(app);
+                self.settle(app);
             }
         }
-        self.after_call(key, next);
-        self.settle(app);
     }
 
     /// [`Reactor::write_once`] for a TLS connection: one write of the
